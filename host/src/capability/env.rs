@@ -1,0 +1,90 @@
+//! Environment variables: a plugin sees only the ones its policy names.
+
+use serde::Deserialize;
+
+/// Where a granted variable's value comes from.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EnvSource {
+    /// Copy the value of this variable of the host's environment.
+    pub from_host: Option<String>,
+    /// A fixed value (or the fallback when `from_host` is unset).
+    pub value: Option<String>,
+}
+
+/// A variable the plugin may read, with its value resolved at load time.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EnvGrant {
+    pub name: String,
+    pub value: String,
+}
+
+/// Values are secrets as often as not: they never appear in debug output.
+impl std::fmt::Debug for EnvGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EnvGrant({} = <redacted>)", self.name)
+    }
+}
+
+/// Resolves the variable `name` from `source`, reading the host environment
+/// through `lookup`. `Ok(None)` when the host variable is unset and no
+/// fallback value was given: the plugin then sees no such variable.
+pub fn resolve(
+    name: &str,
+    source: &EnvSource,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Option<EnvGrant>, String> {
+    if name.is_empty() || name.contains('=') || name.contains('\0') {
+        return Err(format!("{name:?} is not a valid variable name"));
+    }
+    let value = match (&source.from_host, &source.value) {
+        (None, None) => return Err(format!("{name}: give `from_host`, `value` or both")),
+        (Some(host_name), fallback) => lookup(host_name).or_else(|| fallback.clone()),
+        (None, Some(value)) => Some(value.clone()),
+    };
+    Ok(value.map(|value| EnvGrant {
+        name: name.to_owned(),
+        value,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(from_host: Option<&str>, value: Option<&str>) -> EnvSource {
+        EnvSource {
+            from_host: from_host.map(str::to_owned),
+            value: value.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn host_value_wins_over_fallback() {
+        let lookup = |n: &str| (n == "URL").then(|| "http://a".to_owned());
+        let grant = resolve("X", &source(Some("URL"), Some("http://b")), lookup).unwrap();
+        assert_eq!(grant.unwrap().value, "http://a");
+        let grant = resolve("X", &source(Some("NOPE"), Some("http://b")), lookup).unwrap();
+        assert_eq!(grant.unwrap().value, "http://b");
+        assert!(
+            resolve("X", &source(Some("NOPE"), None), lookup)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn rejects_empty_sources_and_bad_names() {
+        assert!(resolve("X", &source(None, None), |_| None).is_err());
+        assert!(resolve("A=B", &source(None, Some("v")), |_| None).is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_values() {
+        let grant = EnvGrant {
+            name: "TOKEN".into(),
+            value: "secret".into(),
+        };
+        assert!(!format!("{grant:?}").contains("secret"));
+    }
+}

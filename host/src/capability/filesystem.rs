@@ -1,0 +1,189 @@
+//! Folders: a plugin sees only the folders its policy mounts, each read-only
+//! or read-write. wasmtime-wasi enforces the mount boundary itself (no `..`,
+//! absolute paths or symlinks out); this module decides what is mounted.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+/// What a plugin may do in a mounted folder.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    ReadOnly,
+    ReadWrite,
+}
+
+/// A mount as written in a policy file.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MountSpec {
+    /// The host folder, relative to the host's root folder (or absolute,
+    /// inside it).
+    pub host: PathBuf,
+    /// Where the plugin sees it, an absolute guest path such as `/data`.
+    pub guest: String,
+    /// `read-only` or `read-write`.
+    pub access: Access,
+}
+
+/// A resolved mount: an existing host folder inside the root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    pub host: PathBuf,
+    pub guest: String,
+    pub access: Access,
+}
+
+impl Mount {
+    /// Adds the mount to a sandbox's WASI context.
+    pub fn apply(&self, wasi: &mut WasiCtxBuilder) -> anyhow::Result<()> {
+        let perms = match self.access {
+            Access::ReadOnly => FsPerms::ReadOnly,
+            Access::ReadWrite => FsPerms::ReadWrite,
+        };
+        wasi.preopened_dir(&self.host, &self.guest, perms)
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", self.host.display()))?;
+        Ok(())
+    }
+}
+
+/// Resolves `spec` against `root`: the folder must lie inside the root once
+/// symlinks are followed. A missing read-write folder is created (the
+/// operator asked for a place to write); a missing read-only one is an
+/// error.
+pub fn resolve(spec: &MountSpec, root: &Path) -> Result<Mount, String> {
+    check_guest_path(&spec.guest)?;
+    let joined = root.join(&spec.host);
+    if !joined.exists() && spec.access == Access::ReadWrite {
+        std::fs::create_dir_all(&joined)
+            .map_err(|e| format!("cannot create {}: {e}", joined.display()))?;
+    }
+    let host = joined
+        .canonicalize()
+        .map_err(|e| format!("folder {} is not usable: {e}", joined.display()))?;
+    let root = root
+        .canonicalize()
+        .map_err(|e| format!("root folder {} is not usable: {e}", root.display()))?;
+    if !host.starts_with(&root) {
+        return Err(format!(
+            "folder {} is outside the root folder {}",
+            host.display(),
+            root.display()
+        ));
+    }
+    if !host.is_dir() {
+        return Err(format!("{} is not a folder", host.display()));
+    }
+    Ok(Mount {
+        host,
+        guest: spec.guest.clone(),
+        access: spec.access,
+    })
+}
+
+/// Refuses mount sets where one mount lies inside another: with both a
+/// read-only and a read-write view of the same files, the read-only promise
+/// is hard to keep (see wasmtime advisory GHSA-4ch3-9j33-3pmj), and two
+/// guest paths for one file confuse plugins.
+pub fn check_overlaps(mounts: &[Mount]) -> Result<(), String> {
+    for (i, a) in mounts.iter().enumerate() {
+        for b in &mounts[i + 1..] {
+            if a.host.starts_with(&b.host) || b.host.starts_with(&a.host) {
+                return Err(format!(
+                    "mounts {} and {} overlap: mount each folder once",
+                    a.host.display(),
+                    b.host.display()
+                ));
+            }
+            if a.guest == b.guest {
+                return Err(format!("two mounts use the guest path {}", a.guest));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Guest paths are absolute and plain: no `.`/`..` parts, no empty parts.
+fn check_guest_path(guest: &str) -> Result<(), String> {
+    // Split by hand: `Path::components` quietly drops `.` parts.
+    let plain = guest
+        .strip_prefix('/')
+        .is_some_and(|rest| rest.split('/').all(|part| !matches!(part, "" | "." | "..")));
+    if plain {
+        Ok(())
+    } else {
+        Err(format!(
+            "guest path {guest:?} must be absolute and plain, like /data/market"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(host: &str, guest: &str, access: Access) -> MountSpec {
+        MountSpec {
+            host: host.into(),
+            guest: guest.into(),
+            access,
+        }
+    }
+
+    #[test]
+    fn resolves_inside_the_root_only() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("data")).unwrap();
+        let mount = resolve(&spec("data", "/data", Access::ReadOnly), root.path()).unwrap();
+        assert!(mount.host.ends_with("data"));
+        let escape = resolve(&spec("..", "/up", Access::ReadOnly), root.path());
+        assert!(escape.unwrap_err().contains("outside the root"));
+        let absolute = resolve(&spec("/etc", "/etc", Access::ReadOnly), root.path());
+        assert!(absolute.unwrap_err().contains("outside the root"));
+    }
+
+    #[test]
+    fn symlinks_out_of_the_root_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
+        let linked = resolve(&spec("link", "/data", Access::ReadOnly), root.path());
+        assert!(linked.unwrap_err().contains("outside the root"));
+    }
+
+    #[test]
+    fn creates_missing_read_write_folders_but_not_read_only_ones() {
+        let root = tempfile::tempdir().unwrap();
+        assert!(resolve(&spec("new", "/new", Access::ReadWrite), root.path()).is_ok());
+        assert!(root.path().join("new").is_dir());
+        assert!(resolve(&spec("missing", "/m", Access::ReadOnly), root.path()).is_err());
+    }
+
+    #[test]
+    fn guest_paths_must_be_plain_and_absolute() {
+        for bad in ["data", "/", "/a/../b", "/a/./b", "//a", ""] {
+            assert!(check_guest_path(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(check_guest_path("/data/market").is_ok());
+    }
+
+    #[test]
+    fn overlapping_mounts_are_refused() {
+        let mount = |host: &str, guest: &str, access| Mount {
+            host: host.into(),
+            guest: guest.into(),
+            access,
+        };
+        let nested = [
+            mount("/r/data", "/a", Access::ReadOnly),
+            mount("/r/data/market", "/b", Access::ReadWrite),
+        ];
+        assert!(check_overlaps(&nested).is_err());
+        let siblings = [
+            mount("/r/data", "/a", Access::ReadOnly),
+            mount("/r/database", "/b", Access::ReadWrite),
+        ];
+        assert!(check_overlaps(&siblings).is_ok());
+    }
+}

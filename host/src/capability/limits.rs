@@ -1,0 +1,69 @@
+//! Resource limits for one plugin's calls.
+
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Upper bound on any plugin's memory: the pooling allocator reserves this
+/// much address space per sandbox slot.
+pub const MAX_MEMORY_MIB: u32 = 4096;
+
+/// How much a plugin's calls may use. Every field has a default, so a plugin
+/// without a policy still runs inside firm bounds.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Linear memory per call, in MiB.
+    pub memory_mib: u32,
+    /// Wall-clock time per call, in milliseconds, including time spent
+    /// waiting on the network.
+    pub timeout_ms: u64,
+    /// Calls of this plugin running at once; more wait in line.
+    pub max_concurrency: u32,
+    /// Size of one call's result (text, JSON and binary content), in KiB.
+    pub max_output_kib: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mib: 64,
+            timeout_ms: 10_000,
+            max_concurrency: 8,
+            max_output_kib: 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks the limits are usable, naming the first that is not.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_MEMORY_MIB).contains(&self.memory_mib) {
+            return Err(format!("memory_mib must be 1 to {MAX_MEMORY_MIB}"));
+        }
+        if !(1..=3_600_000).contains(&self.timeout_ms) {
+            return Err("timeout_ms must be 1 to 3600000 (one hour)".into());
+        }
+        if !(1..=1024).contains(&self.max_concurrency) {
+            return Err("max_concurrency must be 1 to 1024".into());
+        }
+        if !(1..=65_536).contains(&self.max_output_kib) {
+            return Err("max_output_kib must be 1 to 65536".into());
+        }
+        Ok(())
+    }
+
+    /// The memory limit in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.memory_mib as usize * 1024 * 1024
+    }
+
+    /// The wall-clock limit per call.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// The result size limit in bytes.
+    pub fn max_output_bytes(&self) -> usize {
+        self.max_output_kib as usize * 1024
+    }
+}

@@ -1,0 +1,469 @@
+//! Outgoing HTTP: a plugin may send only the requests its rules allow.
+//!
+//! A rule names methods, a scheme, a host, a port and a path pattern:
+//!
+//! ```text
+//! GET https://api.broker.example/v2/bars/*
+//! GET,HEAD http://127.0.0.1:*/positions
+//! * https://*.example.com/*
+//! ```
+//!
+//! Every request is checked in [`NetworkHooks::send_request`], the one place
+//! wasi-http hands a request over before any I/O. Raw sockets stay closed:
+//! the sandbox's WASI context never enables TCP, UDP or name lookup.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
+
+/// One allowed kind of request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpRule {
+    /// Allowed methods, upper case; empty means any.
+    methods: Vec<String>,
+    scheme: String,
+    host: HostPattern,
+    /// `None` means any port.
+    port: Option<u16>,
+    /// Path pattern where `*` stands for any run of characters.
+    path: String,
+    /// The rule as written, for messages.
+    text: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum HostPattern {
+    Exact(String),
+    /// `*.example.com`: any subdomain of `example.com`, not itself.
+    Subdomain(String),
+}
+
+/// The parts of a request that rules look at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestFacts {
+    pub method: String,
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+impl fmt::Display for RequestFacts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        write!(
+            f,
+            "{} {}://{host}:{}{}",
+            self.method, self.scheme, self.port, self.path
+        )
+    }
+}
+
+/// The outcome of checking a request against a plugin's rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed by the rule with this text.
+    Allow(String),
+    /// Denied, with the reason.
+    Deny(String),
+}
+
+impl HttpRule {
+    /// Parses `METHODS URL`, where METHODS is `*` or a comma-separated list
+    /// and URL is `scheme://host[:port]/path-pattern`.
+    pub fn parse(text: &str) -> Result<HttpRule, String> {
+        let bad = |why: &str| format!("network rule {text:?}: {why}");
+        let (methods, url) = text.trim().split_once(char::is_whitespace).ok_or_else(|| {
+            bad("expected `METHODS URL`, e.g. `GET https://api.example.com/v1/*`")
+        })?;
+        let methods = if methods == "*" {
+            Vec::new()
+        } else {
+            methods
+                .split(',')
+                .map(|m| {
+                    let m = m.trim().to_ascii_uppercase();
+                    const KNOWN: [&str; 9] = [
+                        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT",
+                        "TRACE",
+                    ];
+                    if KNOWN.contains(&m.as_str()) {
+                        Ok(m)
+                    } else {
+                        Err(bad(&format!("unknown method {m:?}")))
+                    }
+                })
+                .collect::<Result<_, _>>()?
+        };
+        let (scheme, rest) = url
+            .trim()
+            .split_once("://")
+            .ok_or_else(|| bad("the URL needs a scheme, http:// or https://"))?;
+        if scheme != "http" && scheme != "https" {
+            return Err(bad("the scheme must be http or https"));
+        }
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/*"),
+        };
+        let (host, port) = split_port(authority).map_err(|why| bad(&why))?;
+        let port = match port {
+            Some("*") => None,
+            Some(p) => Some(p.parse().map_err(|_| bad(&format!("bad port {p:?}")))?),
+            None => Some(if scheme == "https" { 443 } else { 80 }),
+        };
+        let host = host.to_ascii_lowercase();
+        let host = match host.strip_prefix("*.") {
+            Some(domain) if !domain.is_empty() && !domain.contains('*') => {
+                HostPattern::Subdomain(domain.to_owned())
+            }
+            _ if host.is_empty() || host.contains('*') => {
+                return Err(bad("the host must be a name, an IP address or *.domain"));
+            }
+            _ => HostPattern::Exact(
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned(),
+            ),
+        };
+        if path.contains('?') || path.contains('#') {
+            return Err(bad("the path pattern cannot hold a query or fragment"));
+        }
+        Ok(HttpRule {
+            methods,
+            scheme: scheme.to_owned(),
+            host,
+            port,
+            path: path.to_owned(),
+            text: text.trim().to_owned(),
+        })
+    }
+
+    /// The rule as written.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether this rule allows only methods that read (GET, HEAD).
+    pub fn is_read_only(&self) -> bool {
+        !self.methods.is_empty() && self.methods.iter().all(|m| m == "GET" || m == "HEAD")
+    }
+
+    /// The part of this rule that only reads (GET and HEAD), if any.
+    pub fn read_only_part(&self) -> Option<HttpRule> {
+        let methods: Vec<String> = if self.methods.is_empty() {
+            vec!["GET".into(), "HEAD".into()]
+        } else {
+            let reading = self.methods.iter().filter(|m| *m == "GET" || *m == "HEAD");
+            reading.cloned().collect()
+        };
+        if methods.is_empty() {
+            return None;
+        }
+        let text = if methods.len() == self.methods.len() {
+            self.text.clone()
+        } else {
+            format!("{} (reads only)", self.text)
+        };
+        Some(HttpRule {
+            methods,
+            text,
+            ..self.clone()
+        })
+    }
+
+    /// Whether the request matches this rule.
+    pub fn matches(&self, request: &RequestFacts) -> bool {
+        (self.methods.is_empty() || self.methods.contains(&request.method))
+            && self.scheme == request.scheme
+            && self.port.is_none_or(|p| p == request.port)
+            && match &self.host {
+                HostPattern::Exact(host) => *host == request.host,
+                HostPattern::Subdomain(domain) => request
+                    .host
+                    .strip_suffix(domain.as_str())
+                    .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+            }
+            && glob_match(&self.path, &request.path)
+    }
+}
+
+/// Splits `host[:port]`, keeping bracketed IPv6 literals whole.
+fn split_port(authority: &str) -> Result<(&str, Option<&str>), String> {
+    if authority.contains('@') {
+        return Err("user info is not allowed in rules".into());
+    }
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or("unclosed [ in an IPv6 address")?;
+        return match after.strip_prefix(':') {
+            Some(port) => Ok((host, Some(port))),
+            None if after.is_empty() => Ok((host, None)),
+            None => Err(format!("unexpected {after:?} after the address")),
+        };
+    }
+    Ok(match authority.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    })
+}
+
+/// Matches `text` against `pattern`, where `*` stands for any run of
+/// characters (including `/`) and everything else matches itself.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// Checks `request` against `rules`: allowed by the first rule that
+/// matches, denied when none does.
+pub fn decide(rules: &[HttpRule], request: &RequestFacts) -> Decision {
+    match rules.iter().find(|rule| rule.matches(request)) {
+        Some(rule) => Decision::Allow(rule.text.clone()),
+        None if rules.is_empty() => Decision::Deny("the plugin has no network grant".into()),
+        None => Decision::Deny("no network rule of the plugin's policy allows it".into()),
+    }
+}
+
+/// Reads the facts rules need from an outgoing request; `None` when it has
+/// no usable scheme or host (such requests are denied).
+pub fn facts_of<B>(request: &http::Request<B>) -> Option<RequestFacts> {
+    let uri = request.uri();
+    let scheme = uri.scheme_str()?.to_ascii_lowercase();
+    let host = uri
+        .host()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    Some(RequestFacts {
+        method: request.method().as_str().to_ascii_uppercase(),
+        scheme,
+        host,
+        port,
+        path: uri.path().to_owned(),
+    })
+}
+
+/// A request the sandbox refused, for the caller's error message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denial {
+    pub request: String,
+    pub reason: String,
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "denied {}: {}", self.request, self.reason)
+    }
+}
+
+/// Timeouts every outgoing request gets; a plugin may ask for shorter ones.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
+const BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The per-call enforcement point for outgoing HTTP.
+pub struct NetworkHooks {
+    rules: Arc<[HttpRule]>,
+    denials: Arc<Mutex<Vec<Denial>>>,
+}
+
+impl NetworkHooks {
+    /// Hooks enforcing `rules`, recording refusals in `denials`.
+    pub fn new(rules: Arc<[HttpRule]>, denials: Arc<Mutex<Vec<Denial>>>) -> Self {
+        NetworkHooks { rules, denials }
+    }
+}
+
+impl WasiHttpHooks for NetworkHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        let decision = match facts_of(&request) {
+            Some(facts) => match decide(&self.rules, &facts) {
+                Decision::Allow(_) => None,
+                Decision::Deny(reason) => Some(Denial {
+                    request: facts.to_string(),
+                    reason,
+                }),
+            },
+            None => Some(Denial {
+                request: format!("{} {}", request.method(), request.uri()),
+                reason: "the request has no scheme or host".into(),
+            }),
+        };
+        if let Some(denial) = decision {
+            tracing::info!(%denial, "outgoing request denied");
+            if let Ok(mut denials) = self.denials.lock() {
+                denials.push(denial);
+            }
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        let asked = options.unwrap_or_default();
+        let clamp =
+            |asked: Option<Duration>, max| Some(asked.map_or(max, |a: Duration| a.min(max)));
+        let options = RequestOptions {
+            connect_timeout: clamp(asked.connect_timeout, CONNECT_TIMEOUT),
+            first_byte_timeout: clamp(asked.first_byte_timeout, FIRST_BYTE_TIMEOUT),
+            between_bytes_timeout: clamp(asked.between_bytes_timeout, BETWEEN_BYTES_TIMEOUT),
+        };
+        wasmtime_wasi_http::default_hooks().send_request(request, Some(options), fut)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn facts(method: &str, url: &str) -> RequestFacts {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(url)
+            .body(())
+            .unwrap();
+        facts_of(&request).unwrap()
+    }
+
+    fn rules(texts: &[&str]) -> Vec<HttpRule> {
+        texts.iter().map(|t| HttpRule::parse(t).unwrap()).collect()
+    }
+
+    #[test]
+    fn method_host_port_and_path_must_all_match() {
+        let rules = rules(&["GET http://127.0.0.1:*/positions"]);
+        let allow = |m, u| matches!(decide(&rules, &facts(m, u)), Decision::Allow(_));
+        assert!(allow("GET", "http://127.0.0.1:8080/positions"));
+        assert!(allow("GET", "http://127.0.0.1:8080/positions?account=1"));
+        assert!(!allow("POST", "http://127.0.0.1:8080/positions"));
+        assert!(!allow("GET", "http://127.0.0.1:8080/orders"));
+        assert!(!allow("GET", "http://127.0.0.2:8080/positions"));
+        assert!(!allow("GET", "https://127.0.0.1:8080/positions"));
+        assert!(!allow("GET", "http://127.0.0.1:8080/positions/x"));
+    }
+
+    #[test]
+    fn default_ports_follow_the_scheme() {
+        let rules = rules(&["GET https://api.example.com/v2/bars/*"]);
+        let allow = |u| matches!(decide(&rules, &facts("GET", u)), Decision::Allow(_));
+        assert!(allow("https://api.example.com/v2/bars/AAPL"));
+        assert!(allow("https://api.example.com:443/v2/bars/AAPL"));
+        assert!(!allow("https://api.example.com:8443/v2/bars/AAPL"));
+        assert!(!allow("https://api.example.com/v2/orders"));
+    }
+
+    #[test]
+    fn subdomain_patterns_exclude_the_domain_itself_and_lookalikes() {
+        let rules = rules(&["* https://*.example.com/*"]);
+        let allow = |u| matches!(decide(&rules, &facts("DELETE", u)), Decision::Allow(_));
+        assert!(allow("https://a.example.com/x"));
+        assert!(allow("https://a.b.example.com/x"));
+        assert!(!allow("https://example.com/x"));
+        assert!(!allow("https://badexample.com/x"));
+        assert!(!allow("https://example.com.evil.net/x"));
+    }
+
+    #[test]
+    fn no_rules_means_no_network() {
+        let decision = decide(&[], &facts("GET", "https://example.com/"));
+        assert!(matches!(decision, Decision::Deny(reason) if reason.contains("no network grant")));
+    }
+
+    #[test]
+    fn bad_rules_are_explained() {
+        for bad in [
+            "https://example.com/",
+            "FETCH https://example.com/",
+            "GET ftp://example.com/",
+            "GET https://ex*ample.com/",
+            "GET https://user@example.com/",
+            "GET https://example.com:port/",
+            "GET https://example.com/a?b",
+        ] {
+            assert!(HttpRule::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn read_only_rules_allow_only_get_and_head() {
+        assert!(
+            HttpRule::parse("GET,HEAD http://a/")
+                .unwrap()
+                .is_read_only()
+        );
+        assert!(
+            !HttpRule::parse("GET,POST http://a/")
+                .unwrap()
+                .is_read_only()
+        );
+        assert!(!HttpRule::parse("* http://a/").unwrap().is_read_only());
+    }
+
+    #[test]
+    fn glob_examples() {
+        assert!(glob_match("/orders*", "/orders"));
+        assert!(glob_match("/orders*", "/orders/1"));
+        assert!(!glob_match("/orders*", "/v2/orders"));
+        assert!(glob_match("/*/orders*", "/v2/orders/1"));
+        assert!(glob_match("/a*b*c", "/aXbYc"));
+        assert!(!glob_match("/a*b*c", "/aXbY"));
+        assert!(glob_match("*", ""));
+        assert!(!glob_match("/ab*ba", "/aba"));
+    }
+
+    proptest! {
+        #[test]
+        fn a_pattern_without_stars_matches_only_itself(a in "[ -~]{0,20}", b in "[ -~]{0,20}") {
+            let a = a.replace('*', "");
+            prop_assert_eq!(glob_match(&a, &b), a == b);
+        }
+
+        #[test]
+        fn a_star_suffix_matches_every_extension(prefix in "/[a-z/]{0,10}", rest in "[ -~]{0,20}") {
+            let pattern = format!("{prefix}*");
+            let text = format!("{prefix}{rest}");
+            prop_assert!(glob_match(&pattern, &text));
+        }
+
+        #[test]
+        fn parsing_never_panics(text in "\\PC{0,60}") {
+            let _ = HttpRule::parse(&text);
+        }
+    }
+}

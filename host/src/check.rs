@@ -1,0 +1,149 @@
+//! `host check`: load everything, serve nothing, report plainly.
+
+use crate::capability::filesystem::Access;
+use crate::config::Settings;
+use crate::plugin::{LoadedPlugin, Registry, loader};
+use crate::runtime::Runtime;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Loads the plugins named in `only` (all when empty), prints a report, and
+/// says whether everything loaded.
+pub async fn run(
+    runtime: &Arc<Runtime>,
+    settings: &Settings,
+    only: &[String],
+) -> anyhow::Result<bool> {
+    let files: Vec<PathBuf> = if only.is_empty() {
+        loader::plugin_files(&settings.plugins)?
+    } else {
+        only.iter()
+            .map(|p| {
+                if p.ends_with(".wasm") {
+                    PathBuf::from(p)
+                } else {
+                    settings.plugins.join(format!("{p}.wasm"))
+                }
+            })
+            .collect()
+    };
+    let mut loaded = Vec::new();
+    let mut failed = Vec::new();
+    for file in &files {
+        match loader::load(runtime, file, &settings.policies).await {
+            Ok(plugin) => loaded.push(plugin),
+            Err(failure) => failed.push(failure),
+        }
+    }
+    let registry = Registry::new(loaded, failed);
+    let mut out = String::new();
+    for plugin in registry.plugins() {
+        describe(&mut out, plugin);
+    }
+    for failure in registry.failures() {
+        let _ = writeln!(out, "FAILED {failure}\n");
+    }
+    let names: Vec<&str> = registry.plugins().iter().map(|p| p.name.as_str()).collect();
+    let failed_names: Vec<String> = registry
+        .failures()
+        .iter()
+        .filter_map(|f| loader::name_of(&f.path).ok())
+        .collect();
+    let known: Vec<&str> = names
+        .iter()
+        .copied()
+        .chain(failed_names.iter().map(String::as_str))
+        .collect();
+    let orphans = if only.is_empty() {
+        settings.policies.orphans(&known)
+    } else {
+        Vec::new()
+    };
+    for orphan in &orphans {
+        let _ = writeln!(
+            out,
+            "FAILED policy {}: no plugin of that name in {} (a typo leaves the plugin with no grants)\n",
+            orphan.display(),
+            settings.plugins.display()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{} plugin(s) loaded, {} failed, {} stray polic{}",
+        registry.plugins().len(),
+        registry.failures().len(),
+        orphans.len(),
+        if orphans.len() == 1 { "y" } else { "ies" }
+    );
+    print!("{out}");
+    Ok(registry.failures().is_empty() && orphans.is_empty() && !files.is_empty())
+}
+
+fn describe(out: &mut String, plugin: &LoadedPlugin) {
+    let m = &plugin.manifest;
+    let _ = writeln!(
+        out,
+        "{} {} ({})",
+        plugin.name,
+        m.version,
+        plugin.path.display()
+    );
+    if let Some(description) = &m.description {
+        let _ = writeln!(out, "  {description}");
+    }
+    let g = &plugin.grants;
+    let policy = g
+        .source
+        .as_ref()
+        .map_or("none: nothing granted".to_owned(), |p| {
+            p.display().to_string()
+        });
+    let _ = writeln!(out, "  policy: {policy}");
+    for mount in &g.mounts {
+        let access = match mount.access {
+            Access::ReadOnly => "read-only",
+            Access::ReadWrite => "read-write",
+        };
+        let _ = writeln!(
+            out,
+            "  folder {} = {} ({access})",
+            mount.guest,
+            mount.host.display()
+        );
+    }
+    for rule in g.http.iter() {
+        let _ = writeln!(out, "  network {}", rule.text());
+    }
+    if !g.env.is_empty() {
+        let names: Vec<&str> = g.env.iter().map(|e| e.name.as_str()).collect();
+        let _ = writeln!(out, "  env {}", names.join(", "));
+    }
+    let l = &g.limits;
+    let _ = writeln!(
+        out,
+        "  limits: {} MiB memory, {} ms per call, {} calls at once, {} KiB output",
+        l.memory_mib, l.timeout_ms, l.max_concurrency, l.max_output_kib
+    );
+    for tool in &plugin.offer.tools {
+        let a = tool.annotations;
+        let mut flags = vec![if a.read_only { "read-only" } else { "writes" }];
+        if a.destructive {
+            flags.push("destructive");
+        }
+        if a.open_world {
+            flags.push("open-world");
+        }
+        let _ = writeln!(out, "  tool {} [{}]", tool.qualified, flags.join(", "));
+    }
+    for resource in &plugin.offer.resources {
+        let _ = writeln!(out, "  resource {}", resource.uri);
+    }
+    for template in &plugin.offer.templates {
+        let _ = writeln!(out, "  resource template {}", template.uri_template);
+    }
+    for prompt in &plugin.offer.prompts {
+        let _ = writeln!(out, "  prompt {}", prompt.qualified);
+    }
+    out.push('\n');
+}

@@ -1,0 +1,109 @@
+//! Command-line arguments.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Serve MCP tools, resources and prompts from sandboxed WebAssembly plugins.
+///
+/// Drop plugin components (`*.wasm`) into the plugins folder, describe what
+/// each may touch in `policies/<plugin>.toml`, and run `host serve`. Every
+/// call runs in a fresh sandbox holding exactly its policy's grants.
+#[derive(Debug, Parser)]
+#[command(name = "host", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// What to log (to stderr): error, warn, info, debug, trace, or a
+    /// tracing filter such as `host=debug`.
+    #[arg(
+        long,
+        global = true,
+        env = "HOST_LOG",
+        default_value = "info,rmcp=warn"
+    )]
+    pub log_level: String,
+
+    /// How to log: human-readable text or JSON lines.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve MCP over stdio (the default, for desktop clients) or
+    /// Streamable HTTP (`--http`).
+    ///
+    /// Plugins that fail to load are reported and skipped; the rest are
+    /// served.
+    Serve(ServeArgs),
+    /// Load plugins and policies without serving: print each plugin's tools
+    /// and effective grants, and exit non-zero if anything is wrong.
+    Check(CheckArgs),
+}
+
+/// Where plugins and policies are.
+#[derive(Debug, Args, Clone, Default)]
+pub struct Locations {
+    /// A host config file (TOML); command-line flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// The folder of plugin components (`*.wasm`) [default: ./plugins].
+    #[arg(long, value_name = "DIR")]
+    pub plugins: Option<PathBuf>,
+
+    /// The folder of policies, `<plugin>.toml` [default: ./policies].
+    #[arg(long, value_name = "DIR")]
+    pub policies: Option<PathBuf>,
+
+    /// The folder that policy paths are relative to, and that no mount may
+    /// leave [default: the policies folder's parent].
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub locations: Locations,
+
+    /// Serve Streamable HTTP at http://ADDR/mcp instead of stdio. Loopback
+    /// only (e.g. 127.0.0.1:8080; port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+
+    /// Also accept browser requests from this Origin (e.g.
+    /// https://app.example.com); loopback origins are always accepted and
+    /// all others refused. Repeatable.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub locations: Locations,
+
+    /// Check only these plugins (names, or paths of .wasm files).
+    #[arg(value_name = "PLUGIN")]
+    pub only: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,87 @@
+//! The host's configuration: a TOML file, overridden by flags.
+
+use crate::cli::Locations;
+use crate::policy::PolicyDir;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A host config file as written. Relative paths are relative to the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub plugins: Option<PathBuf>,
+    pub policies: Option<PathBuf>,
+    pub root: Option<PathBuf>,
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// The `[http]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Serve Streamable HTTP on this address.
+    pub listen: Option<SocketAddr>,
+    /// Extra browser origins to accept.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
+/// Where everything is, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub plugins: PathBuf,
+    pub policies: PolicyDir,
+    pub http: Option<SocketAddr>,
+    pub allowed_origins: Vec<String>,
+}
+
+impl Settings {
+    /// Resolves `flags` over the config file they name, if any.
+    pub fn resolve(flags: &Locations) -> anyhow::Result<Settings> {
+        let (file, base) = match &flags.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+                let file: ConfigFile = toml::from_str(&text).map_err(|e| {
+                    anyhow::anyhow!("config {}: {}", path.display(), e.to_string().trim())
+                })?;
+                let base = path.parent().unwrap_or(Path::new(".")).to_owned();
+                (file, base)
+            }
+            None => (ConfigFile::default(), PathBuf::from(".")),
+        };
+        let pick = |flag: &Option<PathBuf>, file: &Option<PathBuf>, default: &str| {
+            flag.clone()
+                .or_else(|| file.as_ref().map(|p| base.join(p)))
+                .unwrap_or_else(|| PathBuf::from(default))
+        };
+        let plugins = pick(&flags.plugins, &file.plugins, "plugins");
+        let policies = pick(&flags.policies, &file.policies, "policies");
+        let root = match flags
+            .root
+            .clone()
+            .or_else(|| file.root.as_ref().map(|p| base.join(p)))
+        {
+            Some(root) => root,
+            None => absolute(&policies)?
+                .parent()
+                .map(Path::to_owned)
+                .unwrap_or_else(|| PathBuf::from("/")),
+        };
+        Ok(Settings {
+            plugins,
+            policies: PolicyDir {
+                dir: policies,
+                root,
+            },
+            http: file.http.listen,
+            allowed_origins: file.http.allowed_origins,
+        })
+    }
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path).map_err(|e| anyhow::anyhow!("cannot resolve {}: {e}", path.display()))
+}

@@ -1,0 +1,120 @@
+//! An MCP host that runs every tool as a sandboxed WebAssembly component.
+//!
+//! - [`mcp`]: the MCP front (server handler, stdio and HTTP transports).
+//! - [`plugin`]: finding, loading and checking plugins; the registry.
+//! - [`runtime`]: the wasmtime engine and the fresh sandbox per call.
+//! - [`capability`]: each grant a policy can make, and where it is enforced.
+//! - [`policy`]: reading policies and deciding what a plugin may do.
+
+pub mod capability;
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod mcp;
+pub mod plugin;
+pub mod policy;
+pub mod runtime;
+
+use cli::{Cli, Command, LogFormat, ServeArgs};
+use config::Settings;
+use mcp::transport::{self, HttpOptions};
+use plugin::{Registry, loader};
+use runtime::{EngineConfig, Runtime};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Runs the command line; the exit code says whether it succeeded.
+pub fn main(cli: Cli) -> ExitCode {
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await.map(|()| true),
+            Command::Check(args) => {
+                let settings = Settings::resolve(&args.locations)?;
+                let wasm = Arc::new(Runtime::new(&EngineConfig::default())?);
+                check::run(&wasm, &settings, &args.only).await
+            }
+        }
+    });
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr, never stdout: on stdio, stdout is the protocol.
+fn init_logging(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let settings = Settings::resolve(&args.locations)?;
+    let wasm = Arc::new(Runtime::new(&EngineConfig::default())?);
+    let (loaded, failed) = loader::load_dir(&wasm, &settings.plugins, &settings.policies).await?;
+    let registry = Registry::new(loaded, failed);
+    for failure in registry.failures() {
+        tracing::error!("skipped {failure}");
+    }
+    let names: Vec<&str> = registry.plugins().iter().map(|p| p.name.as_str()).collect();
+    tracing::info!(
+        plugins = %names.join(", "),
+        tools = registry.tools().count(),
+        failed = registry.failures().len(),
+        ms = started.elapsed().as_millis() as u64,
+        "plugins loaded from {}",
+        settings.plugins.display()
+    );
+    let shared = Arc::new(mcp::Shared {
+        registry: arc_swap::ArcSwap::from_pointee(registry),
+        runtime: wasm,
+    });
+
+    match args.http.or(settings.http) {
+        Some(addr) => {
+            let shutdown = CancellationToken::new();
+            let on_signal = shutdown.clone();
+            tokio::spawn(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                on_signal.cancel();
+            });
+            let mut origins = settings.allowed_origins.clone();
+            origins.extend(args.allowed_origins);
+            let options = HttpOptions {
+                addr,
+                allowed_origins: origins,
+            };
+            transport::serve_http(shared, options, shutdown, |bound| {
+                tracing::info!("serving MCP over Streamable HTTP at http://{bound}/mcp");
+            })
+            .await
+        }
+        None => {
+            tracing::info!("serving MCP over stdio");
+            transport::serve_stdio(shared).await
+        }
+    }
+}

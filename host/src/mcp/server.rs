@@ -1,0 +1,369 @@
+//! The MCP server: every request answered from the current registry, every
+//! plugin call run in a fresh sandbox.
+
+use super::convert;
+use super::observer::ClientObserver;
+use crate::plugin::manifest;
+use crate::plugin::{LoadedPlugin, Registry};
+use crate::policy::Grants;
+use crate::runtime::{CallContext, CallError, Diagnostics, Entry, Runtime, types};
+use arc_swap::ArcSwap;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
+    CompletionInfo, ContentBlock, GetPromptRequestParams, GetPromptResponse, GetPromptResult,
+    Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
+    ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
+    ReadResourceResult, Reference, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use std::sync::Arc;
+
+/// What every connection shares: the registry being served and the runtime.
+pub struct Shared {
+    pub registry: ArcSwap<Registry>,
+    pub runtime: Arc<Runtime>,
+}
+
+/// One client connection's server.
+#[derive(Clone)]
+pub struct McpServer {
+    shared: Arc<Shared>,
+    observer: super::observer::LogLevelSetting,
+}
+
+impl McpServer {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        McpServer {
+            shared,
+            observer: Default::default(),
+        }
+    }
+
+    /// The call context for a request: its cancellation, and a channel back
+    /// to the client for the plugin's logs and progress.
+    fn call_context(&self, plugin: &str, context: &RequestContext<RoleServer>) -> CallContext {
+        CallContext {
+            observer: Arc::new(ClientObserver::new(
+                context.peer.clone(),
+                plugin,
+                self.observer.effective(context),
+                context.meta.get_progress_token(),
+            )),
+            cancel: context.ct.clone(),
+        }
+    }
+
+    /// Runs `entry` for `plugin` under `grants`, forwarding what the plugin
+    /// wrote to stdout and stderr to the client's log.
+    async fn run<R: Send + 'static>(
+        &self,
+        plugin: &LoadedPlugin,
+        grants: &Grants,
+        context: &RequestContext<RoleServer>,
+        entry: Entry<R>,
+    ) -> Result<(R, Diagnostics), CallError> {
+        let call = self.call_context(&plugin.name, context);
+        let observer = call.observer.clone();
+        let outcome = self
+            .shared
+            .runtime
+            .run(&plugin.prepared, grants, call, entry)
+            .await;
+        let diagnostics = match &outcome {
+            Ok((_, diagnostics)) => diagnostics,
+            Err(error) => &error.diagnostics,
+        };
+        for (stream, text, level) in [
+            ("stdout", &diagnostics.stdout, types::LogLevel::Info),
+            ("stderr", &diagnostics.stderr, types::LogLevel::Warning),
+        ] {
+            let text = text.trim_end();
+            if !text.is_empty() {
+                tracing::info!(plugin = %plugin.name, stream, "{text}");
+                observer.log(level, format!("[{stream}] {text}")).await;
+            }
+        }
+        outcome
+    }
+}
+
+/// A tool error result with one text block.
+fn tool_error(message: String) -> CallToolResponse {
+    CallToolResult::error(vec![ContentBlock::text(message)]).into()
+}
+
+impl ServerHandler for McpServer {
+    fn get_info(&self) -> ServerConfig {
+        #[allow(deprecated)]
+        // Logging is deprecated for 2026-07-28 but still served to older clients.
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .enable_resources()
+            .enable_resources_list_changed()
+            .enable_prompts()
+            .enable_prompts_list_changed()
+            .enable_logging()
+            .enable_completions()
+            .build();
+        ServerConfig::new(capabilities)
+            .with_server_info(Implementation::new("host", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Tools, resources and prompts from sandboxed WebAssembly plugins. Tool names are \
+                 `<plugin>__<tool>`; each tool's annotations are computed from what its plugin \
+                 is granted, not from what it claims.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let registry = self.shared.registry.load();
+        Ok(ListToolsResult::with_all_items(
+            registry.tools().map(convert::tool).collect(),
+        ))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let registry = self.shared.registry.load_full();
+        let Some((plugin, entry)) = registry.tool(&request.name) else {
+            return Err(McpError::invalid_params(
+                format!(
+                    "unknown tool {:?}; tools/list gives the tools served",
+                    request.name
+                ),
+                None,
+            ));
+        };
+        let arguments = serde_json::Value::Object(request.arguments.unwrap_or_default());
+        if let Err(problems) = manifest::validate(&entry.input, &arguments) {
+            return Ok(tool_error(format!(
+                "invalid arguments for {}: {problems}",
+                entry.qualified
+            )));
+        }
+
+        let name = entry.tool.name.clone();
+        let json = arguments.to_string();
+        let outcome = self
+            .run(
+                plugin,
+                &entry.grants,
+                &context,
+                Box::new(move |handler, store| {
+                    Box::pin(async move { handler.call_call_tool(store, &name, &json).await })
+                }),
+            )
+            .await;
+        let (result, diagnostics) = match outcome {
+            Ok(done) => done,
+            Err(error) => {
+                tracing::warn!(plugin = %plugin.name, tool = %entry.tool.name, %error, "call failed");
+                return Ok(tool_error(format!("{} failed: {error}", entry.qualified)));
+            }
+        };
+        let limit = entry.grants.limits.max_output_bytes();
+        Ok(super::result::tool_result(entry, result, &diagnostics, limit).into())
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        let registry = self.shared.registry.load();
+        Ok(ListResourcesResult::with_all_items(
+            registry.resources().map(convert::resource).collect(),
+        ))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        let registry = self.shared.registry.load();
+        Ok(ListResourceTemplatesResult::with_all_items(
+            registry.templates().map(convert::template).collect(),
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let registry = self.shared.registry.load_full();
+        let uri = request.uri;
+        let not_found =
+            |uri: &str| McpError::resource_not_found(format!("no resource at {uri}"), None);
+        let plugin = registry
+            .resource_owner(&uri)
+            .ok_or_else(|| not_found(&uri))?;
+        let requested = uri.clone();
+        let (result, _) = self
+            .run(
+                plugin,
+                &plugin.offer.reading,
+                &context,
+                Box::new(move |handler, store| {
+                    Box::pin(async move { handler.call_read_resource(store, &requested).await })
+                }),
+            )
+            .await
+            .map_err(|e| McpError::internal_error(format!("reading {uri} failed: {e}"), None))?;
+        let contents = result.map_err(|e| plugin_error(e, &uri))?;
+        Ok(ReadResourceResult::new(contents.into_iter().map(convert::contents).collect()).into())
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        let registry = self.shared.registry.load();
+        Ok(ListPromptsResult::with_all_items(
+            registry.prompts().map(convert::prompt).collect(),
+        ))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        let registry = self.shared.registry.load_full();
+        let (plugin, entry) = registry.prompt(&request.name).ok_or_else(|| {
+            McpError::invalid_params(format!("unknown prompt {:?}", request.name), None)
+        })?;
+        let name = entry.prompt.name.clone();
+        // Prompt arguments are strings; anything else is passed as its JSON text.
+        let arguments: Vec<(String, String)> = request
+            .arguments
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, value)| match value {
+                serde_json::Value::String(text) => (name, text),
+                other => (name, other.to_string()),
+            })
+            .collect();
+        let (result, _) = self
+            .run(
+                plugin,
+                &plugin.offer.reading,
+                &context,
+                Box::new(move |handler, store| {
+                    Box::pin(async move { handler.call_get_prompt(store, &name, &arguments).await })
+                }),
+            )
+            .await
+            .map_err(|e| McpError::internal_error(format!("{} failed: {e}", request.name), None))?;
+        let prompt = result.map_err(|e| plugin_error(e, &request.name))?;
+        let messages = prompt.messages.into_iter().map(convert::message).collect();
+        let mut result = GetPromptResult::new(messages);
+        if let Some(description) = prompt.description {
+            result = result.with_description(description);
+        }
+        Ok(result.into())
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, McpError> {
+        let registry = self.shared.registry.load_full();
+        let (plugin, target) = match &request.r#ref {
+            Reference::Prompt(prompt) => {
+                let (plugin, entry) = registry.prompt(&prompt.name).ok_or_else(|| {
+                    McpError::invalid_params(format!("unknown prompt {:?}", prompt.name), None)
+                })?;
+                (
+                    plugin,
+                    types::CompletionTarget::Prompt(entry.prompt.name.clone()),
+                )
+            }
+            Reference::Resource(template) => {
+                let plugin = registry.template_owner(&template.uri).ok_or_else(|| {
+                    McpError::invalid_params(
+                        format!("unknown resource template {}", template.uri),
+                        None,
+                    )
+                })?;
+                (
+                    plugin,
+                    types::CompletionTarget::ResourceTemplate(template.uri.clone()),
+                )
+            }
+            _ => {
+                return Err(McpError::invalid_params(
+                    "unsupported completion reference",
+                    None,
+                ));
+            }
+        };
+        let argument = request.argument.name.clone();
+        let value = request.argument.value.clone();
+        let others: Vec<(String, String)> = request
+            .context
+            .and_then(|c| c.arguments)
+            .map(|a| a.into_iter().collect())
+            .unwrap_or_default();
+        let (result, _) = self
+            .run(
+                plugin,
+                &plugin.offer.reading,
+                &context,
+                Box::new(move |handler, store| {
+                    Box::pin(async move {
+                        handler
+                            .call_complete(store, &target, &argument, &value, &others)
+                            .await
+                    })
+                }),
+            )
+            .await
+            .map_err(|e| McpError::internal_error(format!("completion failed: {e}"), None))?;
+        let completion = result.map_err(|e| plugin_error(e, "completion"))?;
+        let mut values = completion.values;
+        let truncated = values.len() > CompletionInfo::MAX_VALUES;
+        values.truncate(CompletionInfo::MAX_VALUES);
+        let info = CompletionInfo::with_pagination(
+            values,
+            completion.total,
+            completion.has_more || truncated,
+        )
+        .map_err(|e| McpError::internal_error(e, None))?;
+        Ok(CompleteResult::new(info))
+    }
+
+    #[allow(deprecated)] // Logging is deprecated for 2026-07-28 but still served to older clients.
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.observer.set(request.level);
+        Ok(())
+    }
+}
+
+/// A plugin's refusal as a protocol error.
+fn plugin_error(error: types::Error, subject: &str) -> McpError {
+    match error {
+        types::Error::NotFound(why) => {
+            McpError::resource_not_found(format!("{subject}: {why}"), None)
+        }
+        types::Error::InvalidArguments(why) => {
+            McpError::invalid_params(format!("{subject}: {why}"), None)
+        }
+        types::Error::Failed(why) => McpError::internal_error(format!("{subject}: {why}"), None),
+    }
+}

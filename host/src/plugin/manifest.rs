@@ -1,0 +1,311 @@
+//! Checking what a plugin says it offers, before anything is served.
+
+use crate::policy::Grants;
+use crate::policy::narrow::{self, Annotations};
+use crate::runtime::types;
+use jsonschema::Validator;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// Separates a plugin's name from its tool or prompt names on the wire:
+/// `market-data__get_quote`. Plugin names hold no `_`, so the split is
+/// unambiguous.
+pub const SEPARATOR: &str = "__";
+
+/// A tool ready to serve: its description and compiled schemas.
+pub struct ToolEntry {
+    /// The name clients call it by: `plugin__tool`.
+    pub qualified: String,
+    pub tool: types::Tool,
+    pub input: Arc<Validator>,
+    pub input_schema: Arc<JsonObject>,
+    /// The output schema, compiled and as written, if the tool has one.
+    pub output: Option<Schema>,
+    /// The plugin's grants narrowed by the tool's declared effects: what
+    /// its calls run with.
+    pub grants: Arc<Grants>,
+    /// Annotations computed from those grants.
+    pub annotations: Annotations,
+}
+
+/// A prompt ready to serve.
+pub struct PromptEntry {
+    /// The name clients ask for: `plugin__prompt`.
+    pub qualified: String,
+    pub prompt: types::Prompt,
+}
+
+/// Everything a plugin offers, checked.
+pub struct Offer {
+    /// The grants resource reads, prompts and completions run with.
+    pub reading: Arc<Grants>,
+    pub tools: Vec<ToolEntry>,
+    pub prompts: Vec<PromptEntry>,
+    pub resources: Vec<types::Resource>,
+    pub templates: Vec<types::ResourceTemplate>,
+}
+
+/// Whether `name` can name a plugin: 1 to 64 characters of lower-case
+/// letters, digits and single `-`, starting with a letter.
+pub fn valid_plugin_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=64).contains(&bytes.len())
+        && bytes[0].is_ascii_lowercase()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && !name.ends_with('-')
+        && !name.contains("--")
+}
+
+/// Whether `name` can name a tool or prompt within a plugin.
+fn valid_item_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Checks `manifest` for plugin `plugin`, whose policy grants `grants`; the
+/// first problem is the error.
+pub fn check(plugin: &str, manifest: &types::Manifest, grants: &Grants) -> Result<Offer, String> {
+    let mut names = HashSet::new();
+    let mut tools = Vec::new();
+    for tool in &manifest.tools {
+        let name = &tool.name;
+        if !valid_item_name(name) {
+            return Err(format!(
+                "tool name {name:?} must be 1 to 64 characters of letters, digits, _ and -"
+            ));
+        }
+        if !names.insert(name.as_str()) {
+            return Err(format!("two tools are named {name:?}"));
+        }
+        if tool.description.trim().is_empty() {
+            return Err(format!("tool {name:?} has no description"));
+        }
+        let (input, input_schema) =
+            schema(&tool.input_schema).map_err(|e| format!("tool {name:?}: input schema {e}"))?;
+        let output = match &tool.output_schema {
+            Some(text) => {
+                Some(schema(text).map_err(|e| format!("tool {name:?}: output schema {e}"))?)
+            }
+            None => None,
+        };
+        let tool_grants = narrow::for_tool(grants, tool.effects);
+        tools.push(ToolEntry {
+            qualified: format!("{plugin}{SEPARATOR}{name}"),
+            tool: tool.clone(),
+            input,
+            input_schema,
+            output,
+            annotations: narrow::annotations(&tool_grants, &tool.hints),
+            grants: Arc::new(tool_grants),
+        });
+    }
+
+    let mut names = HashSet::new();
+    let mut prompts = Vec::new();
+    for prompt in &manifest.prompts {
+        let name = &prompt.name;
+        if !valid_item_name(name) {
+            return Err(format!(
+                "prompt name {name:?} must be 1 to 64 characters of letters, digits, _ and -"
+            ));
+        }
+        if !names.insert(name.as_str()) {
+            return Err(format!("two prompts are named {name:?}"));
+        }
+        let mut arguments = HashSet::new();
+        if let Some(dup) = prompt.arguments.iter().find(|a| !arguments.insert(&a.name)) {
+            return Err(format!(
+                "prompt {name:?} has two arguments named {:?}",
+                dup.name
+            ));
+        }
+        prompts.push(PromptEntry {
+            qualified: format!("{plugin}{SEPARATOR}{name}"),
+            prompt: prompt.clone(),
+        });
+    }
+
+    let mut uris = HashSet::new();
+    for resource in &manifest.resources {
+        check_uri(&resource.uri)?;
+        if !uris.insert(resource.uri.as_str()) {
+            return Err(format!("two resources have the URI {}", resource.uri));
+        }
+    }
+    for template in &manifest.resource_templates {
+        check_uri(&template.uri_template)?;
+        if !template.uri_template.contains('{') {
+            return Err(format!(
+                "resource template {} has no {{variable}}",
+                template.uri_template
+            ));
+        }
+        if !uris.insert(template.uri_template.as_str()) {
+            return Err(format!(
+                "two resource templates are {}",
+                template.uri_template
+            ));
+        }
+    }
+
+    Ok(Offer {
+        reading: Arc::new(narrow::for_reading(grants)),
+        tools,
+        prompts,
+        resources: manifest.resources.clone(),
+        templates: manifest.resource_templates.clone(),
+    })
+}
+
+fn check_uri(uri: &str) -> Result<(), String> {
+    let scheme = uri.split_once(':').map(|(scheme, _)| scheme);
+    let valid = scheme.is_some_and(|s| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+            && s.as_bytes()[0].is_ascii_alphabetic()
+    });
+    if valid && !uri.chars().any(char::is_whitespace) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{uri:?} is not a URI (expected something like market://symbols)"
+        ))
+    }
+}
+
+/// A compiled schema, and the schema as written.
+pub type Schema = (Arc<Validator>, Arc<JsonObject>);
+
+type JsonObject = serde_json::Map<String, serde_json::Value>;
+
+/// Parses and compiles a JSON Schema for an object.
+fn schema(text: &str) -> Result<Schema, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("is not JSON: {e}"))?;
+    let serde_json::Value::Object(object) = &value else {
+        return Err("must be a JSON object".into());
+    };
+    if object.get("type").and_then(|t| t.as_str()) != Some("object") {
+        return Err(r#"must describe an object ("type": "object")"#.into());
+    }
+    let validator = jsonschema::validator_for(&value).map_err(|e| format!("is invalid: {e}"))?;
+    Ok((Arc::new(validator), Arc::new(object.clone())))
+}
+
+/// Checks `value` against a compiled schema; the error names each failing
+/// field by its JSON pointer.
+pub fn validate(validator: &Validator, value: &serde_json::Value) -> Result<(), String> {
+    let problems: Vec<String> = validator
+        .iter_errors(value)
+        .take(10)
+        .map(|error| {
+            let path = error.instance_path().to_string();
+            let at = if path.is_empty() {
+                "(root)".to_owned()
+            } else {
+                path
+            };
+            format!("{at}: {error}")
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(name: &str, schema: &str) -> types::Tool {
+        types::Tool {
+            name: name.into(),
+            title: None,
+            description: "does things".into(),
+            input_schema: schema.into(),
+            output_schema: None,
+            hints: types::ToolHints {
+                read_only: None,
+                destructive: None,
+                idempotent: None,
+                open_world: None,
+            },
+            effects: types::Effects::empty(),
+        }
+    }
+
+    fn manifest(tools: Vec<types::Tool>) -> types::Manifest {
+        types::Manifest {
+            name: "p".into(),
+            version: "1".into(),
+            description: None,
+            tools,
+            resources: vec![],
+            resource_templates: vec![],
+            prompts: vec![],
+        }
+    }
+
+    fn check_all(plugin: &str, manifest: &types::Manifest) -> Result<Offer, String> {
+        check(plugin, manifest, &Grants::default())
+    }
+
+    const OBJECT: &str = r#"{"type":"object","properties":{"symbol":{"type":"string","pattern":"^[A-Z]+$"}},"required":["symbol"]}"#;
+
+    #[test]
+    fn tools_are_namespaced_by_plugin() {
+        let offer = check_all("market-data", &manifest(vec![tool("get_quote", OBJECT)])).unwrap();
+        assert_eq!(offer.tools[0].qualified, "market-data__get_quote");
+    }
+
+    #[test]
+    fn duplicate_and_invalid_tool_names_are_errors() {
+        let twice = manifest(vec![tool("a", OBJECT), tool("a", OBJECT)]);
+        assert!(check_all("p", &twice).err().unwrap().contains("two tools"));
+        assert!(check_all("p", &manifest(vec![tool("a b", OBJECT)])).is_err());
+        assert!(check_all("p", &manifest(vec![tool("", OBJECT)])).is_err());
+    }
+
+    #[test]
+    fn input_schemas_must_be_object_schemas() {
+        for bad in [
+            "nope",
+            "[]",
+            r#"{"type":"string"}"#,
+            r#"{"type":"object","minLength":"x"}"#,
+        ] {
+            assert!(
+                check_all("p", &manifest(vec![tool("a", bad)])).is_err(),
+                "{bad} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn validation_errors_name_the_field() {
+        let offer = check_all("p", &manifest(vec![tool("a", OBJECT)])).unwrap();
+        let validator = &offer.tools[0].input;
+        assert!(validate(validator, &serde_json::json!({"symbol": "AAPL"})).is_ok());
+        let error = validate(validator, &serde_json::json!({"symbol": "aapl"})).unwrap_err();
+        assert!(error.contains("/symbol"), "{error}");
+        let error = validate(validator, &serde_json::json!({})).unwrap_err();
+        assert!(error.contains("symbol"), "{error}");
+    }
+
+    #[test]
+    fn plugin_names() {
+        for good in ["market-data", "broker", "a1"] {
+            assert!(valid_plugin_name(good), "{good}");
+        }
+        for bad in ["", "Market", "market_data", "-a", "a-", "a--b", "1a", "a.b"] {
+            assert!(!valid_plugin_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! Host-side bindings of the `mcp-host:plugin/plugin` world.
+//!
+//! WASI and wasi:http come from their crates (`with`), so the host links
+//! their implementations rather than generating new ones.
+
+wasmtime::component::bindgen!({
+    world: "mcp-host:plugin/plugin",
+    path: "../wit",
+    imports: { default: async | trappable },
+    exports: { default: async },
+    with: {
+        "wasi": wasmtime_wasi::p2::bindings,
+        "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+    },
+});
+
+pub use exports::mcp_host::plugin::handler::Guest as Handler;
+pub use mcp_host::plugin::types;

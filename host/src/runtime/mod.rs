@@ -1,0 +1,11 @@
+//! The sandbox runtime: one engine, a fresh instance per call.
+
+mod bindings;
+pub mod engine;
+mod sandbox;
+mod state;
+
+pub use bindings::types;
+pub use engine::EngineConfig;
+pub use sandbox::{CallError, Diagnostics, Entry, FailureKind, Prepared, Runtime};
+pub use state::{CallContext, CallObserver, LogLevel, Notify, Unobserved};

@@ -1,0 +1,291 @@
+//! Running one call in a fresh sandbox.
+//!
+//! Each call gets a new `Store` instantiated from the plugin's pre-linked
+//! component, with a WASI context built from its grants and nothing else;
+//! the store is dropped when the call ends, however it ends. A trap, an
+//! endless loop, runaway memory or a hung network read in one call becomes
+//! a [`CallError`] for that call alone.
+
+use super::bindings::{Handler, Plugin, PluginPre};
+use super::engine::{self, EngineConfig, EpochTicker};
+use super::state::{CallContext, CallState, Denials, MemoryLimiter, truncate};
+use crate::capability::network::{Denial, NetworkHooks};
+use crate::policy::Grants;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store, StoreLimitsBuilder};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+/// How much of its stdout and stderr a call may write; writing more traps.
+const CAPTURE_BYTES: usize = 64 * 1024;
+
+/// The shared engine and linker every sandbox is made from.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    sandboxes: Arc<Semaphore>,
+    _ticker: EpochTicker,
+}
+
+/// A component ready to instantiate, and the line its calls wait in.
+#[derive(Clone)]
+pub struct Prepared {
+    pre: PluginPre<CallState>,
+    running: Arc<Semaphore>,
+}
+
+/// What a call left besides its result: captured output and refusals.
+#[derive(Debug, Default)]
+pub struct Diagnostics {
+    pub stdout: String,
+    pub stderr: String,
+    pub denials: Vec<Denial>,
+    pub elapsed: Duration,
+}
+
+/// Why a call produced no result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// It ran past its time limit.
+    Timeout,
+    /// It tried to grow its memory past its limit.
+    OutOfMemory,
+    /// It trapped (a panic, `unreachable`, a bad memory access, ...).
+    Crashed,
+    /// The client cancelled it.
+    Cancelled,
+    /// Too many calls of this plugin were waiting already.
+    Busy,
+    /// The sandbox could not be set up.
+    Setup,
+}
+
+/// A call that produced no result, explained.
+#[derive(Debug)]
+pub struct CallError {
+    pub kind: FailureKind,
+    pub message: String,
+    pub diagnostics: Diagnostics,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)?;
+        for denial in &self.diagnostics.denials {
+            write!(f, "\n{denial}")?;
+        }
+        let stderr = self.diagnostics.stderr.trim();
+        if !stderr.is_empty() {
+            write!(f, "\nthe plugin's stderr:\n{stderr}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A call's entry point: given the instance's exports and its store, the
+/// future of the export call.
+pub type Entry<R> = Box<
+    dyn for<'a> FnOnce(
+            &'a Handler,
+            &'a mut Store<CallState>,
+        ) -> Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>
+        + Send,
+>;
+
+impl Runtime {
+    /// The engine, its epoch ticker, and a linker with WASI, wasi:http and
+    /// the host interface.
+    pub fn new(config: &EngineConfig) -> anyhow::Result<Runtime> {
+        let engine = engine::build(config)?;
+        let mut linker = Linker::new(&engine);
+        let link = |e: wasmtime::Error| anyhow::anyhow!("cannot link the plugin interface: {e}");
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link)?;
+        super::bindings::mcp_host::plugin::types::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(link)?;
+        super::bindings::mcp_host::plugin::host::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(link)?;
+        Ok(Runtime {
+            _ticker: EpochTicker::start(&engine)?,
+            sandboxes: Arc::new(Semaphore::new(config.max_sandboxes as usize)),
+            engine,
+            linker,
+        })
+    }
+
+    /// The engine components are compiled with.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Links `component` against the plugin world, checking that it imports
+    /// nothing the host does not offer and exports the plugin interface.
+    /// At most `max_concurrency` of its calls run at once.
+    pub fn prepare(&self, component: &Component, max_concurrency: u32) -> anyhow::Result<Prepared> {
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let pre = PluginPre::new(pre).map_err(|e| {
+            anyhow::anyhow!("it does not export the mcp-host:plugin/handler interface: {e:#}")
+        })?;
+        Ok(Prepared {
+            pre,
+            running: Arc::new(Semaphore::new(max_concurrency as usize)),
+        })
+    }
+
+    /// Runs `entry` in a fresh sandbox of `plugin` holding exactly `grants`.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        plugin: &Prepared,
+        grants: &Grants,
+        call: CallContext,
+        entry: Entry<R>,
+    ) -> Result<(R, Diagnostics), CallError> {
+        let started = Instant::now();
+        let limits = &grants.limits;
+        let fail = |kind, message: String, diagnostics| CallError {
+            kind,
+            message,
+            diagnostics,
+        };
+
+        // Wait for a turn at most as long as the call itself may take.
+        let permits = tokio::time::timeout(limits.timeout(), async {
+            let own = plugin.running.acquire().await;
+            let shared = self.sandboxes.acquire().await;
+            own.ok().zip(shared.ok())
+        })
+        .await;
+        let Ok(Some(_permits)) = permits else {
+            let message = format!(
+                "the plugin is busy: {} calls are running and none finished within {} ms; \
+                 try again later",
+                limits.max_concurrency, limits.timeout_ms
+            );
+            return Err(fail(FailureKind::Busy, message, Diagnostics::default()));
+        };
+
+        let stdout = MemoryOutputPipe::new(CAPTURE_BYTES);
+        let stderr = MemoryOutputPipe::new(CAPTURE_BYTES);
+        let denials = Denials::default();
+        let store = self.store(grants, call.clone(), &stdout, &stderr, &denials);
+        let mut store = match store {
+            Ok(store) => store,
+            Err(e) => {
+                let message = format!("cannot set up the sandbox: {e:#}");
+                return Err(fail(FailureKind::Setup, message, Diagnostics::default()));
+            }
+        };
+
+        let work = async {
+            let instance: Plugin = plugin.pre.instantiate_async(&mut store).await?;
+            entry(instance.mcp_host_plugin_handler(), &mut store).await
+        };
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(limits.timeout(), work) => Some(outcome),
+            () = call.cancel.cancelled() => None,
+        };
+        let memory_refused = store.data().limiter.refused;
+        drop(store);
+
+        let diagnostics = Diagnostics {
+            stdout: captured(&stdout),
+            stderr: captured(&stderr),
+            denials: denials.lock().map(|d| d.clone()).unwrap_or_default(),
+            elapsed: started.elapsed(),
+        };
+        match outcome {
+            Some(Ok(Ok(value))) => Ok((value, diagnostics)),
+            Some(Ok(Err(error))) if memory_refused => {
+                let message = format!(
+                    "the plugin ran out of memory: it tried to grow past its limit of {} MiB \
+                     ({error})",
+                    limits.memory_mib
+                );
+                Err(fail(FailureKind::OutOfMemory, message, diagnostics))
+            }
+            Some(Ok(Err(error))) => {
+                let message = format!("the plugin crashed: {}", describe_trap(&error));
+                Err(fail(FailureKind::Crashed, message, diagnostics))
+            }
+            Some(Err(_elapsed)) => {
+                let message = format!(
+                    "the plugin did not finish within its time limit of {} ms and was stopped",
+                    limits.timeout_ms
+                );
+                Err(fail(FailureKind::Timeout, message, diagnostics))
+            }
+            None => {
+                let message = "the call was cancelled by the client and stopped".to_owned();
+                Err(fail(FailureKind::Cancelled, message, diagnostics))
+            }
+        }
+    }
+
+    /// A store holding exactly what `grants` allow.
+    fn store(
+        &self,
+        grants: &Grants,
+        call: CallContext,
+        stdout: &MemoryOutputPipe,
+        stderr: &MemoryOutputPipe,
+        denials: &Denials,
+    ) -> anyhow::Result<Store<CallState>> {
+        // `new` inherits nothing: no stdin, env, args, preopens or sockets.
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone()).stderr(stderr.clone());
+        for mount in &grants.mounts {
+            mount.apply(&mut wasi)?;
+        }
+        for var in &grants.env {
+            wasi.env(&var.name, &var.value);
+        }
+        wasi.max_random_size(1 << 20);
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(grants.limits.memory_bytes())
+            .instances(64)
+            .tables(64)
+            .memories(8)
+            .build();
+        let hooks = NetworkHooks::new(grants.http.clone(), denials.clone());
+        let state = CallState::new(wasi.build(), hooks, MemoryLimiter::new(limits), call);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        // Yield to the async runtime at every epoch tick: a busy guest never
+        // holds a worker thread, and the call's timeout can always fire.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+        Ok(store)
+    }
+}
+
+/// A trap's one-line description.
+fn describe_trap(error: &wasmtime::Error) -> String {
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => format!("wasm trap: {trap}"),
+        None => format!("{error:#}")
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+    }
+}
+
+fn captured(pipe: &MemoryOutputPipe) -> String {
+    let mut text = String::from_utf8_lossy(&pipe.contents()).into_owned();
+    truncate(&mut text, CAPTURE_BYTES);
+    text
+}

@@ -1,0 +1,209 @@
+//! The state of one sandbox: everything a single call can reach.
+
+use super::bindings::mcp_host::plugin::{host, types};
+use crate::capability::network::{Denial, NetworkHooks};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, StoreLimits};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+pub use types::LogLevel;
+
+/// A boxed future the observer returns.
+pub type Notify<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// Receives what a plugin reports while it runs (the MCP front forwards it
+/// to the client). Kept abstract so the runtime knows nothing of MCP.
+pub trait CallObserver: Send + Sync {
+    /// A log line from the plugin.
+    fn log(&self, level: LogLevel, message: String) -> Notify<'_>;
+    /// A progress report from the plugin.
+    fn progress(&self, progress: f64, total: Option<f64>, message: Option<String>) -> Notify<'_>;
+}
+
+/// An observer that drops everything (for calls no client waits on).
+pub struct Unobserved;
+
+impl CallObserver for Unobserved {
+    fn log(&self, _: LogLevel, _: String) -> Notify<'_> {
+        Box::pin(std::future::ready(()))
+    }
+    fn progress(&self, _: f64, _: Option<f64>, _: Option<String>) -> Notify<'_> {
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// Who is waiting on a call, and how to reach them.
+#[derive(Clone)]
+pub struct CallContext {
+    pub observer: Arc<dyn CallObserver>,
+    pub cancel: CancellationToken,
+}
+
+impl Default for CallContext {
+    fn default() -> Self {
+        CallContext {
+            observer: Arc::new(Unobserved),
+            cancel: CancellationToken::new(),
+        }
+    }
+}
+
+/// The most a plugin may log in one call; the rest is dropped, with a note.
+const MAX_LOG_LINES: usize = 1000;
+const MAX_LOG_LINE_BYTES: usize = 8 * 1024;
+
+/// Store data of one sandbox.
+pub struct CallState {
+    pub(super) wasi: WasiCtx,
+    pub(super) table: ResourceTable,
+    pub(super) http: WasiHttpCtx,
+    pub(super) hooks: NetworkHooks,
+    pub(super) limiter: MemoryLimiter,
+    pub(super) call: CallContext,
+    pub(super) log_lines: usize,
+}
+
+impl CallState {
+    pub(super) fn new(
+        wasi: WasiCtx,
+        hooks: NetworkHooks,
+        limiter: MemoryLimiter,
+        call: CallContext,
+    ) -> Self {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(10_000);
+        CallState {
+            wasi,
+            table,
+            http: WasiHttpCtx::new(),
+            hooks,
+            limiter,
+            call,
+            log_lines: 0,
+        }
+    }
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+impl types::Host for CallState {}
+
+impl host::Host for CallState {
+    async fn log(&mut self, level: LogLevel, mut message: String) -> wasmtime::Result<()> {
+        self.log_lines += 1;
+        if self.log_lines > MAX_LOG_LINES {
+            return Ok(());
+        }
+        if self.log_lines == MAX_LOG_LINES {
+            message = format!("more than {MAX_LOG_LINES} log lines in one call; dropping the rest");
+        }
+        truncate(&mut message, MAX_LOG_LINE_BYTES);
+        self.call.observer.log(level, message).await;
+        Ok(())
+    }
+
+    async fn progress(
+        &mut self,
+        progress: f64,
+        total: Option<f64>,
+        message: Option<String>,
+    ) -> wasmtime::Result<()> {
+        let message = message.map(|mut m| {
+            truncate(&mut m, MAX_LOG_LINE_BYTES);
+            m
+        });
+        self.call.observer.progress(progress, total, message).await;
+        Ok(())
+    }
+
+    async fn is_cancelled(&mut self) -> wasmtime::Result<bool> {
+        Ok(self.call.cancel.is_cancelled())
+    }
+}
+
+/// Cuts `text` to at most `max` bytes, on a character boundary.
+pub fn truncate(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+}
+
+/// Store limits that also remember whether a memory grow was refused, so a
+/// crash after it can be reported as what it is: the memory limit.
+pub struct MemoryLimiter {
+    limits: StoreLimits,
+    pub(super) refused: bool,
+}
+
+impl MemoryLimiter {
+    pub fn new(limits: StoreLimits) -> Self {
+        MemoryLimiter {
+            limits,
+            refused: false,
+        }
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        self.refused |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+/// Requests a call's network hooks refused, shared with the hooks.
+pub type Denials = Arc<Mutex<Vec<Denial>>>;

@@ -1,0 +1,161 @@
+//! Tool descriptions, outputs and errors.
+
+use crate::__private::wit;
+use crate::{Content, Effects, ToolResult};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// How a tool presents itself: name, description, hints and declared effects.
+///
+/// The input schema is not set here: it is derived from the handler's
+/// argument type when the tool is added to a [`crate::Plugin`].
+#[derive(Clone, Debug)]
+pub struct Tool {
+    pub(crate) name: String,
+    pub(crate) title: Option<String>,
+    pub(crate) description: String,
+    pub(crate) hints: wit::ToolHints,
+    pub(crate) effects: Effects,
+}
+
+impl Tool {
+    /// A tool named `name` (1 to 64 characters of `[A-Za-z0-9_-]`).
+    /// Write `description` as a prompt: what the tool does, when to use it,
+    /// what its arguments mean.
+    pub fn new(name: &str, description: &str) -> Self {
+        Tool {
+            name: name.to_owned(),
+            title: None,
+            description: description.to_owned(),
+            hints: wit::ToolHints {
+                read_only: None,
+                destructive: None,
+                idempotent: None,
+                open_world: None,
+            },
+            effects: Effects::empty(),
+        }
+    }
+
+    /// A short human-readable name.
+    pub fn title(mut self, title: &str) -> Self {
+        self.title = Some(title.to_owned());
+        self
+    }
+
+    /// Says the tool changes nothing (the host advertises it read-only only
+    /// if the plugin's grants agree).
+    pub fn read_only(mut self) -> Self {
+        self.hints.read_only = Some(true);
+        self.hints.destructive = Some(false);
+        self
+    }
+
+    /// Says whether the tool may destroy or overwrite data.
+    pub fn destructive(mut self, destructive: bool) -> Self {
+        self.hints.destructive = Some(destructive);
+        self
+    }
+
+    /// Says that repeating a call has no further effect.
+    pub fn idempotent(mut self) -> Self {
+        self.hints.idempotent = Some(true);
+        self
+    }
+
+    /// Says whether the tool reaches the outside world.
+    pub fn open_world(mut self, open_world: bool) -> Self {
+        self.hints.open_world = Some(open_world);
+        self
+    }
+
+    /// Declares what the tool does. The host enforces the plugin's policy
+    /// whatever is declared, and refuses tools declaring forbidden effects.
+    pub fn effects(mut self, effects: Effects) -> Self {
+        self.effects = effects;
+        self
+    }
+}
+
+/// Arguments of a tool that takes none.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoArgs {}
+
+/// A tool failure the model should read: becomes a result with `isError`.
+#[derive(Debug)]
+pub struct ToolError(pub String);
+
+impl ToolError {
+    /// A failure described by `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        ToolError(message.into())
+    }
+}
+
+impl<E: std::fmt::Display> From<E> for ToolError {
+    fn from(error: E) -> Self {
+        ToolError(error.to_string())
+    }
+}
+
+/// What a tool handler may return.
+pub trait ToolOutput {
+    /// JSON Schema of the structured output, if the output is structured.
+    fn output_schema() -> Option<String> {
+        None
+    }
+    /// The MCP result for this output.
+    fn into_result(self) -> ToolResult;
+}
+
+impl ToolOutput for String {
+    fn into_result(self) -> ToolResult {
+        success(vec![Content::Text(self)], None)
+    }
+}
+
+impl ToolOutput for Vec<Content> {
+    fn into_result(self) -> ToolResult {
+        success(self, None)
+    }
+}
+
+impl ToolOutput for ToolResult {
+    fn into_result(self) -> ToolResult {
+        self
+    }
+}
+
+/// Structured output: sent as `structuredContent` (conforming to the output
+/// schema derived from `T`) and as a JSON text block for older clients.
+pub struct Structured<T>(pub T);
+
+impl<T: Serialize + JsonSchema> ToolOutput for Structured<T> {
+    fn output_schema() -> Option<String> {
+        Some(schemars::schema_for!(T).as_value().to_string())
+    }
+
+    fn into_result(self) -> ToolResult {
+        match serde_json::to_string(&self.0) {
+            Ok(json) => success(vec![Content::Text(json.clone())], Some(json)),
+            Err(e) => failure(format!("the tool's output could not be serialised: {e}")),
+        }
+    }
+}
+
+fn success(content: Vec<Content>, structured: Option<String>) -> ToolResult {
+    ToolResult {
+        content,
+        structured,
+        is_error: false,
+    }
+}
+
+pub(crate) fn failure(message: String) -> ToolResult {
+    ToolResult {
+        content: vec![Content::Text(message)],
+        structured: None,
+        is_error: true,
+    }
+}
