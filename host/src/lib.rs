@@ -73,6 +73,10 @@ fn init_logging(cli: &Cli) {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let settings = Settings::resolve(&args.locations)?;
+    let http = args.http.or(settings.http);
+    if let Some(addr) = http {
+        transport::check_listen_address(addr)?;
+    }
     let wasm = Arc::new(Runtime::new(&EngineConfig::default())?);
     let (loaded, failed) = loader::load_dir(&wasm, &settings.plugins, &settings.policies).await?;
     let registry = Registry::new(loaded, failed);
@@ -93,7 +97,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         runtime: wasm,
     });
 
-    match args.http.or(settings.http) {
+    match http {
         Some(addr) => {
             let shutdown = CancellationToken::new();
             let on_signal = shutdown.clone();

@@ -33,6 +33,19 @@ pub struct HttpOptions {
     pub allowed_origins: Vec<String>,
 }
 
+/// Refuses addresses other clients could reach: without client
+/// authentication, the endpoint is for this machine only.
+pub fn check_listen_address(addr: SocketAddr) -> anyhow::Result<()> {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to serve on {addr}: this host has no client authentication yet, so it only \
+         listens on loopback (127.0.0.1 or [::1]). To reach it from elsewhere, put an \
+         authenticating reverse proxy in front of a loopback address."
+    )
+}
+
 /// Serves Streamable HTTP at `/mcp` until `shutdown` is cancelled. Calls
 /// `on_bound` with the address actually bound (the port may have been 0).
 pub async fn serve_http(
@@ -41,14 +54,7 @@ pub async fn serve_http(
     shutdown: CancellationToken,
     on_bound: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
-    if !options.addr.ip().is_loopback() {
-        anyhow::bail!(
-            "refusing to serve on {}: this host has no client authentication yet, so it only \
-             listens on loopback (127.0.0.1 or [::1]). To reach it from elsewhere, put an \
-             authenticating reverse proxy in front of a loopback address.",
-            options.addr
-        );
-    }
+    check_listen_address(options.addr)?;
     let listener = tokio::net::TcpListener::bind(options.addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.addr))?;

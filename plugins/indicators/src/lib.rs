@@ -100,7 +100,10 @@ const SPECS: [Spec; 5] = [
     Spec {
         name: "bollinger",
         summary: "Bollinger bands: SMA of `period` closes, plus and minus `std_dev` standard deviations.",
-        params: &[("period", 20.0, "look-back period"), ("std_dev", 2.0, "band width in standard deviations")],
+        params: &[
+            ("period", 20.0, "look-back period"),
+            ("std_dev", 2.0, "band width in standard deviations"),
+        ],
         outputs: &["upper", "middle", "lower"],
     },
 ];
@@ -153,7 +156,9 @@ fn compute(args: &ComputeArgs) -> Result<Output, ToolError> {
     let p = args.params;
     let closes = &args.closes;
     if let Some(bad) = closes.iter().find(|c| !c.is_finite()) {
-        return Err(ToolError::new(format!("closes must be finite numbers, got {bad}")));
+        return Err(ToolError::new(format!(
+            "closes must be finite numbers, got {bad}"
+        )));
     }
     let mut params = BTreeMap::new();
     let mut param = |name: &str, value: Option<usize>, default: usize| {
@@ -188,13 +193,19 @@ fn compute(args: &ComputeArgs) -> Result<Output, ToolError> {
     Ok(Output {
         indicator: args.indicator,
         params,
-        series: series.into_iter().map(|(name, s)| (name.to_owned(), s)).collect(),
+        series: series
+            .into_iter()
+            .map(|(name, s)| (name.to_owned(), s))
+            .collect(),
     })
 }
 
 fn sma(closes: &[f64], period: usize) -> Vec<Option<f64>> {
     (0..closes.len())
-        .map(|i| (i + 1 >= period).then(|| closes[i + 1 - period..=i].iter().sum::<f64>() / period as f64))
+        .map(|i| {
+            (i + 1 >= period)
+                .then(|| closes[i + 1 - period..=i].iter().sum::<f64>() / period as f64)
+        })
         .collect()
 }
 
@@ -227,13 +238,19 @@ fn rsi(closes: &[f64], period: usize) -> Vec<Option<f64>> {
     });
     gain /= period as f64;
     loss /= period as f64;
-    let value = |gain: f64, loss: f64| if loss == 0.0 { 100.0 } else { 100.0 - 100.0 / (1.0 + gain / loss) };
+    let value = |gain: f64, loss: f64| {
+        if loss == 0.0 {
+            100.0
+        } else {
+            100.0 - 100.0 / (1.0 + gain / loss)
+        }
+    };
     out[period] = Some(value(gain, loss));
-    for i in period + 1..closes.len() {
+    for (i, slot) in out.iter_mut().enumerate().skip(period + 1) {
         let c = change(i);
         gain = (gain * (period as f64 - 1.0) + c.max(0.0)) / period as f64;
         loss = (loss * (period as f64 - 1.0) + (-c).max(0.0)) / period as f64;
-        out[i] = Some(value(gain, loss));
+        *slot = Some(value(gain, loss));
     }
     out
 }

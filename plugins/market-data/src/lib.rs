@@ -191,8 +191,16 @@ fn get_bars(args: BarsArgs) -> Result<Bars, ToolError> {
     }
     let mut bars: Vec<Bar> = read_bars(&args.symbol, timeframe)?
         .into_iter()
-        .filter(|bar| args.start.as_deref().is_none_or(|start| bar.timestamp.as_str() >= start))
-        .filter(|bar| args.end.as_deref().is_none_or(|end| at_or_before(&bar.timestamp, end)))
+        .filter(|bar| {
+            args.start
+                .as_deref()
+                .is_none_or(|start| bar.timestamp.as_str() >= start)
+        })
+        .filter(|bar| {
+            args.end
+                .as_deref()
+                .is_none_or(|end| at_or_before(&bar.timestamp, end))
+        })
         .collect();
     let limit = args.limit.unwrap_or(500);
     if bars.len() > limit {
@@ -202,9 +210,10 @@ fn get_bars(args: BarsArgs) -> Result<Bars, ToolError> {
         symbol: args.symbol,
         timeframe: timeframe.to_owned(),
         count: bars.len(),
-        range: bars.first().zip(bars.last()).map(|(first, last)| {
-            (first.timestamp.clone(), last.timestamp.clone())
-        }),
+        range: bars
+            .first()
+            .zip(bars.last())
+            .map(|(first, last)| (first.timestamp.clone(), last.timestamp.clone())),
         bars,
     })
 }
@@ -250,7 +259,10 @@ fn unknown_symbol(symbol: &str) -> ToolError {
     match list_symbols() {
         Ok(known) => {
             let names: Vec<&str> = known.iter().map(|s| s.symbol.as_str()).collect();
-            ToolError::new(format!("unknown symbol {symbol}; known symbols: {}", names.join(", ")))
+            ToolError::new(format!(
+                "unknown symbol {symbol}; known symbols: {}",
+                names.join(", ")
+            ))
         }
         Err(e) => e,
     }

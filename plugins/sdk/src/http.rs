@@ -121,7 +121,11 @@ impl Request {
         let scheme = match uri.scheme_str() {
             Some("http") => Scheme::Http,
             Some("https") => Scheme::Https,
-            other => return Err(HttpError::InvalidUrl(format!("unsupported scheme {other:?}"))),
+            other => {
+                return Err(HttpError::InvalidUrl(format!(
+                    "unsupported scheme {other:?}"
+                )));
+            }
         };
         let authority = uri
             .authority()
@@ -136,13 +140,19 @@ impl Request {
             .map_err(|e| HttpError::InvalidUrl(format!("bad header: {e:?}")))?;
         let request = OutgoingRequest::new(headers);
         let invalid = |what: &str| HttpError::InvalidUrl(format!("invalid {what}"));
-        request.set_method(&self.method).map_err(|()| invalid("method"))?;
-        request.set_scheme(Some(&scheme)).map_err(|()| invalid("scheme"))?;
+        request
+            .set_method(&self.method)
+            .map_err(|()| invalid("method"))?;
+        request
+            .set_scheme(Some(&scheme))
+            .map_err(|()| invalid("scheme"))?;
         request
             .set_authority(Some(authority.as_str()))
             .map_err(|()| invalid("authority"))?;
         let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        request.set_path_with_query(Some(path)).map_err(|()| invalid("path"))?;
+        request
+            .set_path_with_query(Some(path))
+            .map_err(|()| invalid("path"))?;
 
         let outgoing_body = request.body().map_err(|()| invalid("body"))?;
         if let Some(body) = &self.body {

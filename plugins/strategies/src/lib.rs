@@ -37,6 +37,7 @@ struct GetArgs {
 struct StrategyConfig {
     /// What the strategy tries to exploit (the hypothesis).
     #[schemars(length(max = 2000))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     description: Option<String>,
     /// Symbols it trades, e.g. ["AAPL", "SPY"].
     #[schemars(length(min = 1, max = 50))]
@@ -85,9 +86,11 @@ struct Risk {
     position_size_pct: f64,
     /// Stop loss below entry, in percent.
     #[schemars(range(min = 0.01, max = 100.0))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     stop_loss_pct: Option<f64>,
     /// Take profit above entry, in percent.
     #[schemars(range(min = 0.01, max = 1000.0))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     take_profit_pct: Option<f64>,
 }
 
@@ -199,7 +202,11 @@ fn read(name: &str) -> Result<Strategy, ToolError> {
             let known = list().unwrap_or_default();
             Err(ToolError::new(format!(
                 "no strategy named {name}; saved strategies: {}",
-                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
             )))
         }
         Err(e) => Err(storage_error("read", e)),
@@ -210,11 +217,15 @@ fn read(name: &str) -> Result<Strategy, ToolError> {
 /// the host's schema validation.
 fn check_name(name: &str) -> Result<(), ToolError> {
     let valid = (1..=64).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     if valid {
         Ok(())
     } else {
-        Err(ToolError::new(format!("strategy names must match {NAME_PATTERN}")))
+        Err(ToolError::new(format!(
+            "strategy names must match {NAME_PATTERN}"
+        )))
     }
 }
 
@@ -223,7 +234,9 @@ fn check_rules(config: &StrategyConfig) -> Result<(), ToolError> {
     let ids: Vec<&str> = config.indicators.iter().map(|i| i.id.as_str()).collect();
     for (i, indicator) in ids.iter().enumerate() {
         if ids[..i].contains(indicator) {
-            return Err(ToolError::new(format!("indicator id {indicator} is defined twice")));
+            return Err(ToolError::new(format!(
+                "indicator id {indicator} is defined twice"
+            )));
         }
     }
     for (which, rule) in [("entry", &config.entry), ("exit", &config.exit)] {

@@ -1,0 +1,153 @@
+"""What the end-to-end tests share: where things are, test roots, and the
+processes and stand-ins they run. Everything here drives the real `host`
+binary; nothing is mocked."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import queue
+import re
+import shutil
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from mcp import StdioServerParameters
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+HOST = pathlib.Path(os.environ.get("HOST_BIN", REPO / "target" / "debug" / "host"))
+EXAMPLES = ("market-data", "indicators", "strategies", "broker")
+FIXTURE_WASM = REPO / "tests" / "fixtures" / "target" / "wasm32-wasip2" / "release"
+
+
+def make_root(path: pathlib.Path, fixtures: tuple[str, ...] = ()) -> pathlib.Path:
+    """A host root like the repository's: plugins/, policies/ and the sample
+    market data, with the example plugins and the named test fixtures."""
+    plugins = path / "plugins"
+    plugins.mkdir(parents=True)
+    shutil.copytree(REPO / "plugins" / "market-data" / "data", plugins / "market-data" / "data")
+    for name in EXAMPLES:
+        shutil.copy(REPO / "plugins" / f"{name}.wasm", plugins / f"{name}.wasm")
+    for name in fixtures:
+        shutil.copy(FIXTURE_WASM / f"{name.replace('-', '_')}.wasm", plugins / f"{name}.wasm")
+    policies = path / "policies"
+    policies.mkdir()
+    for policy in (REPO / "policies").glob("*.toml"):
+        shutil.copy(policy, policies)
+    for name in fixtures:
+        policy = REPO / "tests" / "fixtures" / "policies" / f"{name}.toml"
+        if policy.exists():
+            shutil.copy(policy, policies)
+    return path
+
+
+def host_args(root: pathlib.Path, *extra: str) -> list[str]:
+    return ["--plugins", str(root / "plugins"), "--policies", str(root / "policies"), *extra]
+
+
+def stdio_params(root: pathlib.Path, env: dict[str, str] | None = None) -> StdioServerParameters:
+    """Launches `host serve` on stdio, as a desktop client would."""
+    return StdioServerParameters(
+        command=str(HOST),
+        args=["serve", *host_args(root)],
+        env={**os.environ, **(env or {})},
+    )
+
+
+def run_host(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(HOST), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+class HttpHost:
+    """`host serve --http 127.0.0.1:0` in the background; `url` is its endpoint."""
+
+    def __init__(self, root: pathlib.Path, env: dict[str, str] | None = None, *extra: str):
+        self.process = subprocess.Popen(
+            [str(HOST), "serve", "--http", "127.0.0.1:0", *host_args(root), *extra],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.log: list[str] = []
+        lines: queue.Queue[str] = queue.Queue()
+
+        def drain() -> None:
+            for line in self.process.stderr:
+                self.log.append(line)
+                lines.put(line)
+
+        threading.Thread(target=drain, daemon=True).start()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.stop()
+                raise RuntimeError("host did not start serving:\n" + "".join(self.log))
+            found = re.search(r"at (http://127\.0\.0\.1:\d+/mcp)", line)
+            if found:
+                self.url = found.group(1)
+                self.origin = self.url.removesuffix("/mcp")
+                return
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+class BrokerStandIn:
+    """A broker API on loopback that records every request it receives."""
+
+    POSITIONS = [{"symbol": "AAPL", "quantity": 10, "average_price": 185.2}]
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _record(self) -> None:
+                standin.requests.append((self.command, self.path))
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                self._record()
+                if self.path == "/positions":
+                    body = json.dumps({"positions": standin.POSITIONS}).encode()
+                    self.send_response(200)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                else:
+                    self.send_error(404)
+
+            def do_POST(self) -> None:  # noqa: N802
+                self._record()
+                self.send_response(201)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()

@@ -1,0 +1,86 @@
+"""A plugin that misbehaves is stopped at the sandbox boundary, the client
+gets a clear error, and the host and every other plugin keep serving."""
+
+import anyio
+import pytest
+from mcp import Client
+
+from harness import stdio_params
+
+pytestmark = pytest.mark.anyio
+
+
+def text_of(result) -> str:
+    return "\n".join(block.text for block in result.content if block.type == "text")
+
+
+async def indicators_still_work(client) -> None:
+    result = await client.call_tool(
+        "indicators__compute_indicator", {"indicator": "sma", "closes": [1, 2, 3], "params": {"period": 2}}
+    )
+    assert not result.is_error, text_of(result)
+    assert result.structured_content["series"]["sma"] == [None, 1.5, 2.5]
+
+
+async def test_a_panic_becomes_a_tool_error_with_the_panic_message(http_host):
+    async with Client(http_host.url) as client:
+        result = await client.call_tool("hostile__panic", {})
+        assert result.is_error
+        message = text_of(result)
+        assert "the plugin crashed" in message
+        assert "hostile plugin panicked on purpose" in message
+        await indicators_still_work(client)
+        # A fresh sandbox per call: the same tool works again after a crash.
+        assert (await client.call_tool("hostile__log", {})).is_error is False
+
+
+async def test_an_endless_loop_is_stopped_at_its_time_limit(http_host):
+    async with Client(http_host.url) as client:
+        result = await client.call_tool("hostile__spin", {})
+        assert result.is_error
+        assert "did not finish within its time limit of 1000 ms" in text_of(result)
+        await indicators_still_work(client)
+
+
+async def test_other_calls_are_served_while_a_plugin_spins(http_host):
+    spin_finished = anyio.Event()
+
+    async def spin(client) -> None:
+        await client.call_tool("hostile__spin", {})
+        spin_finished.set()
+
+    async with Client(http_host.url) as spinner, Client(http_host.url) as other:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(spin, spinner)
+            await anyio.sleep(0.2)
+            await indicators_still_work(other)
+            # Served while the spinning call was still running.
+            assert not spin_finished.is_set()
+
+
+async def test_unbounded_allocation_hits_the_memory_limit(http_host):
+    async with Client(http_host.url) as client:
+        result = await client.call_tool("hostile__hog", {})
+        assert result.is_error
+        assert "ran out of memory" in text_of(result)
+        assert "32 MiB" in text_of(result)
+        await indicators_still_work(client)
+
+
+async def test_printed_output_reaches_the_client_as_log_messages_only(root):
+    messages = []
+
+    async def on_log(params) -> None:
+        messages.append(params)
+
+    async with Client(stdio_params(root), mode="legacy", logging_callback=on_log) as client:
+        result = await client.call_tool("hostile__chatty", {"lines": 3})
+        assert not result.is_error
+        assert text_of(result) == "printed 3 lines"
+        logged = await client.call_tool("hostile__log", {})
+        assert not logged.is_error
+    texts = [str(m.data) for m in messages]
+    assert any(t.startswith("[stdout]") and "stdout line 2" in t for t in texts), texts
+    assert any(t.startswith("[stderr]") and "stderr line 2" in t for t in texts), texts
+    assert "hello from the hostile plugin" in texts
+    assert {m.logger for m in messages} == {"hostile"}

@@ -1,0 +1,140 @@
+"""Broken plugins and policies are reported loudly and skipped; the rest load.
+`host check` says what is wrong and exits non-zero."""
+
+import shutil
+
+import pytest
+from mcp import Client
+
+from harness import EXAMPLES, REPO, host_args, make_root, run_host, stdio_params
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def broken_root(tmp_path_factory):
+    """The examples, plus every way a plugin file can be wrong."""
+    root = make_root(tmp_path_factory.mktemp("broken"), fixtures=("collide",))
+    plugins = root / "plugins"
+    (plugins / "garbage.wasm").write_bytes(b"this is not WebAssembly at all")
+    # A valid core module, but not a component.
+    (plugins / "core-module.wasm").write_bytes(b"\x00asm\x01\x00\x00\x00")
+    (plugins / "empty.wasm").write_bytes(b"")
+    shutil.copy(plugins / "indicators.wasm", plugins / "Bad_Name.wasm")
+    (plugins / "README.txt").write_text("not a plugin, and not a .wasm: ignored")
+    return root
+
+
+def test_check_passes_on_the_shipped_examples():
+    result = run_host("check", "--plugins", str(REPO / "plugins"), "--policies", str(REPO / "policies"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for name in EXAMPLES:
+        assert f"\n{name} 0.1.0 (" in "\n" + out
+    assert "folder /data/market = " in out and "(read-only)" in out
+    assert "network GET http://127.0.0.1:*/positions" in out
+    assert "env BROKER_URL" in out
+    assert "tool market-data__get_quote [read-only]" in out
+    assert "tool strategies__create_strategy [writes]" in out
+    assert "policy: none: nothing granted" in out  # indicators has no policy
+    assert "4 plugin(s) loaded, 0 failed" in out
+
+
+def test_check_reports_every_broken_plugin_and_fails(broken_root):
+    result = run_host("check", *host_args(broken_root))
+    assert result.returncode == 1
+    out = result.stdout
+    failures = {line.split(": ", 1)[0]: line for line in out.splitlines() if line.startswith("FAILED")}
+    assert len(failures) == 5, out
+
+    def reason(file: str) -> str:
+        return next(line for key, line in failures.items() if key.endswith(file))
+
+    assert "not a WebAssembly component" in reason("garbage.wasm")
+    assert "not a WebAssembly component" in reason("core-module.wasm")
+    assert "not a WebAssembly component" in reason("empty.wasm")
+    assert 'two tools are named "same"' in reason("collide.wasm")
+    assert "not a valid plugin name" in reason("Bad_Name.wasm")
+    assert "4 plugin(s) loaded, 5 failed" in out
+
+
+def test_check_can_name_single_plugins(broken_root):
+    good = run_host("check", *host_args(broken_root), "indicators", "market-data")
+    assert good.returncode == 0, good.stdout
+    assert "2 plugin(s) loaded" in good.stdout
+    bad = run_host("check", *host_args(broken_root), "collide")
+    assert bad.returncode == 1
+    missing = run_host("check", *host_args(broken_root), "no-such-plugin")
+    assert missing.returncode == 1
+    assert "cannot read it" in missing.stdout
+
+
+async def test_serve_skips_broken_plugins_and_serves_the_rest(broken_root):
+    async with Client(stdio_params(broken_root)) as client:
+        tools = {t.name for t in (await client.list_tools()).tools}
+    plugins = {name.split("__")[0] for name in tools}
+    assert plugins == set(EXAMPLES)
+
+
+def test_a_broken_policy_is_reported_with_its_position_and_the_plugin_skipped(tmp_path):
+    root = make_root(tmp_path)
+    (root / "policies" / "market-data.toml").write_text('version = 1\n\n[network]\nalow = ["GET https://x/"]\n')
+    result = run_host("check", *host_args(root))
+    assert result.returncode == 1
+    report = next(block for block in result.stdout.split("\n\n") if "market-data.toml" in block)
+    assert report.startswith("FAILED plugin")
+    assert "line 4, column 1" in report and "unknown field `alow`" in report, report
+    assert "3 plugin(s) loaded, 1 failed" in result.stdout
+
+
+def test_a_policy_for_no_plugin_is_reported(tmp_path):
+    root = make_root(tmp_path)
+    shutil.copy(root / "policies" / "broker.toml", root / "policies" / "brokre.toml")
+    result = run_host("check", *host_args(root))
+    assert result.returncode == 1
+    assert "FAILED policy" in result.stdout and "brokre.toml" in result.stdout
+
+
+def test_a_mount_outside_the_root_is_refused(tmp_path):
+    root = make_root(tmp_path / "root")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "policies" / "indicators.toml").write_text(
+        f'version = 1\n[[mounts]]\nhost = "{outside}"\nguest = "/x"\naccess = "read-only"\n'
+    )
+    result = run_host("check", *host_args(root))
+    assert result.returncode == 1
+    assert "outside the root folder" in result.stdout
+
+
+def test_a_missing_plugins_folder_is_a_clear_error(tmp_path):
+    result = run_host("serve", "--plugins", str(tmp_path / "nope"), "--policies", str(tmp_path))
+    assert result.returncode == 1
+    assert "cannot read the plugins folder" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command, expected",
+    [
+        ([], ["serve", "check", "--log-level", "--log-format"]),
+        (["serve"], ["--http", "--plugins", "--policies", "--root", "--config", "--allow-origin"]),
+        (["check"], ["--plugins", "--policies", "[PLUGIN]..."]),
+    ],
+)
+def test_help_is_complete(command, expected):
+    result = run_host(*command, "--help")
+    assert result.returncode == 0
+    for word in expected:
+        assert word in result.stdout, word
+
+
+def test_a_config_file_sets_the_folders(tmp_path):
+    root = make_root(tmp_path)
+    config = root / "host.toml"
+    config.write_text('plugins = "plugins"\npolicies = "policies"\n')
+    result = run_host("check", "--config", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    config.write_text('plugins = "plugins"\nplugin_dir = "x"\n')
+    bad = run_host("check", "--config", str(config))
+    assert bad.returncode == 1
+    assert "plugin_dir" in bad.stderr
