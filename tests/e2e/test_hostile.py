@@ -27,7 +27,7 @@ async def test_a_panic_becomes_a_tool_error_with_the_panic_message(http_host):
         result = await client.call_tool("hostile__panic", {})
         assert result.is_error
         message = text_of(result)
-        assert "the plugin crashed" in message
+        assert message.startswith("hostile__panic failed: the plugin crashed: wasm trap: wasm `unreachable`")
         assert "hostile plugin panicked on purpose" in message
         await indicators_still_work(client)
         # A fresh sandbox per call: the same tool works again after a crash.
@@ -84,3 +84,18 @@ async def test_printed_output_reaches_the_client_as_log_messages_only(root):
     assert any(t.startswith("[stderr]") and "stderr line 2" in t for t in texts), texts
     assert "hello from the hostile plugin" in texts
     assert {m.logger for m in messages} == {"hostile"}
+
+
+async def test_printing_past_the_capture_limit_loses_the_excess_not_the_call(root):
+    messages = []
+
+    async def on_log(params) -> None:
+        messages.append(str(params.data))
+
+    async with Client(stdio_params(root), mode="legacy", logging_callback=on_log) as client:
+        result = await client.call_tool("hostile__chatty", {"lines": 5000})
+        assert not result.is_error, text_of(result)
+        assert text_of(result) == "printed 5000 lines"
+    stdout = next(m for m in messages if m.startswith("[stdout]"))
+    assert "stdout line 0" in stdout
+    assert stdout.endswith("more bytes dropped")

@@ -235,9 +235,38 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     rest.len() >= last.len() && rest.ends_with(last)
 }
 
-/// Checks `request` against `rules`: allowed by the first rule that
-/// matches, denied when none does.
+/// Why a path is not in the one form rules can be trusted to match, if it
+/// is not. Servers commonly resolve `..`, `.`, `//`, `\\` and their
+/// percent-encodings, so `/v2/bars/../orders` could reach `/v2/orders`
+/// while matching the pattern `/v2/bars/*`.
+pub fn non_canonical(path: &str) -> Option<&'static str> {
+    let lower = path.to_ascii_lowercase();
+    if !path.starts_with('/') {
+        Some("the path is not absolute")
+    } else if path.contains("//") {
+        Some("the path has an empty segment (//)")
+    } else if path.contains('\\') || lower.contains("%5c") {
+        Some("the path has a backslash")
+    } else if lower.contains("%2f") {
+        Some("the path has an encoded slash (%2F)")
+    } else if path.split('/').any(|segment| {
+        matches!(
+            segment.to_ascii_lowercase().replace("%2e", ".").as_str(),
+            "." | ".."
+        )
+    }) {
+        Some("the path has a dot segment (. or ..)")
+    } else {
+        None
+    }
+}
+
+/// Checks `request` against `rules`: denied when its path is not canonical,
+/// else allowed by the first rule that matches, denied when none does.
 pub fn decide(rules: &[HttpRule], request: &RequestFacts) -> Decision {
+    if let Some(problem) = non_canonical(&request.path) {
+        return Decision::Deny(problem.into());
+    }
     match rules.iter().find(|rule| rule.matches(request)) {
         Some(rule) => Decision::Allow(rule.text.clone()),
         None if rules.is_empty() => Decision::Deny("the plugin has no network grant".into()),
@@ -397,6 +426,29 @@ mod tests {
         assert!(!allow("https://example.com/x"));
         assert!(!allow("https://badexample.com/x"));
         assert!(!allow("https://example.com.evil.net/x"));
+    }
+
+    #[test]
+    fn paths_that_servers_would_rewrite_are_refused() {
+        let rules = rules(&["GET https://api.example.com/v2/bars/*"]);
+        for path in [
+            "/v2/bars/../orders",
+            "/v2/bars/%2e%2e/orders",
+            "/v2/bars/%2E./orders",
+            "/v2/bars/./x",
+            "/v2/bars//x",
+            "/v2/bars/..%2forders",
+            "/v2/bars/..%5Corders",
+            "/v2/bars/x/..",
+        ] {
+            let decision = decide(
+                &rules,
+                &facts("GET", &format!("https://api.example.com{path}")),
+            );
+            assert!(matches!(decision, Decision::Deny(_)), "{path} allowed");
+        }
+        let fine = facts("GET", "https://api.example.com/v2/bars/AAPL.US?from=..");
+        assert!(matches!(decide(&rules, &fine), Decision::Allow(_)));
     }
 
     #[test]

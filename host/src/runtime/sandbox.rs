@@ -7,8 +7,9 @@
 //! a [`CallError`] for that call alone.
 
 use super::bindings::{Handler, Plugin, PluginPre};
+use super::capture::Capture;
 use super::engine::{self, EngineConfig, EpochTicker};
-use super::state::{CallContext, CallState, Denials, MemoryLimiter, truncate};
+use super::state::{CallContext, CallState, Denials, MemoryLimiter};
 use crate::capability::network::{Denial, NetworkHooks};
 use crate::policy::Grants;
 use std::future::Future;
@@ -19,10 +20,10 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, StoreLimitsBuilder};
 use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
-/// How much of its stdout and stderr a call may write; writing more traps.
-const CAPTURE_BYTES: usize = 64 * 1024;
+/// How much of a plugin's stderr an error message quotes: the end, where a
+/// panic message is.
+const STDERR_TAIL_BYTES: usize = 2 * 1024;
 
 /// The shared engine and linker every sandbox is made from.
 pub struct Runtime {
@@ -81,7 +82,12 @@ impl std::fmt::Display for CallError {
         }
         let stderr = self.diagnostics.stderr.trim();
         if !stderr.is_empty() {
-            write!(f, "\nthe plugin's stderr:\n{stderr}")?;
+            let mut start = stderr.len().saturating_sub(STDERR_TAIL_BYTES);
+            while !stderr.is_char_boundary(start) {
+                start += 1;
+            }
+            let elided = if start > 0 { "…" } else { "" };
+            write!(f, "\nthe plugin's stderr:\n{elided}{}", &stderr[start..])?;
         }
         Ok(())
     }
@@ -178,8 +184,8 @@ impl Runtime {
             return Err(fail(FailureKind::Busy, message, Diagnostics::default()));
         };
 
-        let stdout = MemoryOutputPipe::new(CAPTURE_BYTES);
-        let stderr = MemoryOutputPipe::new(CAPTURE_BYTES);
+        let stdout = Capture::default();
+        let stderr = Capture::default();
         let denials = Denials::default();
         let store = self.store(grants, call.clone(), &stdout, &stderr, &denials);
         let mut store = match store {
@@ -202,8 +208,8 @@ impl Runtime {
         drop(store);
 
         let diagnostics = Diagnostics {
-            stdout: captured(&stdout),
-            stderr: captured(&stderr),
+            stdout: stdout.text(),
+            stderr: stderr.text(),
             denials: denials.lock().map(|d| d.clone()).unwrap_or_default(),
             elapsed: started.elapsed(),
         };
@@ -240,8 +246,8 @@ impl Runtime {
         &self,
         grants: &Grants,
         call: CallContext,
-        stdout: &MemoryOutputPipe,
-        stderr: &MemoryOutputPipe,
+        stdout: &Capture,
+        stderr: &Capture,
         denials: &Denials,
     ) -> anyhow::Result<Store<CallState>> {
         // `new` inherits nothing: no stdin, env, args, preopens or sockets.
@@ -275,17 +281,11 @@ impl Runtime {
 /// A trap's one-line description.
 fn describe_trap(error: &wasmtime::Error) -> String {
     match error.downcast_ref::<wasmtime::Trap>() {
-        Some(trap) => format!("wasm trap: {trap}"),
+        Some(trap) => trap.to_string(),
         None => format!("{error:#}")
             .lines()
             .next()
             .unwrap_or_default()
             .to_owned(),
     }
-}
-
-fn captured(pipe: &MemoryOutputPipe) -> String {
-    let mut text = String::from_utf8_lossy(&pipe.contents()).into_owned();
-    truncate(&mut text, CAPTURE_BYTES);
-    text
 }

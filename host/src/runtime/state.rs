@@ -144,7 +144,7 @@ impl host::Host for CallState {
 }
 
 /// Cuts `text` to at most `max` bytes, on a character boundary.
-pub fn truncate(text: &mut String, max: usize) {
+fn truncate(text: &mut String, max: usize) {
     if text.len() > max {
         let mut end = max;
         while !text.is_char_boundary(end) {
