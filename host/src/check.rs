@@ -28,6 +28,13 @@ pub async fn run(
             })
             .collect()
     };
+    if files.is_empty() {
+        println!(
+            "no plugins (*.wasm) in {}: nothing to check",
+            settings.plugins.display()
+        );
+        return Ok(false);
+    }
     let mut loaded = Vec::new();
     let mut failed = Vec::new();
     for file in &files {
@@ -77,7 +84,7 @@ pub async fn run(
         if orphans.len() == 1 { "y" } else { "ies" }
     );
     print!("{out}");
-    Ok(registry.failures().is_empty() && orphans.is_empty() && !files.is_empty())
+    Ok(registry.failures().is_empty() && orphans.is_empty())
 }
 
 fn describe(out: &mut String, plugin: &LoadedPlugin) {

@@ -107,6 +107,13 @@ def test_a_mount_outside_the_root_is_refused(tmp_path):
     assert "outside the root folder" in result.stdout
 
 
+def test_an_empty_plugins_folder_is_reported(tmp_path):
+    (tmp_path / "plugins").mkdir()
+    result = run_host("check", "--plugins", str(tmp_path / "plugins"), "--policies", str(tmp_path))
+    assert result.returncode == 1
+    assert "no plugins (*.wasm)" in result.stdout
+
+
 def test_a_missing_plugins_folder_is_a_clear_error(tmp_path):
     result = run_host("serve", "--plugins", str(tmp_path / "nope"), "--policies", str(tmp_path))
     assert result.returncode == 1
