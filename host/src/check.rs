@@ -35,14 +35,7 @@ pub async fn run(
         );
         return Ok(false);
     }
-    let mut loaded = Vec::new();
-    let mut failed = Vec::new();
-    for file in &files {
-        match loader::load(runtime, file, &settings.policies).await {
-            Ok(plugin) => loaded.push(plugin),
-            Err(failure) => failed.push(failure),
-        }
-    }
+    let (loaded, failed) = loader::load_all(runtime, files, &settings.policies).await?;
     let registry = Registry::new(loaded, failed);
     let mut out = String::new();
     for plugin in registry.plugins() {
@@ -148,6 +141,9 @@ fn describe(out: &mut String, plugin: &LoadedPlugin) {
     }
     for template in &plugin.offer.templates {
         let _ = writeln!(out, "  resource template {}", template.uri_template);
+    }
+    for tool in &plugin.offer.withheld {
+        let _ = writeln!(out, "  tool {} NOT SERVED: {}", tool.qualified, tool.reason);
     }
     for prompt in &plugin.offer.prompts {
         let _ = writeln!(out, "  prompt {}", prompt.qualified);

@@ -78,7 +78,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         transport::check_listen_address(addr)?;
     }
     let wasm = Arc::new(Runtime::new(&EngineConfig::default())?);
-    let (loaded, failed) = loader::load_dir(&wasm, &settings.plugins, &settings.policies).await?;
+    let files = loader::plugin_files(&settings.plugins)?;
+    let (loaded, failed) = loader::load_all(&wasm, files, &settings.policies).await?;
     let registry = Registry::new(loaded, failed);
     for failure in registry.failures() {
         tracing::error!("skipped {failure}");

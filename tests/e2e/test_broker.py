@@ -1,10 +1,12 @@
 """The broker plugin reads positions from a loopback stand-in, and its order
-is refused by the host: the stand-in never receives the POST."""
+is refused by the host's no-order-execution guardrail: `place_order` is not
+served, and the stand-in never receives an order."""
 
 import json
 
 import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from harness import stdio_params
 
@@ -21,15 +23,16 @@ async def test_positions_are_read_and_orders_never_leave_the_sandbox(transport, 
     async with Client(server) as client:
         tools = {t.name for t in (await client.list_tools()).tools}
         assert "broker__get_positions" in tools
+        assert "broker__place_order" not in tools
 
         positions = await client.call_tool("broker__get_positions", {})
         assert not positions.is_error, text_of(positions)
         assert json.loads(text_of(positions)) == {"positions": broker.POSITIONS}
         assert ("GET", "/positions") in broker.requests
 
-        order = await client.call_tool("broker__place_order", {"symbol": "AAPL", "side": "buy", "quantity": 5})
-        assert order.is_error
-        message = text_of(order)
-        assert f"denied POST {broker.url}/orders" in message
-        assert "no network rule" in message
+        with pytest.raises(MCPError) as refused:
+            await client.call_tool("broker__place_order", {"symbol": "AAPL", "side": "buy", "quantity": 5})
+        message = refused.value.error.message
+        assert message.startswith("tool broker__place_order is not served: denied by guardrail no-order-execution")
+        assert "trade effect" in message
     assert all(method == "GET" for method, _ in broker.requests), broker.requests

@@ -36,6 +36,7 @@ def test_check_passes_on_the_shipped_examples():
     assert "env BROKER_URL" in out
     assert "tool market-data__get_quote [read-only]" in out
     assert "tool strategies__create_strategy [writes]" in out
+    assert "tool broker__place_order NOT SERVED: denied by guardrail no-order-execution" in out
     assert "policy: none: nothing granted" in out  # indicators has no policy
     assert "4 plugin(s) loaded, 0 failed" in out
 
@@ -93,6 +94,7 @@ def test_a_policy_for_no_plugin_is_reported(tmp_path):
     result = run_host("check", *host_args(root))
     assert result.returncode == 1
     assert "FAILED policy" in result.stdout and "brokre.toml" in result.stdout
+    assert "host.toml" not in result.stdout  # the host-wide policy is no plugin's
 
 
 def test_a_mount_outside_the_root_is_refused(tmp_path):

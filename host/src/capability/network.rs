@@ -12,6 +12,7 @@
 //! wasi-http hands a request over before any I/O. Raw sockets stay closed:
 //! the sandbox's WASI context never enables TCP, UDP or name lookup.
 
+use crate::policy::guardrails::Guardrails;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,11 +33,43 @@ pub struct HttpRule {
     text: String,
 }
 
+/// A host as rules name it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum HostPattern {
+pub enum HostPattern {
+    /// A name or IP address, lower case, IPv6 without brackets.
     Exact(String),
     /// `*.example.com`: any subdomain of `example.com`, not itself.
     Subdomain(String),
+}
+
+impl HostPattern {
+    /// Parses `example.com`, `*.example.com`, `127.0.0.1` or `[::1]`.
+    pub fn parse(host: &str) -> Result<HostPattern, String> {
+        let host = host.to_ascii_lowercase();
+        match host.strip_prefix("*.") {
+            Some(domain) if !domain.is_empty() && !domain.contains('*') => {
+                Ok(HostPattern::Subdomain(domain.to_owned()))
+            }
+            _ if host.is_empty() || host.contains('*') || host.contains('/') => {
+                Err("the host must be a name, an IP address or *.domain".into())
+            }
+            _ => Ok(HostPattern::Exact(
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned(),
+            )),
+        }
+    }
+
+    /// Whether `host` (lower case, IPv6 without brackets) matches.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(exact) => exact == host,
+            HostPattern::Subdomain(domain) => host
+                .strip_suffix(domain.as_str())
+                .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+        }
+    }
 }
 
 /// The parts of a request that rules look at.
@@ -64,12 +97,12 @@ impl fmt::Display for RequestFacts {
     }
 }
 
-/// The outcome of checking a request against a plugin's rules.
+/// The outcome of checking a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Allowed by the rule with this text.
+    /// Allowed by the plugin's rule with this text.
     Allow(String),
-    /// Denied, with the reason.
+    /// Denied by this rule (a guardrail, or the plugin's policy).
     Deny(String),
 }
 
@@ -117,20 +150,7 @@ impl HttpRule {
             Some(p) => Some(p.parse().map_err(|_| bad(&format!("bad port {p:?}")))?),
             None => Some(if scheme == "https" { 443 } else { 80 }),
         };
-        let host = host.to_ascii_lowercase();
-        let host = match host.strip_prefix("*.") {
-            Some(domain) if !domain.is_empty() && !domain.contains('*') => {
-                HostPattern::Subdomain(domain.to_owned())
-            }
-            _ if host.is_empty() || host.contains('*') => {
-                return Err(bad("the host must be a name, an IP address or *.domain"));
-            }
-            _ => HostPattern::Exact(
-                host.trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_owned(),
-            ),
-        };
+        let host = HostPattern::parse(host).map_err(|why| bad(&why))?;
         if path.contains('?') || path.contains('#') {
             return Err(bad("the path pattern cannot hold a query or fragment"));
         }
@@ -182,13 +202,7 @@ impl HttpRule {
         (self.methods.is_empty() || self.methods.contains(&request.method))
             && self.scheme == request.scheme
             && self.port.is_none_or(|p| p == request.port)
-            && match &self.host {
-                HostPattern::Exact(host) => *host == request.host,
-                HostPattern::Subdomain(domain) => request
-                    .host
-                    .strip_suffix(domain.as_str())
-                    .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
-            }
+            && self.host.matches(&request.host)
             && glob_match(&self.path, &request.path)
     }
 }
@@ -261,16 +275,22 @@ pub fn non_canonical(path: &str) -> Option<&'static str> {
     }
 }
 
-/// Checks `request` against `rules`: denied when its path is not canonical,
-/// else allowed by the first rule that matches, denied when none does.
-pub fn decide(rules: &[HttpRule], request: &RequestFacts) -> Decision {
+/// Checks `request`: denied when its path is not canonical, then when a
+/// guardrail forbids it (no plugin rule can widen a guardrail), then allowed
+/// by the first of the plugin's `rules` that matches, else denied.
+pub fn decide(guardrails: &Guardrails, rules: &[HttpRule], request: &RequestFacts) -> Decision {
     if let Some(problem) = non_canonical(&request.path) {
-        return Decision::Deny(problem.into());
+        return Decision::Deny(format!("policy ({problem})"));
+    }
+    if let Some(guardrail) = guardrails.check_request(request) {
+        return Decision::Deny(guardrail);
     }
     match rules.iter().find(|rule| rule.matches(request)) {
         Some(rule) => Decision::Allow(rule.text.clone()),
-        None if rules.is_empty() => Decision::Deny("the plugin has no network grant".into()),
-        None => Decision::Deny("no network rule of the plugin's policy allows it".into()),
+        None if rules.is_empty() => {
+            Decision::Deny("policy (the plugin has no network grant)".into())
+        }
+        None => Decision::Deny("policy (no network rule of the plugin allows it)".into()),
     }
 }
 
@@ -296,16 +316,18 @@ pub fn facts_of<B>(request: &http::Request<B>) -> Option<RequestFacts> {
     })
 }
 
-/// A request the sandbox refused, for the caller's error message.
+/// Something the sandbox refused, for the caller's error and the audit log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Denial {
-    pub request: String,
-    pub reason: String,
+    /// The rule that refused it: `guardrail no-order-execution`, `policy (…)`.
+    pub rule: String,
+    /// What was attempted: `POST http://127.0.0.1:8787/orders`.
+    pub attempt: String,
 }
 
 impl fmt::Display for Denial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "denied {}: {}", self.request, self.reason)
+        write!(f, "denied by {}: {}", self.rule, self.attempt)
     }
 }
 
@@ -316,14 +338,24 @@ const BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The per-call enforcement point for outgoing HTTP.
 pub struct NetworkHooks {
+    guardrails: Arc<Guardrails>,
     rules: Arc<[HttpRule]>,
     denials: Arc<Mutex<Vec<Denial>>>,
 }
 
 impl NetworkHooks {
-    /// Hooks enforcing `rules`, recording refusals in `denials`.
-    pub fn new(rules: Arc<[HttpRule]>, denials: Arc<Mutex<Vec<Denial>>>) -> Self {
-        NetworkHooks { rules, denials }
+    /// Hooks enforcing `guardrails` and `rules`, recording refusals in
+    /// `denials`.
+    pub fn new(
+        guardrails: Arc<Guardrails>,
+        rules: Arc<[HttpRule]>,
+        denials: Arc<Mutex<Vec<Denial>>>,
+    ) -> Self {
+        NetworkHooks {
+            guardrails,
+            rules,
+            denials,
+        }
     }
 }
 
@@ -345,16 +377,16 @@ impl WasiHttpHooks for NetworkHooks {
             > + Send,
     > {
         let decision = match facts_of(&request) {
-            Some(facts) => match decide(&self.rules, &facts) {
+            Some(facts) => match decide(&self.guardrails, &self.rules, &facts) {
                 Decision::Allow(_) => None,
-                Decision::Deny(reason) => Some(Denial {
-                    request: facts.to_string(),
-                    reason,
+                Decision::Deny(rule) => Some(Denial {
+                    rule,
+                    attempt: facts.to_string(),
                 }),
             },
             None => Some(Denial {
-                request: format!("{} {}", request.method(), request.uri()),
-                reason: "the request has no scheme or host".into(),
+                rule: "policy (the request has no scheme or host)".into(),
+                attempt: format!("{} {}", request.method(), request.uri()),
             }),
         };
         if let Some(denial) = decision {
@@ -390,6 +422,12 @@ mod tests {
         facts_of(&request).unwrap()
     }
 
+    /// Guardrails off: these tests are about the plugin's own rules.
+    static OPEN: std::sync::LazyLock<Guardrails> = std::sync::LazyLock::new(|| Guardrails {
+        market_data: None,
+        orders: None,
+    });
+
     fn rules(texts: &[&str]) -> Vec<HttpRule> {
         texts.iter().map(|t| HttpRule::parse(t).unwrap()).collect()
     }
@@ -397,7 +435,7 @@ mod tests {
     #[test]
     fn method_host_port_and_path_must_all_match() {
         let rules = rules(&["GET http://127.0.0.1:*/positions"]);
-        let allow = |m, u| matches!(decide(&rules, &facts(m, u)), Decision::Allow(_));
+        let allow = |m, u| matches!(decide(&OPEN, &rules, &facts(m, u)), Decision::Allow(_));
         assert!(allow("GET", "http://127.0.0.1:8080/positions"));
         assert!(allow("GET", "http://127.0.0.1:8080/positions?account=1"));
         assert!(!allow("POST", "http://127.0.0.1:8080/positions"));
@@ -410,7 +448,7 @@ mod tests {
     #[test]
     fn default_ports_follow_the_scheme() {
         let rules = rules(&["GET https://api.example.com/v2/bars/*"]);
-        let allow = |u| matches!(decide(&rules, &facts("GET", u)), Decision::Allow(_));
+        let allow = |u| matches!(decide(&OPEN, &rules, &facts("GET", u)), Decision::Allow(_));
         assert!(allow("https://api.example.com/v2/bars/AAPL"));
         assert!(allow("https://api.example.com:443/v2/bars/AAPL"));
         assert!(!allow("https://api.example.com:8443/v2/bars/AAPL"));
@@ -420,7 +458,12 @@ mod tests {
     #[test]
     fn subdomain_patterns_exclude_the_domain_itself_and_lookalikes() {
         let rules = rules(&["* https://*.example.com/*"]);
-        let allow = |u| matches!(decide(&rules, &facts("DELETE", u)), Decision::Allow(_));
+        let allow = |u| {
+            matches!(
+                decide(&OPEN, &rules, &facts("DELETE", u)),
+                Decision::Allow(_)
+            )
+        };
         assert!(allow("https://a.example.com/x"));
         assert!(allow("https://a.b.example.com/x"));
         assert!(!allow("https://example.com/x"));
@@ -441,20 +484,30 @@ mod tests {
             "/v2/bars/..%5Corders",
             "/v2/bars/x/..",
         ] {
-            let decision = decide(
-                &rules,
-                &facts("GET", &format!("https://api.example.com{path}")),
-            );
+            let request = facts("GET", &format!("https://api.example.com{path}"));
+            let decision = decide(&OPEN, &rules, &request);
             assert!(matches!(decision, Decision::Deny(_)), "{path} allowed");
         }
         let fine = facts("GET", "https://api.example.com/v2/bars/AAPL.US?from=..");
-        assert!(matches!(decide(&rules, &fine), Decision::Allow(_)));
+        assert!(matches!(decide(&OPEN, &rules, &fine), Decision::Allow(_)));
     }
 
     #[test]
     fn no_rules_means_no_network() {
-        let decision = decide(&[], &facts("GET", "https://example.com/"));
-        assert!(matches!(decision, Decision::Deny(reason) if reason.contains("no network grant")));
+        let decision = decide(&OPEN, &[], &facts("GET", "https://example.com/"));
+        assert!(matches!(decision, Decision::Deny(rule) if rule.contains("no network grant")));
+    }
+
+    #[test]
+    fn guardrails_win_over_the_plugins_rules() {
+        let rules = rules(&["* http://127.0.0.1:*/*"]);
+        let order = facts("POST", "http://127.0.0.1:8787/orders");
+        let decision = decide(&Guardrails::default(), &rules, &order);
+        assert_eq!(
+            decision,
+            Decision::Deny("guardrail no-order-execution".into())
+        );
+        assert!(matches!(decide(&OPEN, &rules, &order), Decision::Allow(_)));
     }
 
     #[test]

@@ -134,13 +134,14 @@ impl ServerHandler for McpServer {
     ) -> Result<CallToolResponse, McpError> {
         let registry = self.shared.registry.load_full();
         let Some((plugin, entry)) = registry.tool(&request.name) else {
-            return Err(McpError::invalid_params(
-                format!(
+            let message = match registry.withheld(&request.name) {
+                Some(reason) => format!("tool {} is not served: {reason}", request.name),
+                None => format!(
                     "unknown tool {:?}; tools/list gives the tools served",
                     request.name
                 ),
-                None,
-            ));
+            };
+            return Err(McpError::invalid_params(message, None));
         };
         let arguments = serde_json::Value::Object(request.arguments.unwrap_or_default());
         if let Err(problems) = manifest::validate(&entry.input, &arguments) {

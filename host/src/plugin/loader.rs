@@ -1,6 +1,7 @@
 //! Loading a plugin file: compile, link, ask it what it offers, check that.
 
 use super::manifest::{self, Offer};
+use crate::policy::guardrails::Guardrails;
 use crate::policy::{Grants, PolicyDir};
 use crate::runtime::{CallContext, Prepared, Runtime, types};
 use std::path::{Path, PathBuf};
@@ -63,11 +64,13 @@ pub fn name_of(path: &Path) -> Result<String, String> {
     }
 }
 
-/// Loads the plugin at `path` under its policy from `policies`.
+/// Loads the plugin at `path` under its policy from `policies` and the
+/// host-wide `guardrails`.
 pub async fn load(
     runtime: &Arc<Runtime>,
     path: &Path,
     policies: &PolicyDir,
+    guardrails: &Arc<Guardrails>,
 ) -> Result<LoadedPlugin, LoadFailure> {
     let failure = |reason: String| LoadFailure {
         path: path.to_owned(),
@@ -76,7 +79,7 @@ pub async fn load(
     let started = Instant::now();
     let name = name_of(path).map_err(failure)?;
     let grants = policies
-        .grants_for(&name)
+        .grants_for(&name, guardrails)
         .map_err(|e| failure(e.to_string()))?;
     let bytes = tokio::fs::read(path)
         .await
@@ -131,17 +134,20 @@ fn describe_grants() -> Grants {
     grants
 }
 
-/// Loads every plugin in `dir`, compiling them in parallel.
-pub async fn load_dir(
+/// Loads `files`, compiling them in parallel. Guardrails that cannot be read
+/// stop everything: the host never runs plugins without them.
+pub async fn load_all(
     runtime: &Arc<Runtime>,
-    dir: &Path,
+    files: Vec<PathBuf>,
     policies: &PolicyDir,
 ) -> anyhow::Result<(Vec<LoadedPlugin>, Vec<LoadFailure>)> {
+    let guardrails = Arc::new(policies.guardrails()?);
     let mut tasks = tokio::task::JoinSet::new();
-    for path in plugin_files(dir)? {
+    for path in files {
         let runtime = runtime.clone();
         let policies = policies.clone();
-        tasks.spawn(async move { load(&runtime, &path, &policies).await });
+        let guardrails = guardrails.clone();
+        tasks.spawn(async move { load(&runtime, &path, &policies, &guardrails).await });
     }
     let (mut loaded, mut failed) = (Vec::new(), Vec::new());
     while let Some(result) = tasks.join_next().await {

@@ -28,6 +28,14 @@ pub struct ToolEntry {
     pub annotations: Annotations,
 }
 
+/// A tool the plugin offers that is not served, and why.
+pub struct Withheld {
+    /// The name clients would call it by.
+    pub qualified: String,
+    /// The rule withholding it, e.g. `denied by guardrail no-order-execution: …`.
+    pub reason: String,
+}
+
 /// A prompt ready to serve.
 pub struct PromptEntry {
     /// The name clients ask for: `plugin__prompt`.
@@ -40,6 +48,8 @@ pub struct Offer {
     /// The grants resource reads, prompts and completions run with.
     pub reading: Arc<Grants>,
     pub tools: Vec<ToolEntry>,
+    /// Tools a guardrail or the policy keeps from being served.
+    pub withheld: Vec<Withheld>,
     pub prompts: Vec<PromptEntry>,
     pub resources: Vec<types::Resource>,
     pub templates: Vec<types::ResourceTemplate>,
@@ -71,6 +81,7 @@ fn valid_item_name(name: &str) -> bool {
 pub fn check(plugin: &str, manifest: &types::Manifest, grants: &Grants) -> Result<Offer, String> {
     let mut names = HashSet::new();
     let mut tools = Vec::new();
+    let mut withheld = Vec::new();
     for tool in &manifest.tools {
         let name = &tool.name;
         if !valid_item_name(name) {
@@ -92,9 +103,18 @@ pub fn check(plugin: &str, manifest: &types::Manifest, grants: &Grants) -> Resul
             }
             None => None,
         };
+        let qualified = format!("{plugin}{SEPARATOR}{name}");
+        let reason = grants
+            .guardrails
+            .check_tool(tool.effects)
+            .or_else(|| grants.tools.withholds(name));
+        if let Some(reason) = reason {
+            withheld.push(Withheld { qualified, reason });
+            continue;
+        }
         let tool_grants = narrow::for_tool(grants, tool.effects);
         tools.push(ToolEntry {
-            qualified: format!("{plugin}{SEPARATOR}{name}"),
+            qualified,
             tool: tool.clone(),
             input,
             input_schema,
@@ -102,6 +122,13 @@ pub fn check(plugin: &str, manifest: &types::Manifest, grants: &Grants) -> Resul
             annotations: narrow::annotations(&tool_grants, &tool.hints),
             grants: Arc::new(tool_grants),
         });
+    }
+
+    let declared: Vec<&str> = manifest.tools.iter().map(|t| t.name.as_str()).collect();
+    if let Some(typo) = grants.tools.unknown(&declared).first() {
+        return Err(format!(
+            "the policy's [tools] lists {typo:?}, which is not a tool of this plugin"
+        ));
     }
 
     let mut names = HashSet::new();
@@ -155,6 +182,7 @@ pub fn check(plugin: &str, manifest: &types::Manifest, grants: &Grants) -> Resul
     Ok(Offer {
         reading: Arc::new(narrow::for_reading(grants)),
         tools,
+        withheld,
         prompts,
         resources: manifest.resources.clone(),
         templates: manifest.resource_templates.clone(),

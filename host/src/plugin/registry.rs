@@ -16,6 +16,7 @@ pub struct Registry {
     tools: HashMap<String, (usize, usize)>,
     prompts: HashMap<String, (usize, usize)>,
     resources: HashMap<String, usize>,
+    withheld: HashMap<String, String>,
     failures: Vec<LoadFailure>,
 }
 
@@ -55,6 +56,11 @@ impl Registry {
                     .prompts
                     .insert(prompt.qualified.clone(), (index, i));
             }
+            for tool in &plugin.offer.withheld {
+                registry
+                    .withheld
+                    .insert(tool.qualified.clone(), tool.reason.clone());
+            }
             for resource in &plugin.offer.resources {
                 registry.resources.insert(resource.uri.clone(), index);
             }
@@ -85,6 +91,12 @@ impl Registry {
         let &(plugin, tool) = self.tools.get(qualified)?;
         let plugin = &self.plugins[plugin];
         Some((plugin, &plugin.offer.tools[tool]))
+    }
+
+    /// Why the tool `qualified` is not served, if a plugin offers it but a
+    /// guardrail or its policy withholds it.
+    pub fn withheld(&self, qualified: &str) -> Option<&str> {
+        self.withheld.get(qualified).map(String::as_str)
     }
 
     /// The prompt clients ask for as `qualified`, with its plugin.

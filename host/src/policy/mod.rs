@@ -6,12 +6,14 @@
 //! default limits. Parsing is strict: unknown keys and wrong types are
 //! errors that name the file, line and column.
 
+pub mod guardrails;
 pub mod narrow;
 
 use crate::capability::env::{self, EnvGrant, EnvSource};
 use crate::capability::filesystem::{self, Mount, MountSpec};
 use crate::capability::limits::Limits;
 use crate::capability::network::HttpRule;
+use guardrails::{Guardrails, HostPolicyFile};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +21,9 @@ use std::sync::Arc;
 
 /// The policy format version this host reads.
 pub const VERSION: u32 = 1;
+
+/// The host-wide policy file in the policies folder.
+pub const HOST_POLICY: &str = "host.toml";
 
 /// A policy file as written.
 #[derive(Debug, Deserialize)]
@@ -38,6 +43,46 @@ pub struct PolicyFile {
     /// Its resource limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Which of its own tools it may serve.
+    #[serde(default)]
+    pub tools: ToolsSpec,
+}
+
+/// The `[tools]` table: narrow which of the plugin's tools are served.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolsSpec {
+    /// Serve only these tools (all when absent).
+    pub allow: Option<Vec<String>>,
+    /// Never serve these tools.
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+impl ToolsSpec {
+    /// Why the policy withholds the tool `name`, if it does.
+    pub fn withholds(&self, name: &str) -> Option<String> {
+        if self.deny.iter().any(|d| d == name) {
+            Some("denied by policy: [tools] deny lists it".into())
+        } else if self
+            .allow
+            .as_ref()
+            .is_some_and(|allow| !allow.iter().any(|a| a == name))
+        {
+            Some("denied by policy: [tools] allow does not list it".into())
+        } else {
+            None
+        }
+    }
+
+    /// Names in the lists that are not tools of the plugin: most likely typos.
+    pub fn unknown<'a>(&'a self, tools: &[&str]) -> Vec<&'a str> {
+        let listed = self.allow.iter().flatten().chain(&self.deny);
+        listed
+            .map(String::as_str)
+            .filter(|name| !tools.contains(name))
+            .collect()
+    }
 }
 
 /// The `[network]` table.
@@ -49,8 +94,8 @@ pub struct NetworkSpec {
     pub allow: Vec<String>,
 }
 
-/// A plugin's effective grants: resolved, validated, ready to build sandboxes
-/// from.
+/// A plugin's effective grants, guardrails applied: resolved, validated,
+/// ready to build sandboxes from.
 #[derive(Clone, Debug, Default)]
 pub struct Grants {
     /// The policy file they came from; `None` for the deny-all default.
@@ -59,6 +104,10 @@ pub struct Grants {
     pub http: Arc<[HttpRule]>,
     pub env: Vec<EnvGrant>,
     pub limits: Limits,
+    /// The host-wide guardrails, enforced on every call.
+    pub guardrails: Arc<Guardrails>,
+    /// Which of its tools the plugin may serve.
+    pub tools: Arc<ToolsSpec>,
 }
 
 /// A policy that could not be used, with the file it came from.
@@ -81,11 +130,13 @@ pub fn parse(text: &str) -> Result<PolicyFile, String> {
     Ok(file)
 }
 
-/// Resolves a parsed policy against the host's `root` folder, reading
-/// granted variables from the host environment through `lookup`.
+/// Resolves a parsed policy against the host's `root` folder under
+/// `guardrails`, reading granted variables from the host environment
+/// through `lookup`.
 pub fn resolve(
-    file: &PolicyFile,
+    file: PolicyFile,
     root: &Path,
+    guardrails: &Arc<Guardrails>,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<Grants, String> {
     let mounts = file
@@ -94,6 +145,7 @@ pub fn resolve(
         .map(|spec| filesystem::resolve(spec, root))
         .collect::<Result<Vec<_>, _>>()?;
     filesystem::check_overlaps(&mounts)?;
+    guardrails.check_mounts(&mounts)?;
     let http = file
         .network
         .allow
@@ -112,7 +164,9 @@ pub fn resolve(
         mounts,
         http: http.into(),
         env,
-        limits: file.limits.clone(),
+        limits: file.limits,
+        guardrails: guardrails.clone(),
+        tools: Arc::new(file.tools),
     })
 }
 
@@ -129,27 +183,48 @@ impl PolicyDir {
         self.dir.join(format!("{plugin}.toml"))
     }
 
-    /// The effective grants of `plugin`: its policy file's, or nothing at all
-    /// when it has none.
-    pub fn grants_for(&self, plugin: &str) -> Result<Grants, PolicyError> {
-        let path = self.path_for(plugin);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Grants::default()),
-            Err(e) => {
-                return Err(PolicyError {
-                    path,
-                    message: format!("cannot read it: {e}"),
-                });
-            }
-        };
+    /// The host-wide guardrails from `host.toml`; all on when it is absent.
+    pub fn guardrails(&self) -> Result<Guardrails, PolicyError> {
+        let path = self.dir.join(HOST_POLICY);
         let error = |message| PolicyError {
             path: path.clone(),
             message,
         };
+        let Some(text) = read_if_present(&path).map_err(error)? else {
+            return Ok(Guardrails::default());
+        };
+        let file: HostPolicyFile =
+            toml::from_str(&text).map_err(|e| error(e.to_string().trim().to_owned()))?;
+        if file.version != VERSION {
+            return Err(error(format!(
+                "version {} is not supported; this host reads version {VERSION}",
+                file.version
+            )));
+        }
+        Guardrails::resolve(&file.guardrails, &self.root).map_err(error)
+    }
+
+    /// The effective grants of `plugin` under `guardrails`: its policy
+    /// file's, or nothing at all when it has none.
+    pub fn grants_for(
+        &self,
+        plugin: &str,
+        guardrails: &Arc<Guardrails>,
+    ) -> Result<Grants, PolicyError> {
+        let path = self.path_for(plugin);
+        let error = |message| PolicyError {
+            path: path.clone(),
+            message,
+        };
+        let Some(text) = read_if_present(&path).map_err(error)? else {
+            return Ok(Grants {
+                guardrails: guardrails.clone(),
+                ..Grants::default()
+            });
+        };
         let file = parse(&text).map_err(error)?;
-        let mut grants =
-            resolve(&file, &self.root, |name| std::env::var(name).ok()).map_err(error)?;
+        let lookup = |name: &str| std::env::var(name).ok();
+        let mut grants = resolve(file, &self.root, guardrails, lookup).map_err(error)?;
         grants.source = Some(path);
         Ok(grants)
     }
@@ -163,13 +238,23 @@ impl PolicyDir {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "toml"))
             .filter(|p| {
-                p.file_stem()
-                    .and_then(|s| s.to_str())
-                    .is_some_and(|stem| !plugins.contains(&stem))
+                p.file_name().is_some_and(|name| name != HOST_POLICY)
+                    && p.file_stem()
+                        .and_then(|s| s.to_str())
+                        .is_some_and(|stem| !plugins.contains(&stem))
             })
             .collect();
         orphans.sort();
         orphans
+    }
+}
+
+/// A file's text, or `None` when it does not exist.
+fn read_if_present(path: &Path) -> Result<Option<String>, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read it: {e}")),
     }
 }
 
@@ -228,14 +313,12 @@ mod tests {
     #[test]
     fn resolving_checks_rules_and_limits() {
         let root = tempfile::tempdir().unwrap();
+        let guardrails = Arc::new(Guardrails::default());
         let bad_rule = parse("version = 1\n[network]\nallow = [\"GET nowhere\"]\n").unwrap();
-        assert!(resolve(&bad_rule, root.path(), |_| None).is_err());
+        assert!(resolve(bad_rule, root.path(), &guardrails, |_| None).is_err());
         let bad_limit = parse("version = 1\n[limits]\nmemory_mib = 0\n").unwrap();
-        assert!(
-            resolve(&bad_limit, root.path(), |_| None)
-                .unwrap_err()
-                .contains("memory_mib")
-        );
+        let error = resolve(bad_limit, root.path(), &guardrails, |_| None).unwrap_err();
+        assert!(error.contains("memory_mib"));
     }
 
     #[test]
@@ -245,15 +328,58 @@ mod tests {
             dir: dir.path().into(),
             root: dir.path().into(),
         };
-        let grants = policies.grants_for("anything").unwrap();
+        let guardrails = Arc::new(policies.guardrails().unwrap());
+        let grants = policies.grants_for("anything", &guardrails).unwrap();
         assert!(grants.mounts.is_empty() && grants.http.is_empty() && grants.env.is_empty());
         assert_eq!(grants.limits, Limits::default());
+    }
+
+    #[test]
+    fn tool_lists_withhold_and_name_typos() {
+        let file = parse("version = 1\n[tools]\nallow = [\"a\", \"b\"]\ndeny = [\"b\", \"zz\"]\n")
+            .unwrap();
+        assert!(file.tools.withholds("a").is_none());
+        assert!(file.tools.withholds("b").unwrap().contains("deny"));
+        assert!(file.tools.withholds("c").unwrap().contains("allow"));
+        assert_eq!(file.tools.unknown(&["a", "b", "c"]), vec!["zz"]);
+    }
+
+    #[test]
+    fn a_host_policy_sets_the_guardrails() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("market")).unwrap();
+        let policies = PolicyDir {
+            dir: dir.path().into(),
+            root: dir.path().into(),
+        };
+        std::fs::write(
+            dir.path().join(HOST_POLICY),
+            "version = 1\n[guardrails.market-data-read-only]\nfolders = [\"market\"]\n\
+             [guardrails.no-order-execution]\nenabled = false\n",
+        )
+        .unwrap();
+        let guardrails = policies.guardrails().unwrap();
+        assert_eq!(guardrails.market_data.unwrap().len(), 1);
+        assert!(guardrails.orders.is_none());
+        std::fs::write(
+            dir.path().join(HOST_POLICY),
+            "version = 1\n[guardrails.no-trading]\n",
+        )
+        .unwrap();
+        assert!(
+            policies
+                .guardrails()
+                .unwrap_err()
+                .message
+                .contains("no-trading")
+        );
     }
 
     proptest! {
         #[test]
         fn parsing_never_panics(text in "\\PC{0,200}") {
             let _ = parse(&text);
+            let _ = toml::from_str::<HostPolicyFile>(&text);
         }
 
         #[test]

@@ -266,7 +266,11 @@ impl Runtime {
             .tables(64)
             .memories(8)
             .build();
-        let hooks = NetworkHooks::new(grants.http.clone(), denials.clone());
+        let hooks = NetworkHooks::new(
+            grants.guardrails.clone(),
+            grants.http.clone(),
+            denials.clone(),
+        );
         let state = CallState::new(wasi.build(), hooks, MemoryLimiter::new(limits), call);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
