@@ -85,6 +85,20 @@ pub struct ServeArgs {
     /// all others refused. Repeatable.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     pub allowed_origins: Vec<String>,
+
+    /// Append the audit log (JSON lines: every call and every refusal) to
+    /// this file [default: audit.jsonl in the root folder].
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+
+    /// Keep no audit log.
+    #[arg(long, conflicts_with = "audit_log")]
+    pub no_audit_log: bool,
+
+    /// Record tool arguments whole in the audit log; by default only their
+    /// SHA-256 digest is kept.
+    #[arg(long)]
+    pub audit_arguments: bool,
 }
 
 #[derive(Debug, Args)]

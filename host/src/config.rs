@@ -15,6 +15,36 @@ pub struct ConfigFile {
     pub root: Option<PathBuf>,
     #[serde(default)]
     pub http: HttpConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// The `[audit]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Keep an audit log at all (on by default).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Where [default: audit.jsonl in the root folder].
+    pub path: Option<PathBuf>,
+    /// Record tool arguments whole instead of as a digest.
+    #[serde(default)]
+    pub arguments: bool,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            enabled: true,
+            path: None,
+            arguments: false,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The `[http]` table.
@@ -35,6 +65,9 @@ pub struct Settings {
     pub policies: PolicyDir,
     pub http: Option<SocketAddr>,
     pub allowed_origins: Vec<String>,
+    /// The audit log's file; `None` keeps none.
+    pub audit_log: Option<PathBuf>,
+    pub audit_arguments: bool,
 }
 
 impl Settings {
@@ -70,6 +103,10 @@ impl Settings {
                 .map(Path::to_owned)
                 .unwrap_or_else(|| PathBuf::from("/")),
         };
+        let audit_log = file.audit.enabled.then(|| match &file.audit.path {
+            Some(path) => base.join(path),
+            None => root.join("audit.jsonl"),
+        });
         Ok(Settings {
             plugins,
             policies: PolicyDir {
@@ -78,6 +115,8 @@ impl Settings {
             },
             http: file.http.listen,
             allowed_origins: file.http.allowed_origins,
+            audit_log,
+            audit_arguments: file.audit.arguments,
         })
     }
 }

@@ -6,6 +6,7 @@
 //! - [`capability`]: each grant a policy can make, and where it is enforced.
 //! - [`policy`]: reading policies and deciding what a plugin may do.
 
+pub mod audit;
 pub mod capability;
 pub mod check;
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod plugin;
 pub mod policy;
 pub mod runtime;
 
+use audit::{AuditLog, Event};
 use cli::{Cli, Command, LogFormat, ServeArgs};
 use config::Settings;
 use mcp::transport::{self, HttpOptions};
@@ -84,6 +86,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for failure in registry.failures() {
         tracing::error!("skipped {failure}");
     }
+    let audit_path = match (&args.audit_log, args.no_audit_log) {
+        (_, true) => None,
+        (Some(path), false) => Some(path.clone()),
+        (None, false) => settings.audit_log.clone(),
+    };
+    let (audit, audit_writer) = match &audit_path {
+        Some(path) => {
+            let arguments = args.audit_arguments || settings.audit_arguments;
+            let (log, writer) = AuditLog::open(path, arguments).await?;
+            tracing::info!("audit log: {}", path.display());
+            (log, Some(writer))
+        }
+        None => (AuditLog::disabled(), None),
+    };
+    record_load(&audit, &registry);
     let names: Vec<&str> = registry.plugins().iter().map(|p| p.name.as_str()).collect();
     tracing::info!(
         plugins = %names.join(", "),
@@ -96,9 +113,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shared = Arc::new(mcp::Shared {
         registry: arc_swap::ArcSwap::from_pointee(registry),
         runtime: wasm,
+        audit: audit.clone(),
     });
 
-    match http {
+    let served = match http {
         Some(addr) => {
             let shutdown = CancellationToken::new();
             let on_signal = shutdown.clone();
@@ -121,5 +139,37 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!("serving MCP over stdio");
             transport::serve_stdio(shared).await
         }
+    };
+    // Every record queued so far reaches the disk before the host exits.
+    drop(audit);
+    if let Some(writer) = audit_writer {
+        let lost = writer.finish().await;
+        if lost > 0 {
+            tracing::error!(lost, "audit records were lost");
+        }
+    }
+    served
+}
+
+/// Records what was loaded, withheld and refused at start-up.
+fn record_load(audit: &AuditLog, registry: &Registry) {
+    for plugin in registry.plugins() {
+        audit.record(Event::Loaded {
+            plugin: plugin.name.clone(),
+            tools: plugin.offer.tools.len(),
+        });
+        for tool in &plugin.offer.withheld {
+            audit.record(Event::Withheld {
+                plugin: plugin.name.clone(),
+                tool: tool.qualified.clone(),
+                rule: tool.reason.clone(),
+            });
+        }
+    }
+    for failure in registry.failures() {
+        audit.record(Event::LoadFailed {
+            file: failure.path.display().to_string(),
+            reason: failure.reason.clone(),
+        });
     }
 }

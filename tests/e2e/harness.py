@@ -44,6 +44,18 @@ def make_root(path: pathlib.Path, fixtures: tuple[str, ...] = ()) -> pathlib.Pat
     return path
 
 
+def audit_records(root: pathlib.Path, timeout: float = 10.0, until=None) -> list[dict]:
+    """The audit log's records; with `until`, waits (the writer is
+    asynchronous) until some record satisfies it."""
+    path = root / "audit.jsonl"
+    deadline = time.monotonic() + timeout
+    while True:
+        records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        if until is None or any(until(r) for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.05)
+
+
 def host_args(root: pathlib.Path, *extra: str) -> list[str]:
     return ["--plugins", str(root / "plugins"), "--policies", str(root / "policies"), *extra]
 
@@ -125,7 +137,12 @@ class BrokerStandIn:
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 self._record()
-                if self.path == "/positions":
+                if self.path == "/redirect":
+                    self.send_response(302)
+                    self.send_header("location", "/secret")
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                elif self.path == "/positions":
                     body = json.dumps({"positions": standin.POSITIONS}).encode()
                     self.send_response(200)
                     self.send_header("content-type", "application/json")

@@ -5,3 +5,4 @@ pub mod env;
 pub mod filesystem;
 pub mod limits;
 pub mod network;
+pub mod sockets;

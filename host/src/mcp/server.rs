@@ -3,6 +3,7 @@
 
 use super::convert;
 use super::observer::ClientObserver;
+use crate::audit::{AuditLog, Client, Event};
 use crate::plugin::manifest;
 use crate::plugin::{LoadedPlugin, Registry};
 use crate::policy::Grants;
@@ -18,11 +19,38 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use std::sync::Arc;
+use std::time::Instant;
 
-/// What every connection shares: the registry being served and the runtime.
+/// What every connection shares: the registry being served, the runtime,
+/// and the audit log.
 pub struct Shared {
     pub registry: ArcSwap<Registry>,
     pub runtime: Arc<Runtime>,
+    pub audit: AuditLog,
+}
+
+/// A request as the audit log describes it.
+struct Audited<'a> {
+    method: &'static str,
+    target: &'a str,
+    arguments: Option<&'a serde_json::Value>,
+    started: Instant,
+}
+
+/// Who made a request, for the audit log.
+fn client_of(context: &RequestContext<RoleServer>) -> Client {
+    let http = context.extensions.get::<http::request::Parts>();
+    Client {
+        transport: if http.is_some() { "http" } else { "stdio" },
+        session: http
+            .and_then(|parts| parts.headers.get("mcp-session-id"))
+            .and_then(|id| id.to_str().ok())
+            .map(str::to_owned),
+        name: context
+            .peer
+            .peer_info()
+            .map(|info| info.client_info.name.clone()),
+    }
 }
 
 /// One client connection's server.
@@ -59,7 +87,7 @@ impl McpServer {
     async fn run<R: Send + 'static>(
         &self,
         plugin: &LoadedPlugin,
-        grants: &Grants,
+        grants: &Arc<Grants>,
         context: &RequestContext<RoleServer>,
         entry: Entry<R>,
     ) -> Result<(R, Diagnostics), CallError> {
@@ -74,6 +102,15 @@ impl McpServer {
             Ok((_, diagnostics)) => diagnostics,
             Err(error) => &error.diagnostics,
         };
+        for denial in &diagnostics.denials {
+            self.shared.audit.record(Event::Denied {
+                plugin: plugin.name.clone(),
+                tool: None,
+                rule: denial.rule.clone(),
+                attempt: denial.attempt.clone(),
+                client: client_of(context),
+            });
+        }
         for (stream, text, level) in [
             ("stdout", &diagnostics.stdout, types::LogLevel::Info),
             ("stderr", &diagnostics.stderr, types::LogLevel::Warning),
@@ -91,6 +128,40 @@ impl McpServer {
 /// A tool error result with one text block.
 fn tool_error(message: String) -> CallToolResponse {
     CallToolResult::error(vec![ContentBlock::text(message)]).into()
+}
+
+impl McpServer {
+    /// Records a finished request in the audit log.
+    fn record_call(
+        &self,
+        plugin: &str,
+        request: Audited<'_>,
+        outcome: &str,
+        context: &RequestContext<RoleServer>,
+    ) {
+        let (arguments, arguments_sha256) = match request.arguments {
+            Some(arguments) => self.shared.audit.arguments(arguments),
+            None => (None, None),
+        };
+        self.shared.audit.record(Event::Call {
+            plugin: plugin.to_owned(),
+            method: request.method,
+            target: request.target.to_owned(),
+            outcome: outcome.to_owned(),
+            duration_ms: request.started.elapsed().as_secs_f64() * 1000.0,
+            arguments,
+            arguments_sha256,
+            client: client_of(context),
+        });
+    }
+
+    /// The audit outcome of a sandboxed request.
+    fn outcome_of<R>(result: &Result<(R, Diagnostics), CallError>) -> &'static str {
+        match result {
+            Ok(_) => "ok",
+            Err(error) => error.kind.as_str(),
+        }
+    }
 }
 
 impl ServerHandler for McpServer {
@@ -132,19 +203,44 @@ impl ServerHandler for McpServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        let started = Instant::now();
         let registry = self.shared.registry.load_full();
+        let arguments = serde_json::Value::Object(request.arguments.unwrap_or_default());
+        let audited = || Audited {
+            method: "tools/call",
+            target: &request.name,
+            arguments: Some(&arguments),
+            started,
+        };
         let Some((plugin, entry)) = registry.tool(&request.name) else {
+            let owner = request
+                .name
+                .split(manifest::SEPARATOR)
+                .next()
+                .unwrap_or_default();
             let message = match registry.withheld(&request.name) {
-                Some(reason) => format!("tool {} is not served: {reason}", request.name),
-                None => format!(
-                    "unknown tool {:?}; tools/list gives the tools served",
-                    request.name
-                ),
+                Some(reason) => {
+                    self.shared.audit.record(Event::Denied {
+                        plugin: owner.to_owned(),
+                        tool: Some(request.name.to_string()),
+                        rule: reason.to_owned(),
+                        attempt: format!("call {}", request.name),
+                        client: client_of(&context),
+                    });
+                    format!("tool {} is not served: {reason}", request.name)
+                }
+                None => {
+                    self.record_call(owner, audited(), "unknown-tool", &context);
+                    format!(
+                        "unknown tool {:?}; tools/list gives the tools served",
+                        request.name
+                    )
+                }
             };
             return Err(McpError::invalid_params(message, None));
         };
-        let arguments = serde_json::Value::Object(request.arguments.unwrap_or_default());
         if let Err(problems) = manifest::validate(&entry.input, &arguments) {
+            self.record_call(&plugin.name, audited(), "invalid-arguments", &context);
             return Ok(tool_error(format!(
                 "invalid arguments for {}: {problems}",
                 entry.qualified
@@ -163,15 +259,23 @@ impl ServerHandler for McpServer {
                 }),
             )
             .await;
+        let limit = entry.grants.limits.max_output_bytes();
         let (result, diagnostics) = match outcome {
             Ok(done) => done,
             Err(error) => {
+                self.record_call(&plugin.name, audited(), error.kind.as_str(), &context);
                 tracing::warn!(plugin = %plugin.name, tool = %entry.tool.name, %error, "call failed");
                 return Ok(tool_error(format!("{} failed: {error}", entry.qualified)));
             }
         };
-        let limit = entry.grants.limits.max_output_bytes();
-        Ok(super::result::tool_result(entry, result, &diagnostics, limit).into())
+        let result = super::result::tool_result(entry, result, &diagnostics, limit);
+        let outcome = if result.is_error == Some(true) {
+            "tool-error"
+        } else {
+            "ok"
+        };
+        self.record_call(&plugin.name, audited(), outcome, &context);
+        Ok(result.into())
     }
 
     async fn list_resources(
@@ -209,7 +313,8 @@ impl ServerHandler for McpServer {
             .resource_owner(&uri)
             .ok_or_else(|| not_found(&uri))?;
         let requested = uri.clone();
-        let (result, _) = self
+        let started = Instant::now();
+        let outcome = self
             .run(
                 plugin,
                 &plugin.offer.reading,
@@ -218,7 +323,15 @@ impl ServerHandler for McpServer {
                     Box::pin(async move { handler.call_read_resource(store, &requested).await })
                 }),
             )
-            .await
+            .await;
+        let audited = Audited {
+            method: "resources/read",
+            target: &uri,
+            arguments: None,
+            started,
+        };
+        self.record_call(&plugin.name, audited, Self::outcome_of(&outcome), &context);
+        let (result, _) = outcome
             .map_err(|e| McpError::internal_error(format!("reading {uri} failed: {e}"), None))?;
         let contents = result.map_err(|e| plugin_error(e, &uri))?;
         Ok(ReadResourceResult::new(contents.into_iter().map(convert::contents).collect()).into())
@@ -255,7 +368,8 @@ impl ServerHandler for McpServer {
                 other => (name, other.to_string()),
             })
             .collect();
-        let (result, _) = self
+        let started = Instant::now();
+        let outcome = self
             .run(
                 plugin,
                 &plugin.offer.reading,
@@ -264,7 +378,15 @@ impl ServerHandler for McpServer {
                     Box::pin(async move { handler.call_get_prompt(store, &name, &arguments).await })
                 }),
             )
-            .await
+            .await;
+        let audited = Audited {
+            method: "prompts/get",
+            target: &request.name,
+            arguments: None,
+            started,
+        };
+        self.record_call(&plugin.name, audited, Self::outcome_of(&outcome), &context);
+        let (result, _) = outcome
             .map_err(|e| McpError::internal_error(format!("{} failed: {e}", request.name), None))?;
         let prompt = result.map_err(|e| plugin_error(e, &request.name))?;
         let messages = prompt.messages.into_iter().map(convert::message).collect();
@@ -281,6 +403,11 @@ impl ServerHandler for McpServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, McpError> {
         let registry = self.shared.registry.load_full();
+        let target_name = match &request.r#ref {
+            Reference::Prompt(prompt) => prompt.name.clone(),
+            Reference::Resource(template) => template.uri.clone(),
+            _ => String::new(),
+        };
         let (plugin, target) = match &request.r#ref {
             Reference::Prompt(prompt) => {
                 let (plugin, entry) = registry.prompt(&prompt.name).ok_or_else(|| {
@@ -317,7 +444,8 @@ impl ServerHandler for McpServer {
             .and_then(|c| c.arguments)
             .map(|a| a.into_iter().collect())
             .unwrap_or_default();
-        let (result, _) = self
+        let started = Instant::now();
+        let outcome = self
             .run(
                 plugin,
                 &plugin.offer.reading,
@@ -330,7 +458,15 @@ impl ServerHandler for McpServer {
                     })
                 }),
             )
-            .await
+            .await;
+        let audited = Audited {
+            method: "completion/complete",
+            target: &target_name,
+            arguments: None,
+            started,
+        };
+        self.record_call(&plugin.name, audited, Self::outcome_of(&outcome), &context);
+        let (result, _) = outcome
             .map_err(|e| McpError::internal_error(format!("completion failed: {e}"), None))?;
         let completion = result.map_err(|e| plugin_error(e, "completion"))?;
         let mut values = completion.values;

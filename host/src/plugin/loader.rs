@@ -128,10 +128,10 @@ pub async fn load(
 }
 
 /// Describing runs with no grants at all, and a short time limit.
-fn describe_grants() -> Grants {
+fn describe_grants() -> Arc<Grants> {
     let mut grants = Grants::default();
     grants.limits.timeout_ms = DESCRIBE_TIMEOUT_MS;
-    grants
+    Arc::new(grants)
 }
 
 /// Loads `files`, compiling them in parallel. Guardrails that cannot be read

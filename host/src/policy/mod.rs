@@ -13,6 +13,7 @@ use crate::capability::env::{self, EnvGrant, EnvSource};
 use crate::capability::filesystem::{self, Mount, MountSpec};
 use crate::capability::limits::Limits;
 use crate::capability::network::HttpRule;
+use crate::capability::sockets::{SocketGrants, SocketsSpec};
 use guardrails::{Guardrails, HostPolicyFile};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -43,6 +44,9 @@ pub struct PolicyFile {
     /// Its resource limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Raw sockets it may use.
+    #[serde(default)]
+    pub sockets: SocketsSpec,
     /// Which of its own tools it may serve.
     #[serde(default)]
     pub tools: ToolsSpec,
@@ -102,6 +106,7 @@ pub struct Grants {
     pub source: Option<PathBuf>,
     pub mounts: Vec<Mount>,
     pub http: Arc<[HttpRule]>,
+    pub sockets: Arc<SocketGrants>,
     pub env: Vec<EnvGrant>,
     pub limits: Limits,
     /// The host-wide guardrails, enforced on every call.
@@ -152,6 +157,7 @@ pub fn resolve(
         .iter()
         .map(|rule| HttpRule::parse(rule))
         .collect::<Result<Vec<_>, _>>()?;
+    let sockets = SocketGrants::resolve(&file.sockets).map_err(|e| format!("[sockets] {e}"))?;
     let mut env = Vec::new();
     for (name, source) in &file.env {
         env.extend(env::resolve(name, source, &lookup)?);
@@ -163,6 +169,7 @@ pub fn resolve(
         source: None,
         mounts,
         http: http.into(),
+        sockets: Arc::new(sockets),
         env,
         limits: file.limits,
         guardrails: guardrails.clone(),

@@ -21,6 +21,7 @@ pub fn for_tool(grants: &Grants, effects: Effects) -> Grants {
     }
     if !effects.intersects(Effects::NETWORK_READ | Effects::NETWORK_WRITE) {
         narrowed.http = Vec::new().into();
+        narrowed.sockets = Default::default();
     } else if !effects.contains(Effects::NETWORK_WRITE) {
         narrowed.http = grants
             .http
@@ -52,8 +53,11 @@ pub struct Annotations {
 /// read-only and not destructive; one without network is a closed world.
 /// Hints only matter where the grants leave room.
 pub fn annotations(grants: &Grants, hints: &ToolHints) -> Annotations {
+    // Raw sockets carry anything in both directions: they count as writes.
+    let sockets = !grants.sockets.tcp_connect.is_empty() || !grants.sockets.udp.is_empty();
     let can_write = grants.mounts.iter().any(|m| m.access == Access::ReadWrite)
-        || grants.http.iter().any(|rule| !rule.is_read_only());
+        || grants.http.iter().any(|rule| !rule.is_read_only())
+        || sockets;
     let read_only = !can_write;
     Annotations {
         read_only,
@@ -61,7 +65,8 @@ pub fn annotations(grants: &Grants, hints: &ToolHints) -> Annotations {
         // say its writes only add.
         destructive: can_write && hints.destructive.unwrap_or(true),
         idempotent: read_only || hints.idempotent.unwrap_or(false),
-        open_world: !grants.http.is_empty() && hints.open_world.unwrap_or(true),
+        open_world: (!grants.http.is_empty() || sockets || grants.sockets.name_lookup)
+            && hints.open_world.unwrap_or(true),
     }
 }
 

@@ -4,6 +4,7 @@ mod bindings;
 mod capture;
 pub mod engine;
 mod sandbox;
+mod shadow;
 mod state;
 
 pub use bindings::types;

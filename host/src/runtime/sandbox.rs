@@ -9,8 +9,9 @@
 use super::bindings::{Handler, Plugin, PluginPre};
 use super::capture::Capture;
 use super::engine::{self, EngineConfig, EpochTicker};
+use super::shadow::{self, OUTSIDE_MOUNTS};
 use super::state::{CallContext, CallState, Denials, MemoryLimiter};
-use crate::capability::network::{Denial, NetworkHooks};
+use crate::capability::network::Denial;
 use crate::policy::Grants;
 use std::future::Future;
 use std::pin::Pin;
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, StoreLimitsBuilder};
-use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 /// How much of a plugin's stderr an error message quotes: the end, where a
 /// panic message is.
@@ -30,6 +31,9 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
     sandboxes: Arc<Semaphore>,
+    /// An empty folder every sandbox sees at `/`, so that paths outside its
+    /// mounts reach the host (see [`shadow`]).
+    outside_mounts: tempfile::TempDir,
     _ticker: EpochTicker,
 }
 
@@ -64,6 +68,20 @@ pub enum FailureKind {
     Busy,
     /// The sandbox could not be set up.
     Setup,
+}
+
+impl FailureKind {
+    /// The kind as the audit log names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Timeout => "timeout",
+            FailureKind::OutOfMemory => "out-of-memory",
+            FailureKind::Crashed => "crashed",
+            FailureKind::Cancelled => "cancelled",
+            FailureKind::Busy => "busy",
+            FailureKind::Setup => "setup-failed",
+        }
+    }
 }
 
 /// A call that produced no result, explained.
@@ -122,8 +140,14 @@ impl Runtime {
             |state| state,
         )
         .map_err(link)?;
+        shadow::add_to_linker(&mut linker).map_err(link)?;
+        let outside_mounts = tempfile::Builder::new()
+            .prefix("host-outside-mounts-")
+            .tempdir()
+            .map_err(|e| anyhow::anyhow!("cannot create the sandbox's empty root folder: {e}"))?;
         Ok(Runtime {
             _ticker: EpochTicker::start(&engine)?,
+            outside_mounts,
             sandboxes: Arc::new(Semaphore::new(config.max_sandboxes as usize)),
             engine,
             linker,
@@ -156,7 +180,7 @@ impl Runtime {
     pub async fn run<R: Send + 'static>(
         &self,
         plugin: &Prepared,
-        grants: &Grants,
+        grants: &Arc<Grants>,
         call: CallContext,
         entry: Entry<R>,
     ) -> Result<(R, Diagnostics), CallError> {
@@ -244,7 +268,7 @@ impl Runtime {
     /// A store holding exactly what `grants` allow.
     fn store(
         &self,
-        grants: &Grants,
+        grants: &Arc<Grants>,
         call: CallContext,
         stdout: &Capture,
         stderr: &Capture,
@@ -253,9 +277,16 @@ impl Runtime {
         // `new` inherits nothing: no stdin, env, args, preopens or sockets.
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone()).stderr(stderr.clone());
+        wasi.preopened_dir(
+            self.outside_mounts.path(),
+            OUTSIDE_MOUNTS,
+            FsPerms::ReadOnly,
+        )
+        .map_err(|e| anyhow::anyhow!("cannot open the sandbox's empty root folder: {e}"))?;
         for mount in &grants.mounts {
             mount.apply(&mut wasi)?;
         }
+        grants.sockets.apply(&mut wasi, denials);
         for var in &grants.env {
             wasi.env(&var.name, &var.value);
         }
@@ -266,12 +297,13 @@ impl Runtime {
             .tables(64)
             .memories(8)
             .build();
-        let hooks = NetworkHooks::new(
-            grants.guardrails.clone(),
-            grants.http.clone(),
+        let state = CallState::new(
+            wasi.build(),
+            grants.clone(),
             denials.clone(),
+            MemoryLimiter::new(limits),
+            call,
         );
-        let state = CallState::new(wasi.build(), hooks, MemoryLimiter::new(limits), call);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         // Yield to the async runtime at every epoch tick: a busy guest never

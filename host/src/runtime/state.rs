@@ -1,12 +1,14 @@
 //! The state of one sandbox: everything a single call can reach.
 
 use super::bindings::mcp_host::plugin::{host, types};
+use super::shadow::OUTSIDE_MOUNTS;
 use crate::capability::network::{Denial, NetworkHooks};
+use crate::policy::Grants;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -66,17 +68,27 @@ pub struct CallState {
     pub(super) limiter: MemoryLimiter,
     pub(super) call: CallContext,
     pub(super) log_lines: usize,
+    grants: Arc<Grants>,
+    denials: Denials,
+    /// Preopened descriptors (by resource rep) and their guest paths.
+    mounts: Vec<(u32, String)>,
 }
 
 impl CallState {
     pub(super) fn new(
         wasi: WasiCtx,
-        hooks: NetworkHooks,
+        grants: Arc<Grants>,
+        denials: Denials,
         limiter: MemoryLimiter,
         call: CallContext,
     ) -> Self {
         let mut table = ResourceTable::new();
         table.set_max_capacity(10_000);
+        let hooks = NetworkHooks::new(
+            grants.guardrails.clone(),
+            grants.http.clone(),
+            denials.clone(),
+        );
         CallState {
             wasi,
             table,
@@ -85,7 +97,54 @@ impl CallState {
             limiter,
             call,
             log_lines: 0,
+            grants,
+            denials,
+            mounts: Vec::new(),
         }
+    }
+
+    /// Records that `rule` refused `attempt`.
+    pub(super) fn deny(&self, rule: &str, attempt: String) {
+        tracing::info!(rule, attempt, "denied");
+        if let Ok(mut denials) = self.denials.lock() {
+            denials.push(Denial {
+                rule: rule.to_owned(),
+                attempt,
+            });
+        }
+    }
+
+    /// Remembers that the descriptor `rep` is the mount at `guest`.
+    pub(super) fn remember_mount(&mut self, rep: u32, guest: String) {
+        self.mounts.push((rep, guest));
+    }
+
+    /// Whether `fd` is the catch-all mount standing for "outside every mount".
+    pub(super) fn is_outside_mounts<T: 'static>(&self, fd: &Resource<T>) -> bool {
+        self.mounts
+            .iter()
+            .any(|(rep, guest)| *rep == fd.rep() && guest == OUTSIDE_MOUNTS)
+    }
+
+    /// `verb` and the guest path `path` names relative to `fd`.
+    pub(super) fn describe_path<T: 'static>(
+        &self,
+        fd: &Resource<T>,
+        verb: &str,
+        path: &str,
+    ) -> String {
+        match self.mounts.iter().find(|(rep, _)| *rep == fd.rep()) {
+            Some((_, mount)) => {
+                let mount = mount.trim_end_matches('/');
+                format!("{verb} {mount}/{path}")
+            }
+            None => format!("{verb} {path} (in an opened directory)"),
+        }
+    }
+
+    /// Whether the policy grants name lookup.
+    pub(super) fn name_lookup_granted(&self) -> bool {
+        self.grants.sockets.name_lookup
     }
 }
 
@@ -136,6 +195,17 @@ impl host::Host for CallState {
         });
         self.call.observer.progress(progress, total, message).await;
         Ok(())
+    }
+
+    async fn env(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+        let granted = self.grants.env.iter().find(|var| var.name == name);
+        if granted.is_none() {
+            self.deny(
+                "policy (no [env] grant)",
+                format!("read the environment variable {name}"),
+            );
+        }
+        Ok(granted.map(|var| var.value.clone()))
     }
 
     async fn is_cancelled(&mut self) -> wasmtime::Result<bool> {

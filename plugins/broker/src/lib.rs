@@ -68,7 +68,7 @@ fn plugin() -> Plugin {
 plugin_sdk::export_plugin!(plugin);
 
 fn url(path: &str) -> Result<String, ToolError> {
-    let base = std::env::var("BROKER_URL").map_err(|_| {
+    let base = host::env("BROKER_URL").ok_or_else(|| {
         ToolError::new("BROKER_URL is not set: grant it in the broker plugin's policy")
     })?;
     Ok(format!("{}{path}", base.trim_end_matches('/')))

@@ -29,6 +29,12 @@ pub fn progress(done: f64, total: Option<f64>, message: Option<&str>) {
     host::progress(done, total, message);
 }
 
+/// The environment variable `name`, if this plugin's policy grants it. The
+/// host records and reports a request for one it does not grant.
+pub fn env(name: &str) -> Option<String> {
+    host::env(name)
+}
+
 /// Whether the client cancelled the current call: check it between steps of
 /// long-running work and return early.
 pub fn is_cancelled() -> bool {

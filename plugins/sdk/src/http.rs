@@ -88,6 +88,23 @@ pub fn post(url: &str) -> Request {
     Request::new(Method::Post, url)
 }
 
+/// A request with any method (`PUT`, `DELETE`, ...) to `url`.
+pub fn request(method: &str, url: &str) -> Request {
+    let method = match method.to_ascii_uppercase().as_str() {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        "DELETE" => Method::Delete,
+        "CONNECT" => Method::Connect,
+        "OPTIONS" => Method::Options,
+        "TRACE" => Method::Trace,
+        "PATCH" => Method::Patch,
+        other => Method::Other(other.to_owned()),
+    };
+    Request::new(method, url)
+}
+
 impl Request {
     fn new(method: Method, url: &str) -> Self {
         Request {

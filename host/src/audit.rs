@@ -1,0 +1,256 @@
+//! The audit log: one JSON line per decision and per call.
+//!
+//! Records are handed to a background writer through a bounded queue, so a
+//! call never waits on the disk. A record that cannot be queued (the writer
+//! is far behind) or written (the disk is full) is counted and logged as an
+//! error: the log may lose records under pressure, but never silently.
+//!
+//! Tool arguments are recorded as their SHA-256 digest unless the operator
+//! opts in to recording them whole: identical calls stay recognisable
+//! without their contents being kept.
+
+use ring::digest;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+/// How many records may wait for the writer.
+const QUEUE: usize = 8192;
+
+/// Who caused a record: the connection a request came on.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Client {
+    /// `stdio` or `http`.
+    pub transport: &'static str,
+    /// The HTTP session (`Mcp-Session-Id`), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// The client's own name for itself, when it gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// What happened.
+#[derive(Debug, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    /// A plugin was loaded and is served.
+    Loaded { plugin: String, tools: usize },
+    /// A plugin file could not be loaded.
+    LoadFailed { file: String, reason: String },
+    /// A tool a plugin offers is not served.
+    Withheld {
+        plugin: String,
+        tool: String,
+        rule: String,
+    },
+    /// The sandbox, a guardrail or a policy refused something.
+    Denied {
+        plugin: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tool: Option<String>,
+        rule: String,
+        attempt: String,
+        client: Client,
+    },
+    /// A call finished (or failed to start).
+    Call {
+        plugin: String,
+        /// `tools/call`, `resources/read`, `prompts/get` or `completion/complete`.
+        method: &'static str,
+        /// The tool, resource URI or prompt.
+        target: String,
+        outcome: String,
+        duration_ms: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        arguments: Option<serde_json::Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        arguments_sha256: Option<String>,
+        client: Client,
+    },
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    time: String,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+/// Where records go. Cloning shares the writer.
+#[derive(Clone)]
+pub struct AuditLog {
+    queue: Option<mpsc::Sender<Event>>,
+    lost: Arc<AtomicU64>,
+    record_arguments: bool,
+}
+
+impl AuditLog {
+    /// A log that records nothing.
+    pub fn disabled() -> AuditLog {
+        AuditLog {
+            queue: None,
+            lost: Arc::default(),
+            record_arguments: false,
+        }
+    }
+
+    /// Appends to `path` (created if missing); with `record_arguments`, tool
+    /// arguments are recorded whole instead of as a digest.
+    pub async fn open(path: &Path, record_arguments: bool) -> anyhow::Result<(AuditLog, Writer)> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(parent).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot create the audit log's folder {}: {e}",
+                    parent.display()
+                )
+            })?;
+        }
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the audit log {}: {e}", path.display()))?;
+        let (queue, records) = mpsc::channel(QUEUE);
+        let lost = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(write(records, file, path.to_owned(), lost.clone()));
+        let writer = Writer {
+            task,
+            lost: lost.clone(),
+        };
+        let log = AuditLog {
+            queue: Some(queue),
+            lost,
+            record_arguments,
+        };
+        Ok((log, writer))
+    }
+
+    /// Records `event` without waiting.
+    pub fn record(&self, event: Event) {
+        let Some(queue) = &self.queue else {
+            return;
+        };
+        if queue.try_send(event).is_err() {
+            let lost = self.lost.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::error!(lost, "the audit log writer is behind; a record was dropped");
+        }
+    }
+
+    /// How `arguments` appear in a call record: whole if the operator asked
+    /// for that, else as a digest.
+    pub fn arguments(
+        &self,
+        arguments: &serde_json::Value,
+    ) -> (Option<serde_json::Value>, Option<String>) {
+        if self.record_arguments {
+            return (Some(arguments.clone()), None);
+        }
+        let digest = digest::digest(&digest::SHA256, arguments.to_string().as_bytes());
+        let hex = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        (None, Some(hex))
+    }
+}
+
+/// The background writer; [`Writer::finish`] waits until every queued
+/// record is on disk.
+pub struct Writer {
+    task: tokio::task::JoinHandle<()>,
+    lost: Arc<AtomicU64>,
+}
+
+impl Writer {
+    /// Waits for the writer to drain once every [`AuditLog`] is dropped, and
+    /// says how many records were lost in all.
+    pub async fn finish(self) -> u64 {
+        let _ = self.task.await;
+        self.lost.load(Ordering::Relaxed)
+    }
+}
+
+async fn write(
+    mut records: mpsc::Receiver<Event>,
+    file: tokio::fs::File,
+    path: PathBuf,
+    lost: Arc<AtomicU64>,
+) {
+    let mut out = tokio::io::BufWriter::new(file);
+    let mut failing = false;
+    while let Some(event) = records.recv().await {
+        let mut batch = vec![event];
+        while let Ok(event) = records.try_recv() {
+            batch.push(event);
+        }
+        let mut text = Vec::new();
+        for event in &batch {
+            let line = Line {
+                time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                event,
+            };
+            if serde_json::to_writer(&mut text, &line).is_ok() {
+                text.push(b'\n');
+            }
+        }
+        let written = async {
+            out.write_all(&text).await?;
+            out.flush().await
+        };
+        match written.await {
+            Ok(()) => failing = false,
+            Err(e) => {
+                let total =
+                    lost.fetch_add(batch.len() as u64, Ordering::Relaxed) + batch.len() as u64;
+                if !failing {
+                    tracing::error!(path = %path.display(), lost = total, "cannot write the audit log: {e}");
+                }
+                failing = true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn records_are_json_lines_with_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit/log.jsonl");
+        let (log, writer) = AuditLog::open(&path, false).await.unwrap();
+        log.record(Event::Denied {
+            plugin: "broker".into(),
+            tool: Some("broker__place_order".into()),
+            rule: "guardrail no-order-execution".into(),
+            attempt: "POST http://127.0.0.1:1/orders".into(),
+            client: Client {
+                transport: "stdio",
+                ..Client::default()
+            },
+        });
+        drop(log);
+        assert_eq!(writer.finish().await, 0);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["event"], "denied");
+        assert_eq!(line["rule"], "guardrail no-order-execution");
+        assert_eq!(line["client"]["transport"], "stdio");
+        assert!(line["time"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn arguments_are_digested_unless_asked_for() {
+        let args = serde_json::json!({"symbol": "AAPL"});
+        let mut log = AuditLog::disabled();
+        let (whole, digest) = log.arguments(&args);
+        assert!(whole.is_none());
+        assert_eq!(digest.unwrap().len(), 64);
+        log.record_arguments = true;
+        assert_eq!(log.arguments(&args).0, Some(args));
+    }
+}

@@ -1,0 +1,178 @@
+//! Raw sockets: closed unless a policy names the exact addresses.
+//!
+//! TCP and UDP are switched on in every sandbox so that each attempt reaches
+//! [`SocketGrants::apply`]'s check, where anything not granted is refused
+//! and recorded; listening is never allowed. Name lookup is refused (and
+//! recorded) by the runtime unless `name_lookup = true`.
+
+use super::network::Denial;
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::sockets::SocketAddrUse;
+
+/// The `[sockets]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketsSpec {
+    /// Addresses the plugin may open TCP connections to: `ip:port` or `ip:*`.
+    #[serde(default)]
+    pub tcp_connect: Vec<String>,
+    /// Addresses the plugin may send UDP datagrams to: `ip:port` or `ip:*`.
+    #[serde(default)]
+    pub udp: Vec<String>,
+    /// Whether the plugin may resolve host names.
+    #[serde(default)]
+    pub name_lookup: bool,
+}
+
+/// An address a grant names; `None` for the port means any port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddrPattern {
+    pub ip: IpAddr,
+    pub port: Option<u16>,
+}
+
+impl AddrPattern {
+    /// Parses `127.0.0.1:5432`, `10.0.0.1:*` or `[::1]:53`.
+    pub fn parse(text: &str) -> Result<AddrPattern, String> {
+        let bad = || format!("socket address {text:?} must be ip:port or ip:* (no host names)");
+        let (ip, port) = text.rsplit_once(':').ok_or_else(bad)?;
+        let ip = ip.trim_start_matches('[').trim_end_matches(']');
+        let ip: IpAddr = ip.parse().map_err(|_| bad())?;
+        let port = match port {
+            "*" => None,
+            p => Some(p.parse().map_err(|_| bad())?),
+        };
+        Ok(AddrPattern { ip, port })
+    }
+
+    fn matches(&self, addr: SocketAddr) -> bool {
+        self.ip == addr.ip() && self.port.is_none_or(|p| p == addr.port())
+    }
+}
+
+/// A plugin's socket grants, resolved.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SocketGrants {
+    pub tcp_connect: Vec<AddrPattern>,
+    pub udp: Vec<AddrPattern>,
+    pub name_lookup: bool,
+}
+
+impl SocketGrants {
+    pub fn resolve(spec: &SocketsSpec) -> Result<SocketGrants, String> {
+        let parse = |list: &[String]| -> Result<Vec<_>, String> {
+            list.iter().map(|a| AddrPattern::parse(a)).collect()
+        };
+        Ok(SocketGrants {
+            tcp_connect: parse(&spec.tcp_connect)?,
+            udp: parse(&spec.udp)?,
+            name_lookup: spec.name_lookup,
+        })
+    }
+
+    /// Whether the sandbox may use `addr` for `purpose`. Binding is allowed
+    /// only to an ephemeral port (the implicit bind before a connect or
+    /// send, which is then checked with its real target); listening and
+    /// accepting never. UDP datagrams are received only from granted
+    /// addresses.
+    pub fn allows(&self, addr: SocketAddr, purpose: SocketAddrUse) -> bool {
+        match purpose {
+            SocketAddrUse::TcpConnect => self.tcp_connect.iter().any(|p| p.matches(addr)),
+            SocketAddrUse::UdpSend | SocketAddrUse::UdpReceive => {
+                self.udp.iter().any(|p| p.matches(addr))
+            }
+            SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => addr.port() == 0,
+            SocketAddrUse::TcpListen | SocketAddrUse::TcpAccept => false,
+        }
+    }
+
+    /// Switches TCP and UDP on in `wasi`, with every address checked here and
+    /// each refusal recorded in `denials`.
+    pub fn apply(self: &Arc<Self>, wasi: &mut WasiCtxBuilder, denials: &Arc<Mutex<Vec<Denial>>>) {
+        let grants = self.clone();
+        let denials = denials.clone();
+        wasi.allow_tcp(true)
+            .allow_udp(true)
+            .socket_addr_check(move |addr, purpose| {
+                let allowed = grants.allows(addr, purpose);
+                if !allowed && let Ok(mut denials) = denials.lock() {
+                    denials.push(Denial {
+                        rule: "policy (no [sockets] grant names it)".into(),
+                        attempt: format!("{} {addr}", describe(purpose)),
+                    });
+                }
+                Box::pin(std::future::ready(allowed))
+            });
+        wasi.allow_ip_name_lookup(self.name_lookup);
+    }
+}
+
+fn describe(purpose: SocketAddrUse) -> &'static str {
+    match purpose {
+        SocketAddrUse::TcpBind => "TCP bind",
+        SocketAddrUse::TcpListen => "TCP listen",
+        SocketAddrUse::TcpAccept => "TCP accept",
+        SocketAddrUse::TcpConnect => "TCP connect",
+        SocketAddrUse::UdpBind => "UDP bind",
+        SocketAddrUse::UdpSend => "UDP send",
+        SocketAddrUse::UdpReceive => "UDP receive",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grants(tcp: &[&str], udp: &[&str]) -> SocketGrants {
+        SocketGrants::resolve(&SocketsSpec {
+            tcp_connect: tcp.iter().map(|s| s.to_string()).collect(),
+            udp: udp.iter().map(|s| s.to_string()).collect(),
+            name_lookup: false,
+        })
+        .unwrap()
+    }
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn nothing_is_allowed_without_grants() {
+        let none = SocketGrants::default();
+        for purpose in [
+            SocketAddrUse::TcpConnect,
+            SocketAddrUse::TcpListen,
+            SocketAddrUse::UdpSend,
+            SocketAddrUse::UdpReceive,
+        ] {
+            assert!(!none.allows(addr("127.0.0.1:0"), purpose));
+            assert!(!none.allows(addr("127.0.0.1:80"), purpose));
+        }
+        // Only ephemeral binds, which every connect or send makes first.
+        assert!(none.allows(addr("0.0.0.0:0"), SocketAddrUse::TcpBind));
+        assert!(!none.allows(addr("0.0.0.0:8080"), SocketAddrUse::TcpBind));
+        assert!(!none.allows(addr("0.0.0.0:53"), SocketAddrUse::UdpBind));
+    }
+
+    #[test]
+    fn grants_name_exact_addresses() {
+        let g = grants(&["127.0.0.1:5432", "[::1]:*"], &["10.0.0.53:53"]);
+        assert!(g.allows(addr("127.0.0.1:5432"), SocketAddrUse::TcpConnect));
+        assert!(!g.allows(addr("127.0.0.1:5433"), SocketAddrUse::TcpConnect));
+        assert!(g.allows(addr("[::1]:9"), SocketAddrUse::TcpConnect));
+        assert!(g.allows(addr("0.0.0.0:0"), SocketAddrUse::TcpBind));
+        assert!(!g.allows(addr("0.0.0.0:8080"), SocketAddrUse::TcpBind));
+        assert!(g.allows(addr("10.0.0.53:53"), SocketAddrUse::UdpSend));
+        assert!(!g.allows(addr("10.0.0.53:53"), SocketAddrUse::TcpConnect));
+    }
+
+    #[test]
+    fn addresses_must_be_ips() {
+        for bad in ["localhost:80", "127.0.0.1", "1.2.3.4:port", ":80"] {
+            assert!(AddrPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
