@@ -47,6 +47,27 @@ pub enum Command {
     /// Load plugins and policies without serving: print each plugin's tools
     /// and effective grants, and exit non-zero if anything is wrong.
     Check(CheckArgs),
+    /// Inspect policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Explain, in plain words, what a plugin may do once the host-wide
+    /// guardrails are applied, and what was refused and why. Exits non-zero
+    /// if the plugin or its policy is refused.
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub locations: Locations,
+
+    /// The plugin (its name, or the path of its .wasm file).
+    #[arg(value_name = "PLUGIN")]
+    pub plugin: String,
 }
 
 /// Where plugins and policies are.

@@ -11,13 +11,14 @@ pub mod capability;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod explain;
 pub mod mcp;
 pub mod plugin;
 pub mod policy;
 pub mod runtime;
 
 use audit::{AuditLog, Event};
-use cli::{Cli, Command, LogFormat, ServeArgs};
+use cli::{Cli, Command, LogFormat, PolicyCommand, ServeArgs};
 use config::Settings;
 use mcp::transport::{self, HttpOptions};
 use plugin::{Registry, loader};
@@ -44,6 +45,11 @@ pub fn main(cli: Cli) -> ExitCode {
                 let settings = Settings::resolve(&args.locations)?;
                 let wasm = Arc::new(Runtime::new(&EngineConfig::default())?);
                 check::run(&wasm, &settings, &args.only).await
+            }
+            Command::Policy(PolicyCommand::Explain(args)) => {
+                let settings = Settings::resolve(&args.locations)?;
+                let wasm = Arc::new(Runtime::new(&EngineConfig::default())?);
+                explain::run(&wasm, &settings, &args.plugin).await
             }
         }
     });

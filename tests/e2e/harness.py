@@ -142,6 +142,12 @@ class BrokerStandIn:
                     self.send_header("location", "/secret")
                     self.send_header("content-length", "0")
                     self.end_headers()
+                elif self.path == "/big":
+                    body = b"x" * 4096
+                    self.send_response(200)
+                    self.send_header("content-length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
                 elif self.path == "/positions":
                     body = json.dumps({"positions": standin.POSITIONS}).encode()
                     self.send_response(200)

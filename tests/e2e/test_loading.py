@@ -147,3 +147,28 @@ def test_a_config_file_sets_the_folders(tmp_path):
     bad = run_host("check", "--config", str(config))
     assert bad.returncode == 1
     assert "plugin_dir" in bad.stderr
+
+
+def test_explain_says_what_a_plugin_may_do_and_what_was_refused():
+    result = run_host("policy", "explain", "broker", "--plugins", str(REPO / "plugins"), "--policies", str(REPO / "policies"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "no-order-execution: on; refuses POST, PUT, PATCH, DELETE on /orders*, /v2/orders* on any host" in out
+    assert "allowed: GET http://127.0.0.1:*/positions" in out
+    assert "BROKER_URL (granted; its value is not shown)" in out
+    assert "broker__place_order — NOT SERVED: denied by guardrail no-order-execution" in out
+    assert "name lookup: refused" in out
+
+
+def test_a_policy_writing_market_data_is_refused_and_explained(tmp_path):
+    root = make_root(tmp_path)
+    policy = root / "policies" / "market-data.toml"
+    policy.write_text(policy.read_text().replace('access = "read-only"', 'access = "read-write"'))
+    check = run_host("check", *host_args(root))
+    assert check.returncode == 1
+    assert "denied by guardrail market-data-read-only" in check.stdout
+    explain = run_host("policy", "explain", "market-data", *host_args(root))
+    assert explain.returncode == 1
+    assert "REFUSED plugin" in explain.stdout
+    assert "denied by guardrail market-data-read-only" in explain.stdout
+    assert "mount it read-only" in explain.stdout

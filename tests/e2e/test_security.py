@@ -129,6 +129,12 @@ async def test_network_socket_and_env_escapes_are_denied(security, case):
     assert all(path in ("/positions", "/redirect") and method == "GET" for method, path in received), received
 
 
+async def test_a_response_past_the_size_cap_is_cut_off(security):
+    root, host, broker = security
+    message = await attempt(host, "http", {"method": "GET", "url": f"{broker.url}/big"})
+    assert_denied_and_audited(root, message, "limit ([network] max_response_kib = 1)", f"GET {broker.url}/big")
+
+
 async def test_granted_network_and_env_still_work(security):
     _, host, broker = security
     async with Client(host.url) as client:

@@ -17,6 +17,9 @@ pub struct Limits {
     /// Wall-clock time per call, in milliseconds, including time spent
     /// waiting on the network.
     pub timeout_ms: u64,
+    /// CPU time per call (time spent running wasm), in milliseconds;
+    /// defaults to `timeout_ms`.
+    pub cpu_ms: Option<u64>,
     /// Calls of this plugin running at once; more wait in line.
     pub max_concurrency: u32,
     /// Size of one call's result (text, JSON and binary content), in KiB.
@@ -28,6 +31,7 @@ impl Default for Limits {
         Limits {
             memory_mib: 64,
             timeout_ms: 10_000,
+            cpu_ms: None,
             max_concurrency: 8,
             max_output_kib: 1024,
         }
@@ -42,6 +46,12 @@ impl Limits {
         }
         if !(1..=3_600_000).contains(&self.timeout_ms) {
             return Err("timeout_ms must be 1 to 3600000 (one hour)".into());
+        }
+        if self
+            .cpu_ms
+            .is_some_and(|cpu| !(1..=3_600_000).contains(&cpu))
+        {
+            return Err("cpu_ms must be 1 to 3600000 (one hour)".into());
         }
         if !(1..=1024).contains(&self.max_concurrency) {
             return Err("max_concurrency must be 1 to 1024".into());
@@ -60,6 +70,11 @@ impl Limits {
     /// The wall-clock limit per call.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+
+    /// The CPU budget per call, in milliseconds.
+    pub fn cpu_ms(&self) -> u64 {
+        self.cpu_ms.unwrap_or(self.timeout_ms)
     }
 
     /// The result size limit in bytes.

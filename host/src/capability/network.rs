@@ -336,26 +336,79 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
 const BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The default cap on one response body.
+pub const DEFAULT_MAX_RESPONSE_KIB: u64 = 10 * 1024;
+
 /// The per-call enforcement point for outgoing HTTP.
 pub struct NetworkHooks {
     guardrails: Arc<Guardrails>,
     rules: Arc<[HttpRule]>,
+    max_response_bytes: u64,
     denials: Arc<Mutex<Vec<Denial>>>,
 }
 
 impl NetworkHooks {
-    /// Hooks enforcing `guardrails` and `rules`, recording refusals in
-    /// `denials`.
+    /// Hooks enforcing `guardrails` and `rules`, cutting responses off past
+    /// `max_response_bytes`, recording refusals in `denials`.
     pub fn new(
         guardrails: Arc<Guardrails>,
         rules: Arc<[HttpRule]>,
+        max_response_bytes: u64,
         denials: Arc<Mutex<Vec<Denial>>>,
     ) -> Self {
         NetworkHooks {
             guardrails,
             rules,
+            max_response_bytes,
             denials,
         }
+    }
+}
+
+/// A response body that fails once it grows past its cap, recording why.
+struct CappedBody {
+    inner: WasiBody,
+    remaining: u64,
+    cap: u64,
+    attempt: String,
+    denials: Arc<Mutex<Vec<Denial>>>,
+}
+
+impl http_body::Body for CappedBody {
+    type Data = bytes::Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            let size = data.len() as u64;
+            if size > self.remaining {
+                if let Ok(mut denials) = self.denials.lock() {
+                    denials.push(Denial {
+                        rule: format!("limit ([network] max_response_kib = {})", self.cap / 1024),
+                        attempt: format!("receive a larger response to {}", self.attempt),
+                    });
+                }
+                return std::task::Poll::Ready(Some(Err(
+                    wasmtime_wasi_http::Error::HttpResponseBodySize(Some(self.cap)),
+                )));
+            }
+            self.remaining -= size;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -376,6 +429,7 @@ impl WasiHttpHooks for NetworkHooks {
                 >,
             > + Send,
     > {
+        let attempt = format!("{} {}", request.method(), request.uri());
         let decision = match facts_of(&request) {
             Some(facts) => match decide(&self.guardrails, &self.rules, &facts) {
                 Decision::Allow(_) => None,
@@ -386,7 +440,7 @@ impl WasiHttpHooks for NetworkHooks {
             },
             None => Some(Denial {
                 rule: "policy (the request has no scheme or host)".into(),
-                attempt: format!("{} {}", request.method(), request.uri()),
+                attempt: attempt.clone(),
             }),
         };
         if let Some(denial) = decision {
@@ -404,7 +458,23 @@ impl WasiHttpHooks for NetworkHooks {
             first_byte_timeout: clamp(asked.first_byte_timeout, FIRST_BYTE_TIMEOUT),
             between_bytes_timeout: clamp(asked.between_bytes_timeout, BETWEEN_BYTES_TIMEOUT),
         };
-        wasmtime_wasi_http::default_hooks().send_request(request, Some(options), fut)
+        let sent = wasmtime_wasi_http::default_hooks().send_request(request, Some(options), fut);
+        let cap = self.max_response_bytes;
+        let denials = self.denials.clone();
+        Box::new(async move {
+            let (response, io) = Box::into_pin(sent).await?;
+            let response = response.map(|inner| {
+                let capped = CappedBody {
+                    inner,
+                    remaining: cap,
+                    cap,
+                    attempt,
+                    denials,
+                };
+                http_body_util::BodyExt::boxed_unsync(capped)
+            });
+            Ok((response, io))
+        })
     }
 }
 
@@ -569,6 +639,58 @@ mod tests {
         #[test]
         fn parsing_never_panics(text in "\\PC{0,60}") {
             let _ = HttpRule::parse(&text);
+        }
+
+        #[test]
+        fn subdomain_patterns_match_exactly_the_subdomains(
+            label in "[a-z0-9-]{1,12}",
+            domain in "[a-z0-9-]{1,12}\\.[a-z]{2,6}",
+        ) {
+            let pattern = HostPattern::parse(&format!("*.{domain}")).unwrap();
+            let subdomain = format!("{label}.{domain}");
+            let glued = format!("{label}{domain}");
+            let suffixed = format!("{domain}.{label}");
+            prop_assert!(pattern.matches(&subdomain));
+            prop_assert!(!pattern.matches(&domain));
+            prop_assert!(!pattern.matches(&glued));
+            prop_assert!(!pattern.matches(&suffixed));
+        }
+
+        #[test]
+        fn plain_segments_are_canonical_and_dot_segments_never_are(
+            segments in proptest::collection::vec("[A-Za-z0-9_~-]{1,8}", 0..6),
+            at in 0usize..6,
+            dots in prop_oneof![Just(".."), Just("."), Just("%2e%2e"), Just(".%2E"), Just("")],
+        ) {
+            let path = format!("/{}", segments.join("/"));
+            prop_assert_eq!(non_canonical(&path), None);
+            let mut bad = segments.clone();
+            bad.insert(at.min(bad.len()), dots.to_owned());
+            let bad_path = format!("/{}", bad.join("/"));
+            // An empty segment in the middle or at the end is `//` or a trailing `/`.
+            if !dots.is_empty() || at < segments.len() {
+                prop_assert!(non_canonical(&bad_path).is_some(), "{} passed", bad_path);
+            }
+        }
+
+        #[test]
+        fn nothing_with_a_dot_segment_is_ever_allowed(
+            prefix in "[a-z]{1,6}",
+            rest in "[a-z./%2eE]{0,12}",
+        ) {
+            let rules = rules(&["* https://api.example.com/*"]);
+            let path = format!("/{prefix}/{rest}");
+            let request = RequestFacts {
+                method: "GET".into(),
+                scheme: "https".into(),
+                host: "api.example.com".into(),
+                port: 443,
+                path: path.clone(),
+            };
+            if let Decision::Allow(_) = decide(&OPEN, &rules, &request) {
+                let decoded = path.to_ascii_lowercase().replace("%2e", ".");
+                prop_assert!(decoded.split('/').all(|s| s != "." && s != ".."), "{} allowed", path);
+            }
         }
     }
 }

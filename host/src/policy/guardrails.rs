@@ -121,6 +121,29 @@ pub struct OrderRoutes {
     brokers: Vec<HostPattern>,
 }
 
+impl std::fmt::Display for OrderRoutes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "refuses {} on {}",
+            self.methods.join(", "),
+            self.paths.join(", ")
+        )?;
+        if self.brokers.is_empty() {
+            return f.write_str(" on any host");
+        }
+        let hosts: Vec<String> = self
+            .brokers
+            .iter()
+            .map(|b| match b {
+                HostPattern::Exact(host) => host.clone(),
+                HostPattern::Subdomain(domain) => format!("*.{domain}"),
+            })
+            .collect();
+        write!(f, " on {}", hosts.join(", "))
+    }
+}
+
 impl Default for Guardrails {
     /// Both guardrails on: no market-data folders named yet, and the default
     /// order routes on every host.

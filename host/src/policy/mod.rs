@@ -90,22 +90,40 @@ impl ToolsSpec {
 }
 
 /// The `[network]` table.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSpec {
     /// Rules such as `GET https://api.example.com/v1/*`.
     #[serde(default)]
     pub allow: Vec<String>,
+    /// The largest response body a request may receive, in KiB.
+    #[serde(default = "default_max_response_kib")]
+    pub max_response_kib: u64,
+}
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        NetworkSpec {
+            allow: Vec::new(),
+            max_response_kib: default_max_response_kib(),
+        }
+    }
+}
+
+fn default_max_response_kib() -> u64 {
+    crate::capability::network::DEFAULT_MAX_RESPONSE_KIB
 }
 
 /// A plugin's effective grants, guardrails applied: resolved, validated,
 /// ready to build sandboxes from.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Grants {
     /// The policy file they came from; `None` for the deny-all default.
     pub source: Option<PathBuf>,
     pub mounts: Vec<Mount>,
     pub http: Arc<[HttpRule]>,
+    /// The largest response body one request may receive, in bytes.
+    pub max_response_bytes: u64,
     pub sockets: Arc<SocketGrants>,
     pub env: Vec<EnvGrant>,
     pub limits: Limits,
@@ -113,6 +131,23 @@ pub struct Grants {
     pub guardrails: Arc<Guardrails>,
     /// Which of its tools the plugin may serve.
     pub tools: Arc<ToolsSpec>,
+}
+
+impl Default for Grants {
+    /// Nothing granted, the default limits, all guardrails on.
+    fn default() -> Self {
+        Grants {
+            source: None,
+            mounts: Vec::new(),
+            http: Vec::new().into(),
+            max_response_bytes: default_max_response_kib() * 1024,
+            sockets: Arc::default(),
+            env: Vec::new(),
+            limits: Limits::default(),
+            guardrails: Arc::default(),
+            tools: Arc::default(),
+        }
+    }
 }
 
 /// A policy that could not be used, with the file it came from.
@@ -169,6 +204,7 @@ pub fn resolve(
         source: None,
         mounts,
         http: http.into(),
+        max_response_bytes: file.network.max_response_kib.saturating_mul(1024),
         sockets: Arc::new(sockets),
         env,
         limits: file.limits,

@@ -8,7 +8,7 @@
 
 use super::bindings::{Handler, Plugin, PluginPre};
 use super::capture::Capture;
-use super::engine::{self, EngineConfig, EpochTicker};
+use super::engine::{self, EPOCH_TICK, EngineConfig, EpochTicker};
 use super::shadow::{self, OUTSIDE_MOUNTS};
 use super::state::{CallContext, CallState, Denials, MemoryLimiter};
 use crate::capability::network::Denial;
@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Engine, Store, StoreLimitsBuilder};
+use wasmtime::{Engine, Store, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 /// How much of a plugin's stderr an error message quotes: the end, where a
@@ -58,6 +58,8 @@ pub struct Diagnostics {
 pub enum FailureKind {
     /// It ran past its time limit.
     Timeout,
+    /// It used up its CPU budget.
+    CpuLimit,
     /// It tried to grow its memory past its limit.
     OutOfMemory,
     /// It trapped (a panic, `unreachable`, a bad memory access, ...).
@@ -75,6 +77,7 @@ impl FailureKind {
     pub fn as_str(self) -> &'static str {
         match self {
             FailureKind::Timeout => "timeout",
+            FailureKind::CpuLimit => "cpu-limit",
             FailureKind::OutOfMemory => "out-of-memory",
             FailureKind::Crashed => "crashed",
             FailureKind::Cancelled => "cancelled",
@@ -229,6 +232,7 @@ impl Runtime {
             () = call.cancel.cancelled() => None,
         };
         let memory_refused = store.data().limiter.refused;
+        let cpu_exhausted = store.data().cpu_exhausted;
         drop(store);
 
         let diagnostics = Diagnostics {
@@ -239,6 +243,13 @@ impl Runtime {
         };
         match outcome {
             Some(Ok(Ok(value))) => Ok((value, diagnostics)),
+            Some(Ok(Err(_))) if cpu_exhausted => {
+                let message = format!(
+                    "the plugin used up its CPU budget of {} ms and was stopped",
+                    limits.cpu_ms()
+                );
+                Err(fail(FailureKind::CpuLimit, message, diagnostics))
+            }
             Some(Ok(Err(error))) if memory_refused => {
                 let message = format!(
                     "the plugin ran out of memory: it tried to grow past its limit of {} MiB \
@@ -306,10 +317,24 @@ impl Runtime {
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        // Yield to the async runtime at every epoch tick: a busy guest never
-        // holds a worker thread, and the call's timeout can always fire.
+        // At every epoch tick spent running wasm: charge the CPU budget, and
+        // yield to the async runtime, so a busy guest never holds a worker
+        // thread and the call's timeout can always fire. Ticks spent waiting
+        // in host calls are not charged: the deadline is only checked in wasm.
+        let budget = grants
+            .limits
+            .cpu_ms()
+            .div_ceil(EPOCH_TICK.as_millis() as u64);
+        let mut spent = 0;
         store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
+        store.epoch_deadline_callback(move |mut store| {
+            spent += 1;
+            if spent > budget {
+                store.data_mut().cpu_exhausted = true;
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
         Ok(store)
     }
 }

@@ -68,6 +68,8 @@ pub struct CallState {
     pub(super) limiter: MemoryLimiter,
     pub(super) call: CallContext,
     pub(super) log_lines: usize,
+    /// Set when the call used up its CPU budget.
+    pub(super) cpu_exhausted: bool,
     grants: Arc<Grants>,
     denials: Denials,
     /// Preopened descriptors (by resource rep) and their guest paths.
@@ -87,6 +89,7 @@ impl CallState {
         let hooks = NetworkHooks::new(
             grants.guardrails.clone(),
             grants.http.clone(),
+            grants.max_response_bytes,
             denials.clone(),
         );
         CallState {
@@ -97,6 +100,7 @@ impl CallState {
             limiter,
             call,
             log_lines: 0,
+            cpu_exhausted: false,
             grants,
             denials,
             mounts: Vec::new(),
