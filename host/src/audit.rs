@@ -51,8 +51,8 @@ pub enum Event {
     /// The sandbox, a guardrail or a policy refused something.
     Denied {
         plugin: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        tool: Option<String>,
+        /// What the client asked for: the tool, resource URI or prompt.
+        target: String,
         rule: String,
         attempt: String,
         client: Client,
@@ -225,7 +225,7 @@ mod tests {
         let (log, writer) = AuditLog::open(&path, false).await.unwrap();
         log.record(Event::Denied {
             plugin: "broker".into(),
-            tool: Some("broker__place_order".into()),
+            target: "broker__place_order".into(),
             rule: "guardrail no-order-execution".into(),
             attempt: "POST http://127.0.0.1:1/orders".into(),
             client: Client {

@@ -38,7 +38,7 @@ async def attempt(host, tool: str, arguments: dict) -> str:
     return text_of(result)
 
 
-def assert_denied_and_audited(root, message: str, rule: str, attempt_text: str) -> None:
+def assert_denied_and_audited(root, message: str, tool: str, rule: str, attempt_text: str) -> None:
     assert f"host: denied by {rule}" in message, message
     assert attempt_text in message, message
 
@@ -46,6 +46,7 @@ def assert_denied_and_audited(root, message: str, rule: str, attempt_text: str) 
         return (
             record["event"] == "denied"
             and record["plugin"] == "intruder"
+            and record["target"] == f"intruder__{tool}"
             and record["rule"].startswith(rule)
             and attempt_text in record["attempt"]
         )
@@ -73,7 +74,7 @@ FILE_ATTEMPTS = [
 async def test_file_escapes_are_denied(security, case, arguments, rule, attempt_text):
     root, host, _ = security
     message = await attempt(host, "fs", arguments)
-    assert_denied_and_audited(root, message, rule, attempt_text)
+    assert_denied_and_audited(root, message, "fs", rule, attempt_text)
     assert (root / "intruder" / "ro" / "data.txt").read_text() == "market history"
     assert sorted(p.name for p in (root / "intruder" / "rw").iterdir() if p.name != "ok.txt") == []
 
@@ -124,7 +125,7 @@ async def test_network_socket_and_env_escapes_are_denied(security, case):
     _, tool, arguments, rule, attempt_text = next(c for c in network_attempts(broker.url) if c[0] == case)
     before = list(broker.requests)
     message = await attempt(host, tool, arguments)
-    assert_denied_and_audited(root, message, rule, attempt_text)
+    assert_denied_and_audited(root, message, tool, rule, attempt_text)
     received = broker.requests[len(before):]
     assert all(path in ("/positions", "/redirect") and method == "GET" for method, path in received), received
 
@@ -132,7 +133,7 @@ async def test_network_socket_and_env_escapes_are_denied(security, case):
 async def test_a_response_past_the_size_cap_is_cut_off(security):
     root, host, broker = security
     message = await attempt(host, "http", {"method": "GET", "url": f"{broker.url}/big"})
-    assert_denied_and_audited(root, message, "limit ([network] max_response_kib = 1)", f"GET {broker.url}/big")
+    assert_denied_and_audited(root, message, "http", "limit ([network] max_response_kib = 1)", f"GET {broker.url}/big")
 
 
 async def test_granted_network_and_env_still_work(security):

@@ -87,6 +87,7 @@ impl McpServer {
     async fn run<R: Send + 'static>(
         &self,
         plugin: &LoadedPlugin,
+        target: &str,
         grants: &Arc<Grants>,
         context: &RequestContext<RoleServer>,
         entry: Entry<R>,
@@ -105,7 +106,7 @@ impl McpServer {
         for denial in &diagnostics.denials {
             self.shared.audit.record(Event::Denied {
                 plugin: plugin.name.clone(),
-                tool: None,
+                target: target.to_owned(),
                 rule: denial.rule.clone(),
                 attempt: denial.attempt.clone(),
                 client: client_of(context),
@@ -222,7 +223,7 @@ impl ServerHandler for McpServer {
                 Some(reason) => {
                     self.shared.audit.record(Event::Denied {
                         plugin: owner.to_owned(),
-                        tool: Some(request.name.to_string()),
+                        target: request.name.to_string(),
                         rule: reason.to_owned(),
                         attempt: format!("call {}", request.name),
                         client: client_of(&context),
@@ -252,6 +253,7 @@ impl ServerHandler for McpServer {
         let outcome = self
             .run(
                 plugin,
+                &entry.qualified,
                 &entry.grants,
                 &context,
                 Box::new(move |handler, store| {
@@ -317,6 +319,7 @@ impl ServerHandler for McpServer {
         let outcome = self
             .run(
                 plugin,
+                &uri,
                 &plugin.offer.reading,
                 &context,
                 Box::new(move |handler, store| {
@@ -372,6 +375,7 @@ impl ServerHandler for McpServer {
         let outcome = self
             .run(
                 plugin,
+                &request.name,
                 &plugin.offer.reading,
                 &context,
                 Box::new(move |handler, store| {
@@ -448,6 +452,7 @@ impl ServerHandler for McpServer {
         let outcome = self
             .run(
                 plugin,
+                &target_name,
                 &plugin.offer.reading,
                 &context,
                 Box::new(move |handler, store| {
