@@ -57,14 +57,14 @@ fn client_of(context: &RequestContext<RoleServer>) -> Client {
 #[derive(Clone)]
 pub struct McpServer {
     shared: Arc<Shared>,
-    observer: super::observer::LogLevelSetting,
+    log_level: super::observer::LogLevelSetting,
 }
 
 impl McpServer {
     pub fn new(shared: Arc<Shared>) -> Self {
         McpServer {
             shared,
-            observer: Default::default(),
+            log_level: Default::default(),
         }
     }
 
@@ -75,7 +75,7 @@ impl McpServer {
             observer: Arc::new(ClientObserver::new(
                 context.peer.clone(),
                 plugin,
-                self.observer.effective(context),
+                self.log_level.effective(context),
                 context.meta.get_progress_token(),
             )),
             cancel: context.ct.clone(),
@@ -492,7 +492,7 @@ impl ServerHandler for McpServer {
         request: rmcp::model::SetLevelRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        self.observer.set(request.level);
+        self.log_level.set(request.level);
         Ok(())
     }
 }
