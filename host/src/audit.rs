@@ -9,7 +9,7 @@
 //! opts in to recording them whole: identical calls stay recognisable
 //! without their contents being kept.
 
-use ring::digest;
+use crate::digest;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,6 +40,8 @@ pub struct Client {
 pub enum Event {
     /// A plugin was loaded and is served.
     Loaded { plugin: String, tools: usize },
+    /// A plugin was removed and is no longer served.
+    Unloaded { plugin: String },
     /// A plugin file could not be loaded.
     LoadFailed { file: String, reason: String },
     /// A tool a plugin offers is not served.
@@ -151,9 +153,8 @@ impl AuditLog {
         if self.record_arguments {
             return (Some(arguments.clone()), None);
         }
-        let digest = digest::digest(&digest::SHA256, arguments.to_string().as_bytes());
-        let hex = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        (None, Some(hex))
+        let digest = digest::sha256(arguments.to_string().as_bytes());
+        (None, Some(digest::hex(&digest)))
     }
 }
 

@@ -36,7 +36,7 @@ pub async fn run(
         return Ok(false);
     }
     let (loaded, failed) = loader::load_all(runtime, files, &settings.policies).await?;
-    let registry = Registry::new(loaded, failed);
+    let registry = Registry::new(loaded.into_iter().map(Arc::new).collect(), failed);
     let mut out = String::new();
     for plugin in registry.plugins() {
         describe(&mut out, plugin);
@@ -81,7 +81,7 @@ pub async fn run(
 }
 
 fn describe(out: &mut String, plugin: &LoadedPlugin) {
-    let m = &plugin.manifest;
+    let m = &plugin.compiled.manifest;
     let _ = writeln!(
         out,
         "{} {} ({})",

@@ -120,6 +120,11 @@ pub struct ServeArgs {
     /// SHA-256 digest is kept.
     #[arg(long)]
     pub audit_arguments: bool,
+
+    /// Do not watch the plugins and policies folders: changes then take
+    /// effect at the next start.
+    #[arg(long)]
+    pub no_watch: bool,
 }
 
 #[derive(Debug, Args)]

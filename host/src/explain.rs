@@ -88,7 +88,7 @@ fn describe_plugin(out: &mut String, plugin: &LoadedPlugin) {
         out,
         "Plugin {} {} ({})",
         plugin.name,
-        plugin.manifest.version,
+        plugin.compiled.manifest.version,
         plugin.path.display()
     );
     match &g.source {

@@ -11,10 +11,12 @@ pub mod capability;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod digest;
 pub mod explain;
 pub mod mcp;
 pub mod plugin;
 pub mod policy;
+pub mod reload;
 pub mod runtime;
 
 use audit::{AuditLog, Event};
@@ -88,7 +90,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let wasm = Arc::new(Runtime::new(&EngineConfig::default())?);
     let files = loader::plugin_files(&settings.plugins)?;
     let (loaded, failed) = loader::load_all(&wasm, files, &settings.policies).await?;
-    let registry = Registry::new(loaded, failed);
+    let registry = Registry::new(loaded.into_iter().map(Arc::new).collect(), failed);
     for failure in registry.failures() {
         tracing::error!("skipped {failure}");
     }
@@ -116,11 +118,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "plugins loaded from {}",
         settings.plugins.display()
     );
-    let shared = Arc::new(mcp::Shared {
-        registry: arc_swap::ArcSwap::from_pointee(registry),
-        runtime: wasm,
-        audit: audit.clone(),
-    });
+    let shared = Arc::new(mcp::Shared::new(registry, wasm.clone(), audit.clone()));
+    let watch = if args.no_watch {
+        None
+    } else {
+        let reloader = reload::Reloader::new(
+            wasm,
+            settings.plugins.clone(),
+            settings.policies.clone(),
+            shared.clone(),
+        );
+        Some(reload::watch(reloader)?)
+    };
 
     let served = match http {
         Some(addr) => {
@@ -146,6 +155,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             transport::serve_stdio(shared).await
         }
     };
+    if let Some(watch) = watch {
+        watch.stop().await;
+    }
     // Every record queued so far reaches the disk before the host exits.
     drop(audit);
     if let Some(writer) = audit_writer {

@@ -122,6 +122,44 @@ class HttpHost:
                 self.process.kill()
 
 
+class RawHttp:
+    """A bare JSON-RPC client for the Streamable HTTP endpoint (2025-11-25
+    session): it checks nothing itself, so what it sees is what the host
+    sent."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.session: str | None = None
+        self.next_id = 0
+        self.request("initialize", {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "raw-http", "version": "0"},
+        })
+        self.post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    def post(self, message: dict) -> list[dict]:
+        import urllib.request
+
+        headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+        if self.session:
+            headers["mcp-session-id"] = self.session
+        request = urllib.request.Request(self.url, data=json.dumps(message).encode(), headers=headers, method="POST")
+        with urllib.request.urlopen(request, timeout=60) as response:
+            self.session = response.headers.get("mcp-session-id", self.session)
+            body = response.read().decode()
+        if not body.strip():
+            return []
+        if body.lstrip().startswith("{"):
+            return [json.loads(body)]
+        return [json.loads(line[5:]) for line in body.splitlines() if line.startswith("data:") and line[5:].strip()]
+
+    def request(self, method: str, params: dict) -> dict:
+        self.next_id += 1
+        messages = self.post({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params})
+        return next(m for m in messages if m.get("id") == self.next_id)
+
+
 class BrokerStandIn:
     """A broker API on loopback that records every request it receives."""
 

@@ -7,8 +7,10 @@ use crate::audit::{AuditLog, Client, Event};
 use crate::plugin::manifest;
 use crate::plugin::{LoadedPlugin, Registry};
 use crate::policy::Grants;
+use crate::reload::Change;
 use crate::runtime::{CallContext, CallError, Diagnostics, Entry, Runtime, types};
 use arc_swap::ArcSwap;
+use rmcp::model::SubscriptionFilter;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
     CompletionInfo, ContentBlock, GetPromptRequestParams, GetPromptResponse, GetPromptResult,
@@ -16,10 +18,11 @@ use rmcp::model::{
     ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
     ReadResourceResult, Reference, ServerCapabilities, ServerConfig,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{NotificationContext, Peer, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::broadcast;
 
 /// What every connection shares: the registry being served, the runtime,
 /// and the audit log.
@@ -27,6 +30,53 @@ pub struct Shared {
     pub registry: ArcSwap<Registry>,
     pub runtime: Arc<Runtime>,
     pub audit: AuditLog,
+    /// Reloads announce here which lists changed.
+    pub changes: broadcast::Sender<Change>,
+}
+
+impl Shared {
+    pub fn new(registry: Registry, runtime: Arc<Runtime>, audit: AuditLog) -> Shared {
+        Shared {
+            registry: ArcSwap::from_pointee(registry),
+            runtime,
+            audit,
+            changes: broadcast::channel(16).0,
+        }
+    }
+}
+
+/// Every list, when a client fell behind and cannot know what changed.
+const EVERYTHING: Change = Change {
+    tools: true,
+    resources: true,
+    prompts: true,
+};
+
+/// The next change, or `None` once no more can come.
+async fn next_change(changes: &mut broadcast::Receiver<Change>) -> Option<Change> {
+    match changes.recv().await {
+        Ok(change) => Some(change),
+        Err(broadcast::error::RecvError::Lagged(_)) => Some(EVERYTHING),
+        Err(broadcast::error::RecvError::Closed) => None,
+    }
+}
+
+/// Tells a client with a session (stdio, or 2025-11-25 HTTP) which lists
+/// changed.
+async fn notify_peer(
+    peer: &Peer<RoleServer>,
+    change: Change,
+) -> Result<(), rmcp::service::ServiceError> {
+    if change.tools {
+        peer.notify_tool_list_changed().await?;
+    }
+    if change.resources {
+        peer.notify_resource_list_changed().await?;
+    }
+    if change.prompts {
+        peer.notify_prompt_list_changed().await?;
+    }
+    Ok(())
 }
 
 /// A request as the audit log describes it.
@@ -484,6 +534,58 @@ impl ServerHandler for McpServer {
         )
         .map_err(|e| McpError::internal_error(e, None))?;
         Ok(CompleteResult::new(info))
+    }
+
+    /// Clients with a session learn of reloads through their peer.
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        let mut changes = self.shared.changes.subscribe();
+        let peer = context.peer;
+        tokio::spawn(async move {
+            while let Some(change) = next_change(&mut changes).await {
+                if peer.is_transport_closed() || notify_peer(&peer, change).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// 2026-07-28 clients learn of reloads through `subscriptions/listen`.
+    fn accepted_subscription_filter(
+        &self,
+        _requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(
+            SubscriptionFilter::builder()
+                .tools_list_changed()
+                .prompts_list_changed()
+                .resources_list_changed()
+                .build(),
+        )
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        let mut changes = self.shared.changes.subscribe();
+        loop {
+            let change = tokio::select! {
+                () = context.cancelled() => return Ok(()),
+                change = next_change(&mut changes) => match change {
+                    Some(change) => change,
+                    None => return Ok(()),
+                },
+            };
+            let sink = context.sink();
+            // A listener that went away is the SDK's to clean up; keep going
+            // until the subscription is cancelled.
+            if change.tools {
+                let _ = sink.notify_tool_list_changed().await;
+            }
+            if change.resources {
+                let _ = sink.notify_resource_list_changed().await;
+            }
+            if change.prompts {
+                let _ = sink.notify_prompt_list_changed().await;
+            }
+        }
     }
 
     #[allow(deprecated)] // Logging is deprecated for 2026-07-28 but still served to older clients.

@@ -1,6 +1,12 @@
-//! Loading a plugin file: compile, link, ask it what it offers, check that.
+//! Loading a plugin file, in two steps:
+//!
+//! 1. [`compile`]: compile, link and ask the component what it offers —
+//!    everything that does not depend on a policy, and the costly part;
+//! 2. [`assemble`]: check the offer under the plugin's grants — cheap, so a
+//!    policy change re-grants a plugin without recompiling it.
 
 use super::manifest::{self, Offer};
+use crate::digest::{Digest, sha256};
 use crate::policy::guardrails::Guardrails;
 use crate::policy::{Grants, PolicyDir};
 use crate::runtime::{CallContext, Prepared, Runtime, types};
@@ -12,15 +18,27 @@ use wasmtime::component::Component;
 /// How long a plugin may take to describe itself.
 const DESCRIBE_TIMEOUT_MS: u64 = 5_000;
 
+/// A component compiled, linked and described: everything about a plugin
+/// that does not depend on its policy.
+pub struct Compiled {
+    /// The SHA-256 of the `.wasm` file.
+    pub hash: Digest,
+    pub manifest: types::Manifest,
+    prepared: Prepared,
+}
+
 /// A plugin ready to serve.
 pub struct LoadedPlugin {
     /// Its name: the file's name without `.wasm`, chosen by the operator.
     pub name: String,
     pub path: PathBuf,
-    pub manifest: types::Manifest,
+    pub compiled: Arc<Compiled>,
     pub offer: Offer,
     /// The plugin's effective grants (tools run with narrowed copies).
     pub grants: Grants,
+    /// The digest of the policy text these grants came from.
+    pub policy_digest: Digest,
+    /// The component, with the line its calls wait in under this policy.
     pub prepared: Prepared,
 }
 
@@ -64,6 +82,65 @@ pub fn name_of(path: &Path) -> Result<String, String> {
     }
 }
 
+/// Compiles, links and describes the component in `bytes`.
+pub async fn compile(runtime: &Arc<Runtime>, bytes: Vec<u8>) -> Result<Compiled, String> {
+    let started = Instant::now();
+    let hash = sha256(&bytes);
+    // Compiling is CPU-bound work: keep it off the async workers.
+    let engine = runtime.engine().clone();
+    let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+        .await
+        .map_err(|e| format!("compilation was interrupted: {e}"))?
+        .map_err(|e| format!("not a WebAssembly component this host can run: {e:#}"))?;
+    let compiled = started.elapsed();
+    let prepared = runtime
+        .prepare(&component, 1)
+        .map_err(|e| format!("does not fit the plugin interface: {e:#}"))?;
+    let (manifest, _) = runtime
+        .run(
+            &prepared,
+            &describe_grants(),
+            CallContext::default(),
+            Box::new(|handler, store| Box::pin(handler.call_describe(store))),
+        )
+        .await
+        .map_err(|e| format!("describing itself failed: {e}"))?;
+    tracing::debug!(
+        compile_ms = compiled.as_millis() as u64,
+        total_ms = started.elapsed().as_millis() as u64,
+        "compiled {}",
+        manifest.name
+    );
+    Ok(Compiled {
+        hash,
+        manifest,
+        prepared,
+    })
+}
+
+/// Checks what `compiled` offers under `grants`, making the plugin `name`
+/// served from `path`.
+pub fn assemble(
+    name: &str,
+    path: &Path,
+    compiled: Arc<Compiled>,
+    grants: Grants,
+    policy_digest: Digest,
+) -> Result<LoadedPlugin, String> {
+    let offer = manifest::check(name, &compiled.manifest, &grants)?;
+    Ok(LoadedPlugin {
+        name: name.to_owned(),
+        path: path.to_owned(),
+        prepared: compiled
+            .prepared
+            .with_concurrency(grants.limits.max_concurrency),
+        compiled,
+        offer,
+        grants,
+        policy_digest,
+    })
+}
+
 /// Loads the plugin at `path` under its policy from `policies` and the
 /// host-wide `guardrails`.
 pub async fn load(
@@ -76,7 +153,6 @@ pub async fn load(
         path: path.to_owned(),
         reason,
     };
-    let started = Instant::now();
     let name = name_of(path).map_err(failure)?;
     let grants = policies
         .grants_for(&name, guardrails)
@@ -84,47 +160,9 @@ pub async fn load(
     let bytes = tokio::fs::read(path)
         .await
         .map_err(|e| failure(format!("cannot read it: {e}")))?;
-
-    // Compiling is CPU-bound work: keep it off the async workers.
-    let engine = runtime.engine().clone();
-    let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
-        .await
-        .map_err(|e| failure(format!("compilation was interrupted: {e}")))?
-        .map_err(|e| {
-            failure(format!(
-                "not a WebAssembly component this host can run: {e:#}"
-            ))
-        })?;
-    let compiled = started.elapsed();
-
-    let prepared = runtime
-        .prepare(&component, grants.limits.max_concurrency)
-        .map_err(|e| failure(format!("does not fit the plugin interface: {e:#}")))?;
-    let manifest = runtime
-        .run(
-            &prepared,
-            &describe_grants(),
-            CallContext::default(),
-            Box::new(|handler, store| Box::pin(handler.call_describe(store))),
-        )
-        .await
-        .map_err(|e| failure(format!("describing itself failed: {e}")))?
-        .0;
-    let offer = manifest::check(&name, &manifest, &grants).map_err(failure)?;
-    tracing::debug!(
-        plugin = %name,
-        compile_ms = compiled.as_millis() as u64,
-        total_ms = started.elapsed().as_millis() as u64,
-        "loaded"
-    );
-    Ok(LoadedPlugin {
-        prepared,
-        grants,
-        name,
-        path: path.to_owned(),
-        manifest,
-        offer,
-    })
+    let compiled = compile(runtime, bytes).await.map_err(failure)?;
+    let policy_digest = policies.digest_for(&name);
+    assemble(&name, path, Arc::new(compiled), grants, policy_digest).map_err(failure)
 }
 
 /// Describing runs with no grants at all, and a short time limit.

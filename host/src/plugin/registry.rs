@@ -24,7 +24,7 @@ impl Registry {
     /// Indexes `loaded`. A plugin offering a resource URI or template that
     /// an earlier plugin (by name) already offers is refused whole, so what
     /// a URI reads never depends on load order.
-    pub fn new(loaded: Vec<LoadedPlugin>, mut failures: Vec<LoadFailure>) -> Registry {
+    pub fn new(loaded: Vec<Arc<LoadedPlugin>>, mut failures: Vec<LoadFailure>) -> Registry {
         let mut registry = Registry::default();
         for plugin in loaded {
             let uris = plugin
@@ -69,7 +69,7 @@ impl Registry {
                     .resources
                     .insert(template.uri_template.clone(), index);
             }
-            registry.plugins.push(Arc::new(plugin));
+            registry.plugins.push(plugin);
         }
         failures.sort_by(|a, b| a.path.cmp(&b.path));
         registry.failures = failures;

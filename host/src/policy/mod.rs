@@ -272,6 +272,17 @@ impl PolicyDir {
         Ok(grants)
     }
 
+    /// The digest of everything `plugin`'s grants come from: `host.toml` and
+    /// its own policy (an absent file counts as empty). Equal digests mean
+    /// equal grants, so a reload can keep a plugin as it is.
+    pub fn digest_for(&self, plugin: &str) -> crate::digest::Digest {
+        let read = |path: PathBuf| std::fs::read(path).unwrap_or_default();
+        let mut text = read(self.dir.join(HOST_POLICY));
+        text.push(0);
+        text.extend(read(self.path_for(plugin)));
+        crate::digest::sha256(&text)
+    }
+
     /// Policy files whose name matches none of `plugins`: most likely typos.
     pub fn orphans(&self, plugins: &[&str]) -> Vec<PathBuf> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {

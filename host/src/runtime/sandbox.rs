@@ -44,6 +44,17 @@ pub struct Prepared {
     running: Arc<Semaphore>,
 }
 
+impl Prepared {
+    /// The same component, with its own line of at most `max_concurrency`
+    /// calls at once.
+    pub fn with_concurrency(&self, max_concurrency: u32) -> Prepared {
+        Prepared {
+            pre: self.pre.clone(),
+            running: Arc::new(Semaphore::new(max_concurrency as usize)),
+        }
+    }
+}
+
 /// What a call left besides its result: captured output and refusals.
 #[derive(Debug, Default)]
 pub struct Diagnostics {
