@@ -89,6 +89,15 @@ pub struct Locations {
     /// leave [default: the policies folder's parent].
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
+
+    /// Where compiled components are cached, so restarts do not compile
+    /// again [default: $XDG_CACHE_HOME/mcp-host or ~/.cache/mcp-host].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Keep no cache of compiled components.
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
 }
 
 #[derive(Debug, Args)]

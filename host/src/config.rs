@@ -1,5 +1,6 @@
 //! The host's configuration: a TOML file, overridden by flags.
 
+use crate::capability::filesystem::Protected;
 use crate::cli::Locations;
 use crate::policy::PolicyDir;
 use serde::Deserialize;
@@ -13,6 +14,8 @@ pub struct ConfigFile {
     pub plugins: Option<PathBuf>,
     pub policies: Option<PathBuf>,
     pub root: Option<PathBuf>,
+    /// Where compiled components are cached.
+    pub cache_dir: Option<PathBuf>,
     #[serde(default)]
     pub http: HttpConfig,
     #[serde(default)]
@@ -68,9 +71,19 @@ pub struct Settings {
     /// The audit log's file; `None` keeps none.
     pub audit_log: Option<PathBuf>,
     pub audit_arguments: bool,
+    /// Where compiled components are cached; `None` keeps no cache.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Settings {
+    /// The engine configuration these settings ask for.
+    pub fn engine(&self) -> crate::runtime::EngineConfig {
+        crate::runtime::EngineConfig {
+            cache_dir: self.cache_dir.clone(),
+            ..Default::default()
+        }
+    }
+
     /// Resolves `flags` over the config file they name, if any.
     pub fn resolve(flags: &Locations) -> anyhow::Result<Settings> {
         let (file, base) = match &flags.config {
@@ -107,16 +120,36 @@ impl Settings {
             Some(path) => base.join(path),
             None => root.join("audit.jsonl"),
         });
+        let cache_dir = if flags.no_cache {
+            None
+        } else {
+            flags
+                .cache_dir
+                .clone()
+                .or_else(|| file.cache_dir.as_ref().map(|p| base.join(p)))
+                .or_else(crate::runtime::cache::default_dir)
+        };
+        let mut protected = vec![
+            Protected::new(&policies, "the policies folder", true),
+            Protected::new(&plugins, "the plugins folder", false),
+        ];
+        protected.extend(
+            cache_dir
+                .iter()
+                .map(|dir| Protected::new(dir, "the component cache", true)),
+        );
         Ok(Settings {
             plugins,
             policies: PolicyDir {
                 dir: policies,
                 root,
+                protected,
             },
             http: file.http.listen,
             allowed_origins: file.http.allowed_origins,
             audit_log,
             audit_arguments: file.audit.arguments,
+            cache_dir,
         })
     }
 }

@@ -20,11 +20,12 @@ pub mod reload;
 pub mod runtime;
 
 use audit::{AuditLog, Event};
+use capability::filesystem::Protected;
 use cli::{Cli, Command, LogFormat, PolicyCommand, ServeArgs};
 use config::Settings;
 use mcp::transport::{self, HttpOptions};
 use plugin::{Registry, loader};
-use runtime::{EngineConfig, Runtime};
+use runtime::Runtime;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,12 +46,12 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Serve(args) => serve(args).await.map(|()| true),
             Command::Check(args) => {
                 let settings = Settings::resolve(&args.locations)?;
-                let wasm = Arc::new(Runtime::new(&EngineConfig::default())?);
+                let wasm = Arc::new(Runtime::new(&settings.engine())?);
                 check::run(&wasm, &settings, &args.only).await
             }
             Command::Policy(PolicyCommand::Explain(args)) => {
                 let settings = Settings::resolve(&args.locations)?;
-                let wasm = Arc::new(Runtime::new(&EngineConfig::default())?);
+                let wasm = Arc::new(Runtime::new(&settings.engine())?);
                 explain::run(&wasm, &settings, &args.plugin).await
             }
         }
@@ -82,23 +83,27 @@ fn init_logging(cli: &Cli) {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let settings = Settings::resolve(&args.locations)?;
+    let mut settings = Settings::resolve(&args.locations)?;
     let http = args.http.or(settings.http);
     if let Some(addr) = http {
         transport::check_listen_address(addr)?;
-    }
-    let wasm = Arc::new(Runtime::new(&EngineConfig::default())?);
-    let files = loader::plugin_files(&settings.plugins)?;
-    let (loaded, failed) = loader::load_all(&wasm, files, &settings.policies).await?;
-    let registry = Registry::new(loaded.into_iter().map(Arc::new).collect(), failed);
-    for failure in registry.failures() {
-        tracing::error!("skipped {failure}");
     }
     let audit_path = match (&args.audit_log, args.no_audit_log) {
         (_, true) => None,
         (Some(path), false) => Some(path.clone()),
         (None, false) => settings.audit_log.clone(),
     };
+    if let Some(path) = &audit_path {
+        let protected = Protected::new(path, "the audit log", true);
+        settings.policies.protected.push(protected);
+    }
+    let wasm = Arc::new(Runtime::new(&settings.engine())?);
+    let files = loader::plugin_files(&settings.plugins)?;
+    let (loaded, failed) = loader::load_all(&wasm, files, &settings.policies).await?;
+    let registry = Registry::new(loaded.into_iter().map(Arc::new).collect(), failed);
+    for failure in registry.failures() {
+        tracing::error!("skipped {failure}");
+    }
     let (audit, audit_writer) = match &audit_path {
         Some(path) => {
             let arguments = args.audit_arguments || settings.audit_arguments;

@@ -22,6 +22,9 @@ HOST = pathlib.Path(os.environ.get("HOST_BIN", REPO / "target" / "debug" / "host
 EXAMPLES = ("market-data", "indicators", "strategies", "broker")
 FIXTURE_WASM = REPO / "tests" / "fixtures" / "target" / "wasm32-wasip2" / "release"
 
+# Every host the tests start shares one compiled-component cache of its own.
+os.environ["XDG_CACHE_HOME"] = str(REPO / "target" / "test-cache")
+
 
 def make_root(path: pathlib.Path, fixtures: tuple[str, ...] = ()) -> pathlib.Path:
     """A host root like the repository's: plugins/, policies/ and the sample

@@ -172,3 +172,45 @@ def test_a_policy_writing_market_data_is_refused_and_explained(tmp_path):
     assert "REFUSED plugin" in explain.stdout
     assert "denied by guardrail market-data-read-only" in explain.stdout
     assert "mount it read-only" in explain.stdout
+
+
+def test_the_hosts_own_files_cannot_be_mounted(tmp_path):
+    root = make_root(tmp_path)
+    (root / "policies" / "indicators.toml").write_text(
+        'version = 1\n[[mounts]]\nhost = "policies"\nguest = "/p"\naccess = "read-only"\n'
+    )
+    (root / "policies" / "strategies.toml").write_text(
+        'version = 1\n[[mounts]]\nhost = "plugins"\nguest = "/p"\naccess = "read-write"\n'
+    )
+    result = run_host("check", *host_args(root))
+    assert result.returncode == 1
+    assert "would give the plugin access to the policies folder" in result.stdout
+    assert "would give the plugin access to the plugins folder" in result.stdout
+
+
+def test_a_corrupt_cache_entry_is_rebuilt_not_run(tmp_path):
+    root = make_root(tmp_path / "root")
+    cache = tmp_path / "cache"
+    args = ["check", *host_args(root), "--cache-dir", str(cache), "indicators"]
+    assert run_host(*args).returncode == 0
+    entries = list(cache.iterdir())
+    assert len(entries) == 1 and entries[0].suffix == ".cwasm"
+    assert oct(cache.stat().st_mode & 0o777) == "0o700"
+    data = bytearray(entries[0].read_bytes())
+    data[-100] ^= 0xFF
+    entries[0].write_bytes(bytes(data))
+    again = run_host(*args)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "discarding a corrupt or foreign cache entry" in again.stderr
+    assert "tool indicators__compute_indicator [read-only]" in again.stdout
+
+
+def test_a_cache_others_can_write_is_not_used(tmp_path):
+    root = make_root(tmp_path / "root")
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o777)
+    cache.chmod(0o777)
+    result = run_host("check", *host_args(root), "--cache-dir", str(cache), "indicators")
+    assert result.returncode == 0
+    assert "others can write to it" in result.stderr
+    assert list(cache.iterdir()) == []

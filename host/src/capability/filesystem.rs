@@ -104,6 +104,57 @@ pub fn check_overlaps(mounts: &[Mount]) -> Result<(), String> {
     Ok(())
 }
 
+/// A path of the host's own that mounts must not reach.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Protected {
+    pub path: PathBuf,
+    /// What it is, for the error: "the policies folder".
+    pub what: &'static str,
+    /// Whether read-only mounts are refused too (secrets inside), or only
+    /// read-write ones that are it or hold it.
+    pub secret: bool,
+}
+
+impl Protected {
+    /// Protects `path` (resolved now, whether or not it exists yet).
+    pub fn new(path: &Path, what: &'static str, secret: bool) -> Protected {
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let path = absolute.canonicalize().unwrap_or_else(|_| {
+            match (
+                absolute.parent().and_then(|p| p.canonicalize().ok()),
+                absolute.file_name(),
+            ) {
+                (Some(parent), Some(name)) => parent.join(name),
+                _ => absolute.clone(),
+            }
+        });
+        Protected { path, what, secret }
+    }
+}
+
+/// Refuses mounts that would let a plugin reach the host's own files: its
+/// policies (which a plugin could rewrite to widen its grants, and which may
+/// hold secrets), its compiled-component cache (which the host executes),
+/// its audit log, or — for writing — the plugins folder.
+pub fn check_protected(mounts: &[Mount], protected: &[Protected]) -> Result<(), String> {
+    for mount in mounts {
+        for p in protected {
+            let holds = p.path.starts_with(&mount.host);
+            let inside = mount.host.starts_with(&p.path);
+            let writable = mount.access == Access::ReadWrite;
+            if holds && (p.secret || writable) || inside && p.secret {
+                return Err(format!(
+                    "folder {} would give the plugin access to {} ({}); mount something else",
+                    mount.host.display(),
+                    p.what,
+                    p.path.display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Guest paths are absolute and plain: no `.`/`..` parts, no empty parts.
 fn check_guest_path(guest: &str) -> Result<(), String> {
     // Split by hand: `Path::components` quietly drops `.` parts.
@@ -166,6 +217,35 @@ mod tests {
             assert!(check_guest_path(bad).is_err(), "{bad:?} accepted");
         }
         assert!(check_guest_path("/data/market").is_ok());
+    }
+
+    #[test]
+    fn the_hosts_own_files_cannot_be_mounted() {
+        let mount = |host: &str, access| Mount {
+            host: host.into(),
+            guest: "/m".into(),
+            access,
+        };
+        let protected = [
+            Protected {
+                path: "/r/policies".into(),
+                what: "the policies folder",
+                secret: true,
+            },
+            Protected {
+                path: "/r/plugins".into(),
+                what: "the plugins folder",
+                secret: false,
+            },
+        ];
+        let check = |m| check_protected(&[m], &protected);
+        assert!(check(mount("/r/policies", Access::ReadOnly)).is_err());
+        assert!(check(mount("/r", Access::ReadOnly)).is_err());
+        assert!(check(mount("/r/policies/sub", Access::ReadOnly)).is_err());
+        assert!(check(mount("/r/plugins", Access::ReadWrite)).is_err());
+        assert!(check(mount("/r/plugins", Access::ReadOnly)).is_ok());
+        assert!(check(mount("/r/plugins/strategies/saved", Access::ReadWrite)).is_ok());
+        assert!(check(mount("/r/data", Access::ReadWrite)).is_ok());
     }
 
     #[test]

@@ -13,7 +13,6 @@ use crate::runtime::{CallContext, Prepared, Runtime, types};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
-use wasmtime::component::Component;
 
 /// How long a plugin may take to describe itself.
 const DESCRIBE_TIMEOUT_MS: u64 = 5_000;
@@ -87,8 +86,8 @@ pub async fn compile(runtime: &Arc<Runtime>, bytes: Vec<u8>) -> Result<Compiled,
     let started = Instant::now();
     let hash = sha256(&bytes);
     // Compiling is CPU-bound work: keep it off the async workers.
-    let engine = runtime.engine().clone();
-    let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+    let compiler = runtime.clone();
+    let component = tokio::task::spawn_blocking(move || compiler.component(&hash, &bytes))
         .await
         .map_err(|e| format!("compilation was interrupted: {e}"))?
         .map_err(|e| format!("not a WebAssembly component this host can run: {e:#}"))?;

@@ -10,7 +10,7 @@ pub mod guardrails;
 pub mod narrow;
 
 use crate::capability::env::{self, EnvGrant, EnvSource};
-use crate::capability::filesystem::{self, Mount, MountSpec};
+use crate::capability::filesystem::{self, Mount, MountSpec, Protected};
 use crate::capability::limits::Limits;
 use crate::capability::network::HttpRule;
 use crate::capability::sockets::{SocketGrants, SocketsSpec};
@@ -176,6 +176,7 @@ pub fn parse(text: &str) -> Result<PolicyFile, String> {
 pub fn resolve(
     file: PolicyFile,
     root: &Path,
+    protected: &[Protected],
     guardrails: &Arc<Guardrails>,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<Grants, String> {
@@ -185,6 +186,7 @@ pub fn resolve(
         .map(|spec| filesystem::resolve(spec, root))
         .collect::<Result<Vec<_>, _>>()?;
     filesystem::check_overlaps(&mounts)?;
+    filesystem::check_protected(&mounts, protected)?;
     guardrails.check_mounts(&mounts)?;
     let http = file
         .network
@@ -213,11 +215,14 @@ pub fn resolve(
     })
 }
 
-/// Where policies live and what their relative paths are relative to.
+/// Where policies live, what their relative paths are relative to, and
+/// what no mount may reach.
 #[derive(Clone, Debug)]
 pub struct PolicyDir {
     pub dir: PathBuf,
     pub root: PathBuf,
+    /// The host's own files (the policies folder itself among them).
+    pub protected: Vec<Protected>,
 }
 
 impl PolicyDir {
@@ -267,7 +272,8 @@ impl PolicyDir {
         };
         let file = parse(&text).map_err(error)?;
         let lookup = |name: &str| std::env::var(name).ok();
-        let mut grants = resolve(file, &self.root, guardrails, lookup).map_err(error)?;
+        let mut grants =
+            resolve(file, &self.root, &self.protected, guardrails, lookup).map_err(error)?;
         grants.source = Some(path);
         Ok(grants)
     }
@@ -369,9 +375,9 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let guardrails = Arc::new(Guardrails::default());
         let bad_rule = parse("version = 1\n[network]\nallow = [\"GET nowhere\"]\n").unwrap();
-        assert!(resolve(bad_rule, root.path(), &guardrails, |_| None).is_err());
+        assert!(resolve(bad_rule, root.path(), &[], &guardrails, |_| None).is_err());
         let bad_limit = parse("version = 1\n[limits]\nmemory_mib = 0\n").unwrap();
-        let error = resolve(bad_limit, root.path(), &guardrails, |_| None).unwrap_err();
+        let error = resolve(bad_limit, root.path(), &[], &guardrails, |_| None).unwrap_err();
         assert!(error.contains("memory_mib"));
     }
 
@@ -381,6 +387,7 @@ mod tests {
         let policies = PolicyDir {
             dir: dir.path().into(),
             root: dir.path().into(),
+            protected: Vec::new(),
         };
         let guardrails = Arc::new(policies.guardrails().unwrap());
         let grants = policies.grants_for("anything", &guardrails).unwrap();
@@ -405,6 +412,7 @@ mod tests {
         let policies = PolicyDir {
             dir: dir.path().into(),
             root: dir.path().into(),
+            protected: Vec::new(),
         };
         std::fs::write(
             dir.path().join(HOST_POLICY),

@@ -10,16 +10,21 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 /// runtime at each tick, which is also how soon a timeout can stop it.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// Sizing of the engine's sandbox pool.
+/// How the engine is set up.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     /// Sandboxes alive at once, across all plugins.
     pub max_sandboxes: u32,
+    /// Where compiled components are cached; `None` compiles every time.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { max_sandboxes: 128 }
+        EngineConfig {
+            max_sandboxes: 128,
+            cache_dir: None,
+        }
     }
 }
 

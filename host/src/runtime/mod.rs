@@ -1,6 +1,7 @@
 //! The sandbox runtime: one engine, a fresh instance per call.
 
 mod bindings;
+pub mod cache;
 mod capture;
 pub mod engine;
 mod sandbox;

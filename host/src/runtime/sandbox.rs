@@ -7,11 +7,13 @@
 //! a [`CallError`] for that call alone.
 
 use super::bindings::{Handler, Plugin, PluginPre};
+use super::cache::ComponentCache;
 use super::capture::Capture;
 use super::engine::{self, EPOCH_TICK, EngineConfig, EpochTicker};
 use super::shadow::{self, OUTSIDE_MOUNTS};
 use super::state::{CallContext, CallState, Denials, MemoryLimiter};
 use crate::capability::network::Denial;
+use crate::digest::Digest;
 use crate::policy::Grants;
 use std::future::Future;
 use std::pin::Pin;
@@ -34,6 +36,7 @@ pub struct Runtime {
     /// An empty folder every sandbox sees at `/`, so that paths outside its
     /// mounts reach the host (see [`shadow`]).
     outside_mounts: tempfile::TempDir,
+    cache: ComponentCache,
     _ticker: EpochTicker,
 }
 
@@ -159,18 +162,33 @@ impl Runtime {
             .prefix("host-outside-mounts-")
             .tempdir()
             .map_err(|e| anyhow::anyhow!("cannot create the sandbox's empty root folder: {e}"))?;
+        let cache = match &config.cache_dir {
+            Some(dir) => ComponentCache::open(dir, &engine).unwrap_or_else(|why| {
+                tracing::warn!("{why}");
+                ComponentCache::disabled()
+            }),
+            None => ComponentCache::disabled(),
+        };
         Ok(Runtime {
             _ticker: EpochTicker::start(&engine)?,
             outside_mounts,
+            cache,
             sandboxes: Arc::new(Semaphore::new(config.max_sandboxes as usize)),
             engine,
             linker,
         })
     }
 
-    /// The engine components are compiled with.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    /// The component in `bytes`, whose SHA-256 is `hash`: from the cache
+    /// when it holds it, else compiled. CPU-bound: call it off the async
+    /// workers.
+    pub fn component(&self, hash: &Digest, bytes: &[u8]) -> anyhow::Result<Component> {
+        self.cache.component(&self.engine, hash, bytes)
+    }
+
+    /// The folder compiled components are cached in, if any.
+    pub fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.cache.dir()
     }
 
     /// Links `component` against the plugin world, checking that it imports

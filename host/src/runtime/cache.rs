@@ -1,0 +1,189 @@
+//! The compiled-component cache on disk, so a restart (or putting back a
+//! plugin served before) does not compile again.
+//!
+//! `Component::deserialize` trusts its bytes, so the cache is guarded:
+//!
+//! - entries are named by the component's SHA-256 and the engine's
+//!   compatibility hash, so a different engine or build never reads them;
+//! - each entry starts with a magic tag and the SHA-256 of its payload,
+//!   checked before use: a corrupt, truncated or foreign entry is deleted
+//!   and rebuilt, never executed;
+//! - entries are written to a temporary file and renamed into place;
+//! - the folder is used only if this user owns it and no one else can
+//!   write it, and no policy may mount it (see the policy protections).
+
+use crate::digest::{Digest, hex, sha256};
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+const MAGIC: &[u8; 8] = b"MCPHOST1";
+
+/// Where compiled components are kept, if anywhere.
+pub struct ComponentCache {
+    dir: Option<PathBuf>,
+    engine_key: String,
+}
+
+impl ComponentCache {
+    /// No cache: every component is compiled.
+    pub fn disabled() -> Self {
+        ComponentCache {
+            dir: None,
+            engine_key: String::new(),
+        }
+    }
+
+    /// The cache in `dir` (created, private to this user) for `engine`.
+    pub fn open(dir: &Path, engine: &Engine) -> Result<Self, String> {
+        let problem =
+            |why: String| format!("not using the component cache {}: {why}", dir.display());
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| problem(e.to_string()))?;
+        let meta = std::fs::metadata(dir).map_err(|e| problem(e.to_string()))?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            return Err(problem(format!(
+                "it belongs to user {}, not to this user ({me})",
+                meta.uid()
+            )));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(problem(format!(
+                "others can write to it (mode {:o}); make it private with chmod 700",
+                meta.mode() & 0o777
+            )));
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        Ok(ComponentCache {
+            dir: Some(dir.to_owned()),
+            engine_key: format!("{:016x}", hasher.finish()),
+        })
+    }
+
+    /// The folder in use, if any.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// The component in `bytes` (whose SHA-256 is `hash`): from the cache if
+    /// a sound entry exists, else compiled (and cached).
+    pub fn component(
+        &self,
+        engine: &Engine,
+        hash: &Digest,
+        bytes: &[u8],
+    ) -> anyhow::Result<Component> {
+        let Some(dir) = &self.dir else {
+            return compile(engine, bytes);
+        };
+        let path = dir.join(format!("{}-{}.cwasm", hex(hash), self.engine_key));
+        if let Some(component) = read_entry(engine, &path) {
+            return Ok(component);
+        }
+        let component = compile(engine, bytes)?;
+        if let Err(e) = write_entry(dir, &path, &component) {
+            tracing::warn!(path = %path.display(), "cannot cache a compiled component: {e}");
+        }
+        Ok(component)
+    }
+}
+
+fn compile(engine: &Engine, bytes: &[u8]) -> anyhow::Result<Component> {
+    Component::new(engine, bytes).map_err(|e| anyhow::anyhow!("{e:#}"))
+}
+
+/// A sound entry at `path`; an unsound one is deleted.
+fn read_entry(engine: &Engine, path: &Path) -> Option<Component> {
+    let data = std::fs::read(path).ok()?;
+    let sound = data.len() > MAGIC.len() + 32
+        && &data[..MAGIC.len()] == MAGIC
+        && data[MAGIC.len()..MAGIC.len() + 32] == sha256(&data[MAGIC.len() + 32..]);
+    let component = sound
+        .then(|| {
+            // SAFETY: the payload is what this host serialized for this
+            // engine: its checksum matches, and the folder is private.
+            unsafe { Component::deserialize(engine, &data[MAGIC.len() + 32..]) }.ok()
+        })
+        .flatten();
+    if component.is_none() {
+        tracing::warn!(path = %path.display(), "discarding a corrupt or foreign cache entry");
+        let _ = std::fs::remove_file(path);
+    }
+    component
+}
+
+fn write_entry(dir: &Path, path: &Path, component: &Component) -> anyhow::Result<()> {
+    let payload = component
+        .serialize()
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    file.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(MAGIC)?;
+    file.write_all(&sha256(&payload))?;
+    file.write_all(&payload)?;
+    file.as_file().sync_data()?;
+    file.persist(path)?;
+    Ok(())
+}
+
+/// The default cache folder: `$XDG_CACHE_HOME/mcp-host`, else
+/// `~/.cache/mcp-host`.
+pub fn default_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+    Some(base.join("mcp-host"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A minimal component: an empty one compiles fast and is still a
+    // component as far as the cache is concerned.
+    const EMPTY_COMPONENT: &[u8] = b"\x00asm\x0d\x00\x01\x00";
+
+    #[test]
+    fn entries_are_reused_and_bad_ones_rebuilt() {
+        let engine = Engine::default();
+        let dir = tempfile::tempdir().unwrap();
+        let cache_dir = dir.path().join("cache");
+        let cache = ComponentCache::open(&cache_dir, &engine).unwrap();
+        let hash = sha256(EMPTY_COMPONENT);
+        cache.component(&engine, &hash, EMPTY_COMPONENT).unwrap();
+        let entries: Vec<_> = std::fs::read_dir(&cache_dir).unwrap().collect();
+        assert_eq!(entries.len(), 1);
+        let entry = entries[0].as_ref().unwrap().path();
+        assert!(read_entry(&engine, &entry).is_some());
+
+        // Corrupt the payload: the entry is discarded, then rebuilt.
+        let mut data = std::fs::read(&entry).unwrap();
+        let last = data.len() - 1;
+        data[last] ^= 0xff;
+        std::fs::write(&entry, &data).unwrap();
+        assert!(read_entry(&engine, &entry).is_none());
+        assert!(!entry.exists());
+        cache.component(&engine, &hash, EMPTY_COMPONENT).unwrap();
+        assert!(read_entry(&engine, &entry).is_some());
+    }
+
+    #[test]
+    fn a_folder_others_can_write_is_not_used() {
+        let engine = Engine::default();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let refused = ComponentCache::open(dir.path(), &engine).err().unwrap();
+        assert!(refused.contains("others can write"), "{refused}");
+    }
+}
