@@ -133,6 +133,11 @@ impl AuditLog {
         Ok((log, writer))
     }
 
+    /// Whether records are kept at all (callers skip building them if not).
+    pub fn enabled(&self) -> bool {
+        self.queue.is_some()
+    }
+
     /// Records `event` without waiting.
     pub fn record(&self, event: Event) {
         let Some(queue) = &self.queue else {

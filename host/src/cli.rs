@@ -134,6 +134,11 @@ pub struct ServeArgs {
     /// effect at the next start.
     #[arg(long)]
     pub no_watch: bool,
+
+    /// Also serve `host__noop`, a tool the host answers itself without any
+    /// plugin: the baseline the benchmark harness compares plugin calls to.
+    #[arg(long)]
+    pub native_noop: bool,
 }
 
 #[derive(Debug, Args)]

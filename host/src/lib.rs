@@ -123,7 +123,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "plugins loaded from {}",
         settings.plugins.display()
     );
-    let shared = Arc::new(mcp::Shared::new(registry, wasm.clone(), audit.clone()));
+    let mut shared = mcp::Shared::new(registry, wasm.clone(), audit.clone());
+    shared.native_noop = args.native_noop;
+    let shared = Arc::new(shared);
     let watch = if args.no_watch {
         None
     } else {

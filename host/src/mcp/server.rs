@@ -32,6 +32,8 @@ pub struct Shared {
     pub audit: AuditLog,
     /// Reloads announce here which lists changed.
     pub changes: broadcast::Sender<Change>,
+    /// Whether `host__noop` is served (for benchmarks).
+    pub native_noop: bool,
 }
 
 impl Shared {
@@ -41,8 +43,23 @@ impl Shared {
             runtime,
             audit,
             changes: broadcast::channel(16).0,
+            native_noop: false,
         }
     }
+}
+
+/// The name of the native baseline tool.
+const NATIVE_NOOP: &str = "host__noop";
+
+/// The native baseline tool: what serving a tool costs without a sandbox.
+fn native_noop() -> rmcp::model::Tool {
+    let mut schema = serde_json::Map::new();
+    schema.insert("type".into(), "object".into());
+    rmcp::model::Tool::new(
+        NATIVE_NOOP,
+        "Answers at once, without running any plugin. A baseline for benchmarks.",
+        Arc::new(schema),
+    )
 }
 
 /// Every list, when a client fell behind and cannot know what changed.
@@ -153,7 +170,11 @@ impl McpServer {
             Ok((_, diagnostics)) => diagnostics,
             Err(error) => &error.diagnostics,
         };
-        for denial in &diagnostics.denials {
+        for denial in diagnostics
+            .denials
+            .iter()
+            .filter(|_| self.shared.audit.enabled())
+        {
             self.shared.audit.record(Event::Denied {
                 plugin: plugin.name.clone(),
                 target: target.to_owned(),
@@ -190,6 +211,9 @@ impl McpServer {
         outcome: &str,
         context: &RequestContext<RoleServer>,
     ) {
+        if !self.shared.audit.enabled() {
+            return;
+        }
         let (arguments, arguments_sha256) = match request.arguments {
             Some(arguments) => self.shared.audit.arguments(arguments),
             None => (None, None),
@@ -244,9 +268,11 @@ impl ServerHandler for McpServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         let registry = self.shared.registry.load();
-        Ok(ListToolsResult::with_all_items(
-            registry.tools().map(convert::tool).collect(),
-        ))
+        let mut tools: Vec<_> = registry.tools().map(convert::tool).collect();
+        if self.shared.native_noop {
+            tools.push(native_noop());
+        }
+        Ok(ListToolsResult::with_all_items(tools))
     }
 
     async fn call_tool(
@@ -254,6 +280,9 @@ impl ServerHandler for McpServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        if self.shared.native_noop && request.name == NATIVE_NOOP {
+            return Ok(CallToolResult::success(vec![ContentBlock::text("ok")]).into());
+        }
         let started = Instant::now();
         let registry = self.shared.registry.load_full();
         let arguments = serde_json::Value::Object(request.arguments.unwrap_or_default());

@@ -1,6 +1,7 @@
 //! Serving MCP over stdio and Streamable HTTP.
 
 use super::{McpServer, Shared};
+use axum::serve::ListenerExt;
 use rmcp::ServiceExt;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -76,6 +77,13 @@ pub async fn serve_http(
     );
     let router = axum::Router::new().nest_service("/mcp", service);
     on_bound(bound);
+    // Responses go out in several small writes (headers, then events):
+    // without TCP_NODELAY, Nagle's algorithm holds them back ~40 ms.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;

@@ -224,13 +224,24 @@ impl Runtime {
             diagnostics,
         };
 
-        // Wait for a turn at most as long as the call itself may take.
-        let permits = tokio::time::timeout(limits.timeout(), async {
-            let own = plugin.running.acquire().await;
-            let shared = self.sandboxes.acquire().await;
-            own.ok().zip(shared.ok())
-        })
-        .await;
+        // Take a turn at once if one is free; else wait at most as long as
+        // the call itself may take.
+        let free = plugin
+            .running
+            .try_acquire()
+            .ok()
+            .zip(self.sandboxes.try_acquire().ok());
+        let permits = match free {
+            Some(permits) => Ok(Some(permits)),
+            None => {
+                tokio::time::timeout(limits.timeout(), async {
+                    let own = plugin.running.acquire().await;
+                    let shared = self.sandboxes.acquire().await;
+                    own.ok().zip(shared.ok())
+                })
+                .await
+            }
+        };
         let Ok(Some(_permits)) = permits else {
             let message = format!(
                 "the plugin is busy: {} calls are running and none finished within {} ms; \
