@@ -135,6 +135,10 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_watch: bool,
 
+    /// Log how long each start-up stage took, and each plugin's load.
+    #[arg(long, short)]
+    pub verbose: bool,
+
     /// Also serve `host__noop`, a tool the host answers itself without any
     /// plugin: the baseline the benchmark harness compares plugin calls to.
     #[arg(long)]

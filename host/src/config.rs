@@ -20,6 +20,19 @@ pub struct ConfigFile {
     pub http: HttpConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub engine: EngineTable,
+}
+
+/// The `[engine]` table: sizing of the sandbox pool.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineTable {
+    /// Sandboxes alive at once, across all plugins [default: 128].
+    pub max_sandboxes: Option<u32>,
+    /// Memory kept resident per sandbox slot between calls, in KiB
+    /// [default: 1024].
+    pub keep_resident_kib: Option<u32>,
 }
 
 /// The `[audit]` table.
@@ -73,6 +86,9 @@ pub struct Settings {
     pub audit_arguments: bool,
     /// Where compiled components are cached; `None` keeps no cache.
     pub cache_dir: Option<PathBuf>,
+    /// Sizing of the sandbox pool.
+    pub max_sandboxes: u32,
+    pub keep_resident_kib: u32,
 }
 
 impl Settings {
@@ -80,7 +96,8 @@ impl Settings {
     pub fn engine(&self) -> crate::runtime::EngineConfig {
         crate::runtime::EngineConfig {
             cache_dir: self.cache_dir.clone(),
-            ..Default::default()
+            max_sandboxes: self.max_sandboxes,
+            keep_resident_kib: self.keep_resident_kib,
         }
     }
 
@@ -129,6 +146,14 @@ impl Settings {
                 .or_else(|| file.cache_dir.as_ref().map(|p| base.join(p)))
                 .or_else(crate::runtime::cache::default_dir)
         };
+        let defaults = crate::runtime::EngineConfig::default();
+        if file
+            .engine
+            .max_sandboxes
+            .is_some_and(|n| !(1..=10_000).contains(&n))
+        {
+            anyhow::bail!("config: [engine] max_sandboxes must be 1 to 10000");
+        }
         let mut protected = vec![
             Protected::new(&policies, "the policies folder", true),
             Protected::new(&plugins, "the plugins folder", false),
@@ -150,6 +175,11 @@ impl Settings {
             audit_log,
             audit_arguments: file.audit.arguments,
             cache_dir,
+            max_sandboxes: file.engine.max_sandboxes.unwrap_or(defaults.max_sandboxes),
+            keep_resident_kib: file
+                .engine
+                .keep_resident_kib
+                .unwrap_or(defaults.keep_resident_kib),
         })
     }
 }

@@ -69,7 +69,14 @@ pub fn main(cli: Cli) -> ExitCode {
 
 /// Logs go to stderr, never stdout: on stdio, stdout is the protocol.
 fn init_logging(cli: &Cli) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+    let verbose = matches!(&cli.command, Command::Serve(args) if args.verbose);
+    // --verbose adds the host's own debug lines (each plugin's load time).
+    let level = if verbose {
+        format!("{},host=debug", cli.log_level)
+    } else {
+        cli.log_level.clone()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -98,9 +105,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         settings.policies.protected.push(protected);
     }
     let wasm = Arc::new(Runtime::new(&settings.engine())?);
+    let engine_ready = started.elapsed();
     let files = loader::plugin_files(&settings.plugins)?;
     let (loaded, failed) = loader::load_all(&wasm, files, &settings.policies).await?;
     let registry = Registry::new(loaded.into_iter().map(Arc::new).collect(), failed);
+    if args.verbose {
+        tracing::info!(
+            engine_ms = ms(engine_ready),
+            plugins_ms = ms(started.elapsed() - engine_ready),
+            cache = %wasm.cache_dir().map_or("none".into(), |d| d.display().to_string()),
+            "start-up stages"
+        );
+    }
     for failure in registry.failures() {
         tracing::error!("skipped {failure}");
     }
@@ -174,6 +190,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     served
+}
+
+fn ms(duration: std::time::Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
 }
 
 /// Records what was loaded, withheld and refused at start-up.

@@ -140,9 +140,12 @@ def test_help_is_complete(command, expected):
 def test_a_config_file_sets_the_folders(tmp_path):
     root = make_root(tmp_path)
     config = root / "host.toml"
-    config.write_text('plugins = "plugins"\npolicies = "policies"\n')
+    config.write_text('plugins = "plugins"\npolicies = "policies"\n[engine]\nmax_sandboxes = 16\nkeep_resident_kib = 64\n')
     result = run_host("check", "--config", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
+    config.write_text('plugins = "plugins"\n[engine]\nmax_sandboxes = 0\n')
+    zero = run_host("check", "--config", str(config))
+    assert zero.returncode == 1 and "max_sandboxes must be 1 to 10000" in zero.stderr
     config.write_text('plugins = "plugins"\nplugin_dir = "x"\n')
     bad = run_host("check", "--config", str(config))
     assert bad.returncode == 1

@@ -105,9 +105,9 @@ pub async fn compile(runtime: &Arc<Runtime>, bytes: Vec<u8>) -> Result<Compiled,
         .await
         .map_err(|e| format!("describing itself failed: {e}"))?;
     tracing::debug!(
-        compile_ms = compiled.as_millis() as u64,
-        total_ms = started.elapsed().as_millis() as u64,
-        "compiled {}",
+        compile_or_cache_ms = compiled.as_secs_f64() * 1000.0,
+        total_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "loaded the component of {}",
         manifest.name
     );
     Ok(Compiled {

@@ -17,6 +17,9 @@ pub struct EngineConfig {
     pub max_sandboxes: u32,
     /// Where compiled components are cached; `None` compiles every time.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// Linear memory kept resident in a sandbox slot between calls, in KiB:
+    /// more makes calls faster, less keeps idle memory down.
+    pub keep_resident_kib: u32,
 }
 
 impl Default for EngineConfig {
@@ -24,6 +27,7 @@ impl Default for EngineConfig {
         EngineConfig {
             max_sandboxes: 128,
             cache_dir: None,
+            keep_resident_kib: 1024,
         }
     }
 }
@@ -44,7 +48,7 @@ pub fn build(config: &EngineConfig) -> anyhow::Result<Engine> {
         .total_tables(n * 4)
         .total_stacks(n)
         .max_memory_size(MAX_MEMORY_MIB as usize * 1024 * 1024)
-        .linear_memory_keep_resident(1 << 20)
+        .linear_memory_keep_resident(config.keep_resident_kib as usize * 1024)
         .table_keep_resident(1 << 16)
         .pagemap_scan(Enabled::Auto);
 
