@@ -5,7 +5,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from harness import stdio_params
+from harness import audit_records, stdio_params
 
 pytestmark = pytest.mark.anyio
 
@@ -34,12 +34,17 @@ async def test_a_panic_becomes_a_tool_error_with_the_panic_message(http_host):
         assert (await client.call_tool("hostile__log", {})).is_error is False
 
 
-async def test_an_endless_loop_is_stopped_at_its_cpu_budget(http_host):
+async def test_an_endless_loop_is_stopped_at_its_cpu_budget(http_host, root):
     async with Client(http_host.url) as client:
         result = await client.call_tool("hostile__spin", {})
         assert result.is_error
         assert "used up its CPU budget of 400 ms" in text_of(result)
         await indicators_still_work(client)
+
+    def stopped(record):
+        return record["event"] == "call" and record["target"] == "hostile__spin" and record["outcome"] == "cpu-limit"
+
+    assert any(stopped(r) for r in audit_records(root, until=stopped))
 
 
 async def test_a_call_waiting_without_cpu_is_stopped_at_its_time_limit(http_host):

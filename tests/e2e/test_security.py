@@ -159,3 +159,12 @@ async def test_every_call_is_audited_with_its_client(security):
     assert record["client"]["transport"] == "http"
     assert record["duration_ms"] >= 0
     assert "arguments" not in record and len(record["arguments_sha256"]) == 64
+
+    async with Client(host.url) as client:
+        await client.read_resource("market://symbols")
+
+    def read(record):
+        return record["event"] == "call" and record["method"] == "resources/read" and record["target"] == "market://symbols"
+
+    record = next(r for r in audit_records(root, until=read) if read(r))
+    assert record["plugin"] == "market-data" and record["outcome"] == "ok"

@@ -97,6 +97,7 @@ async fn notify_peer(
 }
 
 /// A request as the audit log describes it.
+#[derive(Clone, Copy)]
 struct Audited<'a> {
     method: &'static str,
     target: &'a str,
@@ -150,11 +151,13 @@ impl McpServer {
     }
 
     /// Runs `entry` for `plugin` under `grants`, forwarding what the plugin
-    /// wrote to stdout and stderr to the client's log.
+    /// wrote to stdout and stderr to the client's log, and auditing what the
+    /// sandbox refused and, when the call fails, the call. A call that
+    /// succeeds is for the caller to record: only it knows the outcome.
     async fn run<R: Send + 'static>(
         &self,
         plugin: &LoadedPlugin,
-        target: &str,
+        request: Audited<'_>,
         grants: &Arc<Grants>,
         context: &RequestContext<RoleServer>,
         entry: Entry<R>,
@@ -177,7 +180,7 @@ impl McpServer {
         {
             self.shared.audit.record(Event::Denied {
                 plugin: plugin.name.clone(),
-                target: target.to_owned(),
+                target: request.target.to_owned(),
                 rule: denial.rule.clone(),
                 attempt: denial.attempt.clone(),
                 client: client_of(context),
@@ -192,6 +195,9 @@ impl McpServer {
                 tracing::info!(plugin = %plugin.name, stream, "{text}");
                 observer.log(level, format!("[{stream}] {text}")).await;
             }
+        }
+        if let Err(error) = &outcome {
+            self.record_call(&plugin.name, request, error.kind.as_str(), context);
         }
         outcome
     }
@@ -228,14 +234,6 @@ impl McpServer {
             arguments_sha256,
             client: client_of(context),
         });
-    }
-
-    /// The audit outcome of a sandboxed request.
-    fn outcome_of<R>(result: &Result<(R, Diagnostics), CallError>) -> &'static str {
-        match result {
-            Ok(_) => "ok",
-            Err(error) => error.kind.as_str(),
-        }
     }
 }
 
@@ -286,7 +284,7 @@ impl ServerHandler for McpServer {
         let started = Instant::now();
         let registry = self.shared.registry.load_full();
         let arguments = serde_json::Value::Object(request.arguments.unwrap_or_default());
-        let audited = || Audited {
+        let audited = Audited {
             method: "tools/call",
             target: &request.name,
             arguments: Some(&arguments),
@@ -310,7 +308,7 @@ impl ServerHandler for McpServer {
                     format!("tool {} is not served: {reason}", request.name)
                 }
                 None => {
-                    self.record_call(owner, audited(), "unknown-tool", &context);
+                    self.record_call(owner, audited, "unknown-tool", &context);
                     format!(
                         "unknown tool {:?}; tools/list gives the tools served",
                         request.name
@@ -320,7 +318,7 @@ impl ServerHandler for McpServer {
             return Err(McpError::invalid_params(message, None));
         };
         if let Err(problems) = manifest::validate(&entry.input, &arguments) {
-            self.record_call(&plugin.name, audited(), "invalid-arguments", &context);
+            self.record_call(&plugin.name, audited, "invalid-arguments", &context);
             return Ok(tool_error(format!(
                 "invalid arguments for {}: {problems}",
                 entry.qualified
@@ -332,7 +330,7 @@ impl ServerHandler for McpServer {
         let outcome = self
             .run(
                 plugin,
-                &entry.qualified,
+                audited,
                 &entry.grants,
                 &context,
                 Box::new(move |handler, store| {
@@ -344,7 +342,6 @@ impl ServerHandler for McpServer {
         let (result, diagnostics) = match outcome {
             Ok(done) => done,
             Err(error) => {
-                self.record_call(&plugin.name, audited(), error.kind.as_str(), &context);
                 tracing::warn!(plugin = %plugin.name, tool = %entry.tool.name, %error, "call failed");
                 return Ok(tool_error(format!("{} failed: {error}", entry.qualified)));
             }
@@ -355,7 +352,7 @@ impl ServerHandler for McpServer {
         } else {
             "ok"
         };
-        self.record_call(&plugin.name, audited(), outcome, &context);
+        self.record_call(&plugin.name, audited, outcome, &context);
         Ok(result.into())
     }
 
@@ -394,27 +391,25 @@ impl ServerHandler for McpServer {
             .resource_owner(&uri)
             .ok_or_else(|| not_found(&uri))?;
         let requested = uri.clone();
-        let started = Instant::now();
-        let outcome = self
+        let audited = Audited {
+            method: "resources/read",
+            target: &uri,
+            arguments: None,
+            started: Instant::now(),
+        };
+        let (result, _) = self
             .run(
                 plugin,
-                &uri,
+                audited,
                 &plugin.offer.reading,
                 &context,
                 Box::new(move |handler, store| {
                     Box::pin(async move { handler.call_read_resource(store, &requested).await })
                 }),
             )
-            .await;
-        let audited = Audited {
-            method: "resources/read",
-            target: &uri,
-            arguments: None,
-            started,
-        };
-        self.record_call(&plugin.name, audited, Self::outcome_of(&outcome), &context);
-        let (result, _) = outcome
+            .await
             .map_err(|e| McpError::internal_error(format!("reading {uri} failed: {e}"), None))?;
+        self.record_call(&plugin.name, audited, "ok", &context);
         let contents = result.map_err(|e| plugin_error(e, &uri))?;
         Ok(ReadResourceResult::new(contents.into_iter().map(convert::contents).collect()).into())
     }
@@ -450,27 +445,25 @@ impl ServerHandler for McpServer {
                 other => (name, other.to_string()),
             })
             .collect();
-        let started = Instant::now();
-        let outcome = self
+        let audited = Audited {
+            method: "prompts/get",
+            target: &request.name,
+            arguments: None,
+            started: Instant::now(),
+        };
+        let (result, _) = self
             .run(
                 plugin,
-                &request.name,
+                audited,
                 &plugin.offer.reading,
                 &context,
                 Box::new(move |handler, store| {
                     Box::pin(async move { handler.call_get_prompt(store, &name, &arguments).await })
                 }),
             )
-            .await;
-        let audited = Audited {
-            method: "prompts/get",
-            target: &request.name,
-            arguments: None,
-            started,
-        };
-        self.record_call(&plugin.name, audited, Self::outcome_of(&outcome), &context);
-        let (result, _) = outcome
+            .await
             .map_err(|e| McpError::internal_error(format!("{} failed: {e}", request.name), None))?;
+        self.record_call(&plugin.name, audited, "ok", &context);
         let prompt = result.map_err(|e| plugin_error(e, &request.name))?;
         let messages = prompt.messages.into_iter().map(convert::message).collect();
         let mut result = GetPromptResult::new(messages);
@@ -527,11 +520,16 @@ impl ServerHandler for McpServer {
             .and_then(|c| c.arguments)
             .map(|a| a.into_iter().collect())
             .unwrap_or_default();
-        let started = Instant::now();
-        let outcome = self
+        let audited = Audited {
+            method: "completion/complete",
+            target: &target_name,
+            arguments: None,
+            started: Instant::now(),
+        };
+        let (result, _) = self
             .run(
                 plugin,
-                &target_name,
+                audited,
                 &plugin.offer.reading,
                 &context,
                 Box::new(move |handler, store| {
@@ -542,16 +540,9 @@ impl ServerHandler for McpServer {
                     })
                 }),
             )
-            .await;
-        let audited = Audited {
-            method: "completion/complete",
-            target: &target_name,
-            arguments: None,
-            started,
-        };
-        self.record_call(&plugin.name, audited, Self::outcome_of(&outcome), &context);
-        let (result, _) = outcome
+            .await
             .map_err(|e| McpError::internal_error(format!("completion failed: {e}"), None))?;
+        self.record_call(&plugin.name, audited, "ok", &context);
         let completion = result.map_err(|e| plugin_error(e, "completion"))?;
         let mut values = completion.values;
         let truncated = values.len() > CompletionInfo::MAX_VALUES;
