@@ -1,6 +1,5 @@
 //! `host check`: load everything, serve nothing, report plainly.
 
-use crate::capability::filesystem::Access;
 use crate::config::Settings;
 use crate::plugin::{LoadedPlugin, Registry, loader};
 use crate::runtime::Runtime;
@@ -19,13 +18,7 @@ pub async fn run(
         loader::plugin_files(&settings.plugins)?
     } else {
         only.iter()
-            .map(|p| {
-                if p.ends_with(".wasm") {
-                    PathBuf::from(p)
-                } else {
-                    settings.plugins.join(format!("{p}.wasm"))
-                }
-            })
+            .map(|p| loader::file_for(&settings.plugins, p))
             .collect()
     };
     if files.is_empty() {
@@ -101,15 +94,12 @@ fn describe(out: &mut String, plugin: &LoadedPlugin) {
         });
     let _ = writeln!(out, "  policy: {policy}");
     for mount in &g.mounts {
-        let access = match mount.access {
-            Access::ReadOnly => "read-only",
-            Access::ReadWrite => "read-write",
-        };
         let _ = writeln!(
             out,
-            "  folder {} = {} ({access})",
+            "  folder {} = {} ({})",
             mount.guest,
-            mount.host.display()
+            mount.host.display(),
+            mount.access
         );
     }
     for rule in g.http.iter() {

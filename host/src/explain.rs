@@ -19,11 +19,7 @@ pub async fn run(
     let guardrails = Arc::new(settings.policies.guardrails()?);
     let mut out = String::new();
     describe_guardrails(&mut out, &guardrails);
-    let path = if plugin.ends_with(".wasm") {
-        std::path::PathBuf::from(plugin)
-    } else {
-        settings.plugins.join(format!("{plugin}.wasm"))
-    };
+    let path = loader::file_for(&settings.plugins, plugin);
     let ok = match loader::load(runtime, &path, &settings.policies, &guardrails).await {
         Ok(loaded) => {
             describe_plugin(&mut out, &loaded);
@@ -108,15 +104,12 @@ fn describe_plugin(out: &mut String, plugin: &LoadedPlugin) {
         let _ = writeln!(out, "  none: every path is refused");
     }
     for mount in &g.mounts {
-        let access = match mount.access {
-            Access::ReadOnly => "read-only",
-            Access::ReadWrite => "read and write",
-        };
         let _ = writeln!(
             out,
-            "  {} sees {} ({access})",
+            "  {} sees {} ({})",
             mount.guest,
-            mount.host.display()
+            mount.host.display(),
+            mount.access
         );
     }
 

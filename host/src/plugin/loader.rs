@@ -65,6 +65,16 @@ pub fn plugin_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The file a command-line `PLUGIN` names: a `.wasm` path as given, or a
+/// plugin name looked up in the plugins folder.
+pub fn file_for(plugins: &Path, plugin: &str) -> PathBuf {
+    if plugin.ends_with(".wasm") {
+        PathBuf::from(plugin)
+    } else {
+        plugins.join(format!("{plugin}.wasm"))
+    }
+}
+
 /// The plugin name a file stands for.
 pub fn name_of(path: &Path) -> Result<String, String> {
     let stem = path

@@ -18,7 +18,6 @@ use crate::policy::Grants;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, StoreLimitsBuilder, UpdateDeadline};
@@ -64,7 +63,6 @@ pub struct Diagnostics {
     pub stdout: String,
     pub stderr: String,
     pub denials: Vec<Denial>,
-    pub elapsed: Duration,
 }
 
 /// Why a call produced no result.
@@ -216,7 +214,6 @@ impl Runtime {
         call: CallContext,
         entry: Entry<R>,
     ) -> Result<(R, Diagnostics), CallError> {
-        let started = Instant::now();
         let limits = &grants.limits;
         let fail = |kind, message: String, diagnostics| CallError {
             kind,
@@ -279,7 +276,6 @@ impl Runtime {
             stdout: stdout.text(),
             stderr: stderr.text(),
             denials: denials.lock().map(|d| d.clone()).unwrap_or_default(),
-            elapsed: started.elapsed(),
         };
         match outcome {
             Some(Ok(Ok(value))) => Ok((value, diagnostics)),
