@@ -231,26 +231,31 @@ impl Bench {
                 .collect();
             let root = self.root(&format!("startup-{count}"), &list, &[])?;
             let cache = self.work.path().join(format!("startup-cache-{count}"));
-            let cold = self.time_to_list(&root, &cache).await?;
-            let warm = self.time_to_list(&root, &cache).await?;
+            let cold = self.time_to_list(&root, &cache, count).await?;
+            let warm = self.time_to_list(&root, &cache, count).await?;
             println!("| {count} | {:.1} | {:.1} |", ms(cold), ms(warm));
         }
         println!();
         Ok(())
     }
 
-    async fn time_to_list(&self, root: &Path, cache: &Path) -> Result<Duration> {
+    /// Time from start to the `tools/list` answer, which must list `tools`.
+    async fn time_to_list(&self, root: &Path, cache: &Path, tools: usize) -> Result<Duration> {
         let started = Instant::now();
         let mut host = StdioClient::spawn(&self.host, &self.serve_args(root, cache)).await?;
         host.initialize().await?;
-        host.request("tools/list", json!({})).await?;
-        Ok(started.elapsed())
+        let list = host.request("tools/list", json!({})).await?;
+        let elapsed = started.elapsed();
+        expect_tools(&list, tools)?;
+        Ok(elapsed)
     }
 
-    /// `count` copies of the indicators plugin, each made distinct (a custom
-    /// section appended) so that each must be compiled on a cold start.
+    /// `count` copies of the README's hello plugin, each made distinct (a
+    /// custom section appended) so that each must be compiled on a cold
+    /// start. (Copies of a plugin with resources would collide: only the
+    /// first would load.)
     fn distinct_plugins(&self, count: usize) -> Result<Vec<(String, PathBuf)>> {
-        let original = std::fs::read(self.repo.join("plugins/indicators.wasm"))?;
+        let original = std::fs::read(self.fixture("hello"))?;
         (0..count)
             .map(|i| {
                 let name = format!("plugin-{i:02}");
@@ -313,8 +318,12 @@ impl Bench {
         let cache = self.work.path().join("memory-cache");
         let (mut server, url) =
             HttpServer::start(&self.host, &self.serve_args(&root, &cache)).await?;
+        let mut client = HttpClient::connect(&url).await?;
+        // One tool from each hello copy, six from hostile.
+        expect_tools(&client.request("tools/list", json!({})).await?, 19 + 6)?;
+        drop(client);
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let idle = rss_mb(server.pid, "VmRSS")?;
+        let idle = rss_mb(server.pid)?;
         let mut calls = tokio::task::JoinSet::new();
         for _ in 0..64 {
             let url = url.clone();
@@ -326,10 +335,17 @@ impl Bench {
                 client.post(&call).await
             });
         }
-        while let Some(done) = calls.join_next().await {
-            done??;
+        // VmHWM would include the compiler's peak at start-up: sample the
+        // resident size while the calls are in flight instead.
+        let mut peak = idle;
+        while !calls.is_empty() {
+            tokio::select! {
+                done = calls.join_next() => { done.expect("calls are not empty")??; }
+                () = tokio::time::sleep(Duration::from_millis(20)) => {
+                    peak = peak.max(rss_mb(server.pid)?);
+                }
+            }
         }
-        let peak = rss_mb(server.pid, "VmHWM")?;
         server.stop().await;
         println!("| 20 plugins, idle | peak, 64 calls in flight |");
         println!("| --- | --- |");
@@ -381,6 +397,18 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// Fails unless `list` (a `tools/list` answer) lists `count` plugin tools:
+/// a figure for fewer plugins than claimed would mislead.
+fn expect_tools(list: &Value, count: usize) -> Result<()> {
+    let listed = list["result"]["tools"].as_array().map_or(0, |tools| {
+        tools.iter().filter(|t| t["name"] != "host__noop").count()
+    });
+    if listed != count {
+        bail!("expected {count} tools, the host lists {listed}: did a plugin fail to load?");
+    }
+    Ok(())
+}
+
 /// `wasm` with a custom section named `name` appended: the same component,
 /// with a different digest.
 fn with_custom_section(wasm: &[u8], name: &str) -> Vec<u8> {
@@ -406,19 +434,20 @@ fn leb128(out: &mut Vec<u8>, mut value: u64) {
     }
 }
 
-fn rss_mb(pid: u32, field: &str) -> Result<f64> {
+/// The resident size of process `pid`.
+fn rss_mb(pid: u32) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: f64 = status
         .lines()
         .find_map(|line| {
-            line.strip_prefix(field)?
+            line.strip_prefix("VmRSS")?
                 .trim_start_matches(':')
                 .split_whitespace()
                 .next()?
                 .parse()
                 .ok()
         })
-        .ok_or_else(|| anyhow!("no {field} in /proc/{pid}/status"))?;
+        .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))?;
     Ok(kb / 1024.0)
 }
 

@@ -98,7 +98,22 @@ impl ComponentCache {
 }
 
 fn compile(engine: &Engine, bytes: &[u8]) -> anyhow::Result<Component> {
-    Component::new(engine, bytes).map_err(|e| anyhow::anyhow!("{e:#}"))
+    let component = Component::new(engine, bytes).map_err(|e| anyhow::anyhow!("{e:#}"));
+    release_freed_memory();
+    component
+}
+
+/// Hands memory freed by the compiler back to the operating system.
+/// Compiling a component allocates tens of MiB across the compiling threads;
+/// glibc keeps what they free in per-thread arenas, where it stayed resident
+/// for the life of the host (~6 MiB per compiled plugin, 130 MiB after a
+/// cold start with 20).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free pages; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// A sound entry at `path`; an unsound one is deleted.
