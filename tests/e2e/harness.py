@@ -22,6 +22,16 @@ HOST = pathlib.Path(os.environ.get("HOST_BIN", REPO / "target" / "debug" / "host
 EXAMPLES = ("market-data", "indicators", "strategies", "broker")
 FIXTURE_WASM = REPO / "tests" / "fixtures" / "target" / "wasm32-wasip2" / "release"
 
+# Node 22 and the Node-based clients (`npm install` in tests/, done by tests/run).
+NODE_MODULES = REPO / "tests" / "node_modules"
+NODE = NODE_MODULES / ".bin" / "node"
+
+
+def node_env() -> dict[str, str]:
+    """The environment for Node-based clients: Node 22 first on PATH."""
+    return {**os.environ, "PATH": f"{NODE.parent}{os.pathsep}{os.environ['PATH']}"}
+
+
 # Every host the tests start shares one compiled-component cache of its own.
 os.environ["XDG_CACHE_HOME"] = str(REPO / "target" / "test-cache")
 

@@ -5,6 +5,7 @@ mod convert;
 mod observer;
 mod result;
 pub mod server;
+mod subscriptions;
 pub mod transport;
 
 pub use server::{McpServer, Shared};

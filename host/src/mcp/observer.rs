@@ -9,7 +9,8 @@ use rmcp::model::{
 use rmcp::service::{Peer, RequestContext};
 use std::sync::{Arc, Mutex};
 
-/// Logs go to clients at this level and above until they ask otherwise.
+/// Logs go to clients with a session (2025-11-25) at this level and above
+/// until they ask otherwise.
 const DEFAULT_LEVEL: LoggingLevel = LoggingLevel::Info;
 
 /// The level a connection asked for with `logging/setLevel`.
@@ -23,14 +24,19 @@ impl LogLevelSetting {
         }
     }
 
-    /// The level for one request: its own `_meta` level (2026-07-28), else
-    /// the connection's, else the default.
-    pub fn effective(&self, context: &RequestContext<RoleServer>) -> LoggingLevel {
-        context
-            .meta
-            .log_level()
-            .or_else(|| self.0.lock().ok().and_then(|level| *level))
-            .unwrap_or(DEFAULT_LEVEL)
+    /// The level for one request, `None` for no logs: its own `_meta`
+    /// level; none for a 2026-07-28 request without one (that revision
+    /// logs only when asked per request); else the connection's, else the
+    /// default.
+    pub fn effective(&self, context: &RequestContext<RoleServer>) -> Option<LoggingLevel> {
+        if let Some(level) = context.meta.log_level() {
+            return Some(level);
+        }
+        if context.meta.protocol_version().is_some() {
+            return None;
+        }
+        let set = self.0.lock().ok().and_then(|level| *level);
+        Some(set.unwrap_or(DEFAULT_LEVEL))
     }
 }
 
@@ -38,7 +44,8 @@ impl LogLevelSetting {
 pub struct ClientObserver {
     peer: Peer<RoleServer>,
     logger: String,
-    level: LoggingLevel,
+    /// The lowest level sent; `None` sends nothing.
+    level: Option<LoggingLevel>,
     progress_token: Option<ProgressToken>,
 }
 
@@ -46,7 +53,7 @@ impl ClientObserver {
     pub fn new(
         peer: Peer<RoleServer>,
         plugin: &str,
-        level: LoggingLevel,
+        level: Option<LoggingLevel>,
         progress_token: Option<ProgressToken>,
     ) -> Self {
         ClientObserver {
@@ -64,8 +71,9 @@ impl CallObserver for ClientObserver {
             tracing::debug!(plugin = %self.logger, ?level, "{message}");
             let level = logging_level(level);
             // Levels rank in declaration order, debug lowest.
-            if (level as u8) < (self.level as u8) {
-                return;
+            match self.level {
+                Some(lowest) if level as u8 >= lowest as u8 => {}
+                _ => return,
             }
             let param = LoggingMessageNotificationParam::new(level, message.into())
                 .with_logger(self.logger.clone());

@@ -3,6 +3,7 @@
 
 use super::convert;
 use super::observer::ClientObserver;
+use super::subscriptions::Watched;
 use crate::audit::{AuditLog, Client, Event};
 use crate::plugin::manifest;
 use crate::plugin::{LoadedPlugin, Registry};
@@ -10,7 +11,6 @@ use crate::policy::Grants;
 use crate::reload::Change;
 use crate::runtime::{CallContext, CallError, Diagnostics, Entry, Runtime, types};
 use arc_swap::ArcSwap;
-use rmcp::model::SubscriptionFilter;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
     CompletionInfo, ContentBlock, GetPromptRequestParams, GetPromptResponse, GetPromptResult,
@@ -18,9 +18,13 @@ use rmcp::model::{
     ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
     ReadResourceResult, Reference, ServerCapabilities, ServerConfig,
 };
+use rmcp::model::{
+    ResourceUpdatedNotificationParam, SubscribeRequestParams, SubscriptionFilter,
+    UnsubscribeRequestParams,
+};
 use rmcp::service::{NotificationContext, Peer, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::broadcast;
 
@@ -79,11 +83,16 @@ async fn next_change(changes: &mut broadcast::Receiver<Change>) -> Option<Change
 }
 
 /// Tells a client with a session (stdio, or 2025-11-25 HTTP) which lists
-/// changed.
+/// changed, and which of the resources it watches were updated.
 async fn notify_peer(
     peer: &Peer<RoleServer>,
     change: Change,
+    updated: Vec<String>,
 ) -> Result<(), rmcp::service::ServiceError> {
+    for uri in updated {
+        peer.notify_resource_updated(ResourceUpdatedNotificationParam::new(uri))
+            .await?;
+    }
     if change.tools {
         peer.notify_tool_list_changed().await?;
     }
@@ -126,6 +135,8 @@ fn client_of(context: &RequestContext<RoleServer>) -> Client {
 pub struct McpServer {
     shared: Arc<Shared>,
     log_level: super::observer::LogLevelSetting,
+    /// Resources the client subscribed to (2025-11-25 `resources/subscribe`).
+    watched: Arc<Mutex<Watched>>,
 }
 
 impl McpServer {
@@ -133,7 +144,17 @@ impl McpServer {
         McpServer {
             shared,
             log_level: Default::default(),
+            watched: Default::default(),
         }
+    }
+
+    /// The watched resources the current registry serves differently.
+    fn updated_resources(&self, watched: &Mutex<Watched>) -> Vec<String> {
+        let registry = self.shared.registry.load();
+        watched
+            .lock()
+            .map(|mut watched| watched.updated(&registry))
+            .unwrap_or_default()
     }
 
     /// The call context for a request: its cancellation, and a channel back
@@ -246,6 +267,7 @@ impl ServerHandler for McpServer {
             .enable_tool_list_changed()
             .enable_resources()
             .enable_resources_list_changed()
+            .enable_resources_subscribe()
             .enable_prompts()
             .enable_prompts_list_changed()
             .enable_logging()
@@ -291,13 +313,8 @@ impl ServerHandler for McpServer {
             started,
         };
         let Some((plugin, entry)) = registry.tool(&request.name) else {
-            let owner = request
-                .name
-                .split(manifest::SEPARATOR)
-                .next()
-                .unwrap_or_default();
             let message = match registry.withheld(&request.name) {
-                Some(reason) => {
+                Some((owner, reason)) => {
                     self.shared.audit.record(Event::Denied {
                         plugin: owner.to_owned(),
                         target: request.name.to_string(),
@@ -308,6 +325,11 @@ impl ServerHandler for McpServer {
                     format!("tool {} is not served: {reason}", request.name)
                 }
                 None => {
+                    // No plugin offers it; the prefix names the one it seems meant for.
+                    let owner = match request.name.split_once(manifest::SEPARATOR) {
+                        Some((owner, _)) => owner,
+                        None => "",
+                    };
                     self.record_call(owner, audited, "unknown-tool", &context);
                     format!(
                         "unknown tool {:?}; tools/list gives the tools served",
@@ -385,11 +407,13 @@ impl ServerHandler for McpServer {
     ) -> Result<ReadResourceResponse, McpError> {
         let registry = self.shared.registry.load_full();
         let uri = request.uri;
-        let not_found =
-            |uri: &str| McpError::resource_not_found(format!("no resource at {uri}"), None);
+        // The URI goes in the error's data too, for clients to match on.
+        let not_found = |message: String| {
+            McpError::resource_not_found(message, Some(serde_json::json!({ "uri": uri })))
+        };
         let plugin = registry
             .resource_owner(&uri)
-            .ok_or_else(|| not_found(&uri))?;
+            .ok_or_else(|| not_found(format!("no resource at {uri}")))?;
         let requested = uri.clone();
         let audited = Audited {
             method: "resources/read",
@@ -410,7 +434,10 @@ impl ServerHandler for McpServer {
             .await
             .map_err(|e| McpError::internal_error(format!("reading {uri} failed: {e}"), None))?;
         self.record_call(&plugin.name, audited, "ok", &context);
-        let contents = result.map_err(|e| plugin_error(e, &uri))?;
+        let contents = result.map_err(|e| match e {
+            types::Error::NotFound(why) => not_found(format!("{uri}: {why}")),
+            other => plugin_error(other, &uri),
+        })?;
         Ok(ReadResourceResult::new(contents.into_iter().map(convert::contents).collect()).into())
     }
 
@@ -560,31 +587,80 @@ impl ServerHandler for McpServer {
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         let mut changes = self.shared.changes.subscribe();
         let peer = context.peer;
+        let server = self.clone();
         tokio::spawn(async move {
             while let Some(change) = next_change(&mut changes).await {
-                if peer.is_transport_closed() || notify_peer(&peer, change).await.is_err() {
+                let updated = server.updated_resources(&server.watched);
+                if peer.is_transport_closed() || notify_peer(&peer, change, updated).await.is_err()
+                {
                     break;
                 }
             }
         });
     }
 
-    /// 2026-07-28 clients learn of reloads through `subscriptions/listen`.
+    #[allow(deprecated)] // Legacy-only, and what 2025-11-25 clients use.
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let registry = self.shared.registry.load();
+        if registry.resource_owner(&request.uri).is_none() {
+            let message = format!("no resource at {}", request.uri);
+            return Err(McpError::resource_not_found(message, None));
+        }
+        if let Ok(mut watched) = self.watched.lock() {
+            watched.add(request.uri, &registry);
+        }
+        Ok(())
+    }
+
+    #[allow(deprecated)] // Legacy-only, and what 2025-11-25 clients use.
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        if let Ok(mut watched) = self.watched.lock() {
+            watched.remove(&request.uri);
+        }
+        Ok(())
+    }
+
+    /// 2026-07-28 clients learn of reloads, and of updates to the resources
+    /// they name that are served, through `subscriptions/listen`.
     fn accepted_subscription_filter(
         &self,
-        _requested: &SubscriptionFilter,
+        requested: &SubscriptionFilter,
     ) -> Option<SubscriptionFilter> {
+        let registry = self.shared.registry.load();
+        let served = requested
+            .resource_subscriptions
+            .iter()
+            .flatten()
+            .filter(|uri| registry.resource_owner(uri).is_some());
         Some(
             SubscriptionFilter::builder()
                 .tools_list_changed()
                 .prompts_list_changed()
                 .resources_list_changed()
+                .resource_subscriptions(served)
                 .build(),
         )
     }
 
     async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
         let mut changes = self.shared.changes.subscribe();
+        let watched = Mutex::new(Watched::default());
+        if let (Ok(mut watched), Some(uris)) =
+            (watched.lock(), &context.accepted().resource_subscriptions)
+        {
+            let registry = self.shared.registry.load();
+            for uri in uris {
+                watched.add(uri.clone(), &registry);
+            }
+        }
         loop {
             let change = tokio::select! {
                 () = context.cancelled() => return Ok(()),
@@ -596,6 +672,9 @@ impl ServerHandler for McpServer {
             let sink = context.sink();
             // A listener that went away is the SDK's to clean up; keep going
             // until the subscription is cancelled.
+            for uri in self.updated_resources(&watched) {
+                let _ = sink.notify_resource_updated(uri).await;
+            }
             if change.tools {
                 let _ = sink.notify_tool_list_changed().await;
             }

@@ -9,12 +9,28 @@ use std::sync::Arc;
 
 /// Separates a plugin's name from its tool or prompt names on the wire:
 /// `market-data__get_quote`. Plugin names hold no `_`, so the split is
-/// unambiguous.
+/// unambiguous; names served without the prefix may not contain it, so no
+/// plugin can pose as another.
 pub const SEPARATOR: &str = "__";
+
+/// The name clients use for item `name` of `plugin`.
+fn wire_name(plugin: &str, name: &str, grants: &Grants) -> Result<String, String> {
+    if grants.prefix_names {
+        Ok(format!("{plugin}{SEPARATOR}{name}"))
+    } else if name.contains(SEPARATOR) {
+        Err(format!(
+            "{name:?} contains {SEPARATOR:?}, so it cannot be served without the plugin's \
+             name ([names] prefix = false): it would look like another plugin's"
+        ))
+    } else {
+        Ok(name.to_owned())
+    }
+}
 
 /// A tool ready to serve: its description and compiled schemas.
 pub struct ToolEntry {
-    /// The name clients call it by: `plugin__tool`.
+    /// The name clients call it by: `plugin__tool`, or `tool` when the
+    /// policy serves its names unprefixed.
     pub qualified: String,
     pub tool: types::Tool,
     pub input: Arc<Validator>,
@@ -38,7 +54,7 @@ pub struct Withheld {
 
 /// A prompt ready to serve.
 pub struct PromptEntry {
-    /// The name clients ask for: `plugin__prompt`.
+    /// The name clients ask for: `plugin__prompt`, or `prompt` unprefixed.
     pub qualified: String,
     pub prompt: types::Prompt,
 }
@@ -103,7 +119,7 @@ pub fn check(plugin: &str, manifest: &types::Manifest, grants: &Grants) -> Resul
             }
             None => None,
         };
-        let qualified = format!("{plugin}{SEPARATOR}{name}");
+        let qualified = wire_name(plugin, name, grants)?;
         let reason = grants
             .guardrails
             .check_tool(tool.effects)
@@ -151,7 +167,7 @@ pub fn check(plugin: &str, manifest: &types::Manifest, grants: &Grants) -> Resul
             ));
         }
         prompts.push(PromptEntry {
-            qualified: format!("{plugin}{SEPARATOR}{name}"),
+            qualified: wire_name(plugin, name, grants)?,
             prompt: prompt.clone(),
         });
     }
@@ -295,6 +311,23 @@ mod tests {
     fn tools_are_namespaced_by_plugin() {
         let offer = check_all("market-data", &manifest(vec![tool("get_quote", OBJECT)])).unwrap();
         assert_eq!(offer.tools[0].qualified, "market-data__get_quote");
+    }
+
+    #[test]
+    fn unprefixed_names_cannot_pose_as_another_plugins() {
+        let grants = Grants {
+            prefix_names: false,
+            ..Grants::default()
+        };
+        let offer = check(
+            "conformance",
+            &manifest(vec![tool("test_simple_text", OBJECT)]),
+            &grants,
+        );
+        assert_eq!(offer.unwrap().tools[0].qualified, "test_simple_text");
+        let impostor = manifest(vec![tool("market-data__get_quote", OBJECT)]);
+        let error = check("intruder", &impostor, &grants).err().unwrap();
+        assert!(error.contains("another plugin's"), "{error}");
     }
 
     #[test]

@@ -16,14 +16,16 @@ pub struct Registry {
     tools: HashMap<String, (usize, usize)>,
     prompts: HashMap<String, (usize, usize)>,
     resources: HashMap<String, usize>,
-    withheld: HashMap<String, String>,
+    /// Withheld tool → (its plugin, why).
+    withheld: HashMap<String, (usize, String)>,
     failures: Vec<LoadFailure>,
 }
 
 impl Registry {
-    /// Indexes `loaded`. A plugin offering a resource URI or template that
-    /// an earlier plugin (by name) already offers is refused whole, so what
-    /// a URI reads never depends on load order.
+    /// Indexes `loaded`. A plugin offering a resource URI or template, or
+    /// (served unprefixed) a tool or prompt name, that an earlier plugin (by
+    /// name) already offers is refused whole: what a name reaches never
+    /// depends on load order.
     pub fn new(loaded: Vec<Arc<LoadedPlugin>>, mut failures: Vec<LoadFailure>) -> Registry {
         let mut registry = Registry::default();
         for plugin in loaded {
@@ -33,17 +35,32 @@ impl Registry {
                 .iter()
                 .map(|r| &r.uri)
                 .chain(plugin.offer.templates.iter().map(|t| &t.uri_template));
-            let mut taken = None;
-            for uri in uris {
-                if let Some(&owner) = registry.resources.get(uri.as_str()) {
-                    taken = Some((uri.clone(), registry.plugins[owner].name.clone()));
-                    break;
-                }
-            }
-            if let Some((uri, owner)) = taken {
+            let resource = uris
+                .filter_map(|uri| Some((format!("resource {uri}"), *registry.resources.get(uri)?)))
+                .next();
+            let tools = plugin
+                .offer
+                .tools
+                .iter()
+                .map(|t| &t.qualified)
+                .chain(plugin.offer.withheld.iter().map(|t| &t.qualified));
+            let tool = tools
+                .filter_map(|name| Some((format!("tool {name}"), registry.tool_owner(name)?)))
+                .next();
+            let prompt = plugin
+                .offer
+                .prompts
+                .iter()
+                .filter_map(|p| {
+                    let &(owner, _) = registry.prompts.get(&p.qualified)?;
+                    Some((format!("prompt {}", p.qualified), owner))
+                })
+                .next();
+            if let Some((what, owner)) = resource.or(tool).or(prompt) {
+                let owner = &registry.plugins[owner].name;
                 failures.push(LoadFailure {
                     path: plugin.path.clone(),
-                    reason: format!("resource {uri} is already served by plugin {owner}"),
+                    reason: format!("{what} is already served by plugin {owner}"),
                 });
                 continue;
             }
@@ -59,7 +76,7 @@ impl Registry {
             for tool in &plugin.offer.withheld {
                 registry
                     .withheld
-                    .insert(tool.qualified.clone(), tool.reason.clone());
+                    .insert(tool.qualified.clone(), (index, tool.reason.clone()));
             }
             for resource in &plugin.offer.resources {
                 registry.resources.insert(resource.uri.clone(), index);
@@ -93,10 +110,17 @@ impl Registry {
         Some((plugin, &plugin.offer.tools[tool]))
     }
 
-    /// Why the tool `qualified` is not served, if a plugin offers it but a
-    /// guardrail or its policy withholds it.
-    pub fn withheld(&self, qualified: &str) -> Option<&str> {
-        self.withheld.get(qualified).map(String::as_str)
+    /// The plugin offering the tool `qualified`, served or withheld.
+    fn tool_owner(&self, qualified: &str) -> Option<usize> {
+        let served = self.tools.get(qualified).map(|&(plugin, _)| plugin);
+        served.or_else(|| self.withheld.get(qualified).map(|&(plugin, _)| plugin))
+    }
+
+    /// The plugin offering the tool `qualified` and why the tool is not
+    /// served, if a guardrail or the plugin's policy withholds it.
+    pub fn withheld(&self, qualified: &str) -> Option<(&str, &str)> {
+        let (plugin, reason) = self.withheld.get(qualified)?;
+        Some((self.plugins[*plugin].name.as_str(), reason.as_str()))
     }
 
     /// The prompt clients ask for as `qualified`, with its plugin.

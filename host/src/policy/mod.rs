@@ -50,6 +50,33 @@ pub struct PolicyFile {
     /// Which of its own tools it may serve.
     #[serde(default)]
     pub tools: ToolsSpec,
+    /// What its tools and prompts are called on the wire.
+    #[serde(default)]
+    pub names: NamesSpec,
+}
+
+/// The `[names]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamesSpec {
+    /// Whether tool and prompt names carry the plugin's name
+    /// (`market-data__get_quote`). Without it they are served as the plugin
+    /// names them, for clients that expect fixed names; two such plugins
+    /// offering the same name cannot both be served.
+    #[serde(default = "default_prefix")]
+    pub prefix: bool,
+}
+
+impl Default for NamesSpec {
+    fn default() -> Self {
+        NamesSpec {
+            prefix: default_prefix(),
+        }
+    }
+}
+
+fn default_prefix() -> bool {
+    true
 }
 
 /// The `[tools]` table: narrow which of the plugin's tools are served.
@@ -131,6 +158,8 @@ pub struct Grants {
     pub guardrails: Arc<Guardrails>,
     /// Which of its tools the plugin may serve.
     pub tools: Arc<ToolsSpec>,
+    /// Whether its tool and prompt names carry its own name.
+    pub prefix_names: bool,
 }
 
 impl Default for Grants {
@@ -146,6 +175,7 @@ impl Default for Grants {
             limits: Limits::default(),
             guardrails: Arc::default(),
             tools: Arc::default(),
+            prefix_names: true,
         }
     }
 }
@@ -212,6 +242,7 @@ pub fn resolve(
         limits: file.limits,
         guardrails: guardrails.clone(),
         tools: Arc::new(file.tools),
+        prefix_names: file.names.prefix,
     })
 }
 

@@ -34,9 +34,17 @@ pub struct Plugin {
 /// A tool's description, how to derive its schemas, and its handler.
 struct ToolEntry {
     description: wit::Tool,
-    input_schema: fn() -> String,
+    input_schema: InputSchema,
     output_schema: fn() -> Option<String>,
     handler: ToolHandler,
+}
+
+/// A tool's input schema: as the author wrote it, or derived from the
+/// argument type when the manifest is asked for (deriving is the costly
+/// part, and only the manifest needs it).
+enum InputSchema {
+    Written(String),
+    Derived(fn() -> String),
 }
 
 /// A resource with a fixed URI.
@@ -178,7 +186,10 @@ impl Plugin {
         };
         self.tools.push(ToolEntry {
             description,
-            input_schema: || schemars::schema_for!(A).as_value().to_string(),
+            input_schema: match tool.input_schema {
+                Some(schema) => InputSchema::Written(schema),
+                None => InputSchema::Derived(|| schemars::schema_for!(A).as_value().to_string()),
+            },
             output_schema: O::output_schema,
             handler: Box::new(handler),
         });
@@ -233,7 +244,10 @@ impl Plugin {
                 .tools
                 .into_iter()
                 .map(|entry| wit::Tool {
-                    input_schema: (entry.input_schema)(),
+                    input_schema: match entry.input_schema {
+                        InputSchema::Written(schema) => schema,
+                        InputSchema::Derived(derive) => derive(),
+                    },
                     output_schema: (entry.output_schema)(),
                     ..entry.description
                 })

@@ -16,6 +16,7 @@ pub struct Tool {
     pub(crate) description: String,
     pub(crate) hints: wit::ToolHints,
     pub(crate) effects: Effects,
+    pub(crate) input_schema: Option<String>,
 }
 
 impl Tool {
@@ -34,7 +35,17 @@ impl Tool {
                 open_world: None,
             },
             effects: Effects::empty(),
+            input_schema: None,
         }
+    }
+
+    /// Declares the input schema as written (a JSON Schema object, any
+    /// draft-2020-12 keywords kept as they are) instead of deriving it from
+    /// the handler's argument type; pair it with `serde_json::Value`
+    /// arguments. The host still validates every call against it.
+    pub fn input_schema(mut self, schema: &str) -> Self {
+        self.input_schema = Some(schema.to_owned());
+        self
     }
 
     /// A short human-readable name.
