@@ -46,6 +46,22 @@ def test_conformance_suite_next_2026_07_28(host, tmp_path):
     assert "Total:" in run.stdout, summary(run)
 
 
+TASKS_SCENARIOS = [
+    "tasks-lifecycle", "tasks-capability-negotiation", "tasks-wire-fields", "tasks-request-state-removal",
+    "tasks-mrtr-input", "tasks-request-headers", "tasks-dispatch-and-envelope", "tasks-status-notifications",
+    "tasks-required-task-error", "tasks-mrtr-composition",
+]
+
+
+@pytest.mark.parametrize("scenario", TASKS_SCENARIOS)
+def test_conformance_tasks_extension(host, tmp_path, scenario):
+    """The tasks extension (SEP-2663): the fixture's greet, slow_compute,
+    failing_job and protocol_error_job run as the scenarios expect."""
+    run = run_suite("conformance-next", host, tmp_path, "--scenario", scenario,
+                    "--expected-failures", str(BASELINES / "expected-failures-2026-07-28.yaml"))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+
+
 def test_unprefixed_names_cannot_be_served_twice(tmp_path):
     """Two plugins serving the same unprefixed tool name: the second (by
     name) is refused whole, so a name never depends on load order."""

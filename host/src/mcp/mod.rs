@@ -6,6 +6,7 @@ mod observer;
 mod result;
 pub mod server;
 mod subscriptions;
+mod tasks;
 pub mod transport;
 
 pub use server::{McpServer, Shared};

@@ -4,8 +4,9 @@
 use super::convert;
 use super::observer::ClientObserver;
 use super::subscriptions::Watched;
+use super::tasks::{Outcome, TaskObserver, Tasks};
 use crate::audit::{AuditLog, Client, Event};
-use crate::plugin::manifest;
+use crate::plugin::manifest::{self, ToolEntry};
 use crate::plugin::{LoadedPlugin, Registry};
 use crate::policy::Grants;
 use crate::reload::Change;
@@ -19,8 +20,9 @@ use rmcp::model::{
     ReadResourceResult, Reference, ServerCapabilities, ServerConfig,
 };
 use rmcp::model::{
+    CancelTaskParams, ClientCapabilities, CreateTaskResult, GetTaskParams, GetTaskResult,
     ResourceUpdatedNotificationParam, SubscribeRequestParams, SubscriptionFilter,
-    UnsubscribeRequestParams,
+    UnsubscribeRequestParams, UpdateTaskParams,
 };
 use rmcp::service::{NotificationContext, Peer, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -38,6 +40,8 @@ pub struct Shared {
     pub changes: broadcast::Sender<Change>,
     /// Whether `host__noop` is served (for benchmarks).
     pub native_noop: bool,
+    /// Calls running (or run) as tasks.
+    pub tasks: Arc<Tasks>,
 }
 
 impl Shared {
@@ -48,6 +52,7 @@ impl Shared {
             audit,
             changes: broadcast::channel(16).0,
             native_noop: false,
+            tasks: Arc::default(),
         }
     }
 }
@@ -105,6 +110,15 @@ async fn notify_peer(
     Ok(())
 }
 
+/// The resources in `watched` that `shared` now serves differently.
+fn updated_resources(shared: &Shared, watched: &Mutex<Watched>) -> Vec<String> {
+    let registry = shared.registry.load();
+    watched
+        .lock()
+        .map(|mut watched| watched.updated(&registry))
+        .unwrap_or_default()
+}
+
 /// A request as the audit log describes it.
 #[derive(Clone, Copy)]
 struct Audited<'a> {
@@ -130,6 +144,15 @@ fn client_of(context: &RequestContext<RoleServer>) -> Client {
     }
 }
 
+/// Who a plugin call runs for.
+#[derive(Clone)]
+struct Caller {
+    /// Where its logs and progress go, and what cancels it.
+    call: CallContext,
+    /// The client, as the audit log names it.
+    client: Client,
+}
+
 /// One client connection's server.
 #[derive(Clone)]
 pub struct McpServer {
@@ -148,26 +171,21 @@ impl McpServer {
         }
     }
 
-    /// The watched resources the current registry serves differently.
-    fn updated_resources(&self, watched: &Mutex<Watched>) -> Vec<String> {
-        let registry = self.shared.registry.load();
-        watched
-            .lock()
-            .map(|mut watched| watched.updated(&registry))
-            .unwrap_or_default()
-    }
-
-    /// The call context for a request: its cancellation, and a channel back
-    /// to the client for the plugin's logs and progress.
-    fn call_context(&self, plugin: &str, context: &RequestContext<RoleServer>) -> CallContext {
-        CallContext {
-            observer: Arc::new(ClientObserver::new(
-                context.peer.clone(),
-                plugin,
-                self.log_level.effective(context),
-                context.meta.get_progress_token(),
-            )),
-            cancel: context.ct.clone(),
+    /// Who a request's plugin call runs for: the request's cancellation, a
+    /// channel back to the client for the plugin's logs and progress, and
+    /// the client as the audit log names it.
+    fn caller(&self, plugin: &str, context: &RequestContext<RoleServer>) -> Caller {
+        Caller {
+            call: CallContext {
+                observer: Arc::new(ClientObserver::new(
+                    context.peer.clone(),
+                    plugin,
+                    self.log_level.effective(context),
+                    context.meta.get_progress_token(),
+                )),
+                cancel: context.ct.clone(),
+            },
+            client: client_of(context),
         }
     }
 
@@ -180,15 +198,14 @@ impl McpServer {
         plugin: &LoadedPlugin,
         request: Audited<'_>,
         grants: &Arc<Grants>,
-        context: &RequestContext<RoleServer>,
+        caller: &Caller,
         entry: Entry<R>,
     ) -> Result<(R, Diagnostics), CallError> {
-        let call = self.call_context(&plugin.name, context);
-        let observer = call.observer.clone();
+        let observer = caller.call.observer.clone();
         let outcome = self
             .shared
             .runtime
-            .run(&plugin.prepared, grants, call, entry)
+            .run(&plugin.prepared, grants, caller.call.clone(), entry)
             .await;
         let diagnostics = match &outcome {
             Ok((_, diagnostics)) => diagnostics,
@@ -204,7 +221,7 @@ impl McpServer {
                 target: request.target.to_owned(),
                 rule: denial.rule.clone(),
                 attempt: denial.attempt.clone(),
-                client: client_of(context),
+                client: caller.client.clone(),
             });
         }
         for (stream, text, level) in [
@@ -218,9 +235,17 @@ impl McpServer {
             }
         }
         if let Err(error) = &outcome {
-            self.record_call(&plugin.name, request, error.kind.as_str(), context);
+            self.record_call(&plugin.name, request, error.kind.as_str(), &caller.client);
         }
         outcome
+    }
+}
+
+/// `value` as a JSON object (a result or an error, for a task to keep).
+fn json_object(value: &impl serde::Serialize) -> rmcp::model::JsonObject {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::Object(object)) => object,
+        _ => rmcp::model::JsonObject::new(),
     }
 }
 
@@ -230,14 +255,85 @@ fn tool_error(message: String) -> CallToolResponse {
 }
 
 impl McpServer {
-    /// Records a finished request in the audit log.
-    fn record_call(
+    /// Calls the tool `entry` of `plugin` with the request's arguments and
+    /// records the call; the tool's result, or why there is none.
+    async fn run_tool(
         &self,
-        plugin: &str,
+        plugin: &LoadedPlugin,
+        entry: &ToolEntry,
         request: Audited<'_>,
-        outcome: &str,
-        context: &RequestContext<RoleServer>,
-    ) {
+        caller: &Caller,
+    ) -> Result<CallToolResult, CallError> {
+        let name = entry.tool.name.clone();
+        let json = request.arguments.map(|a| a.to_string()).unwrap_or_default();
+        let (result, diagnostics) = self
+            .run(
+                plugin,
+                request,
+                &entry.grants,
+                caller,
+                Box::new(move |handler, store| {
+                    Box::pin(async move { handler.call_call_tool(store, &name, &json).await })
+                }),
+            )
+            .await
+            .inspect_err(|error| {
+                tracing::warn!(plugin = %plugin.name, tool = %entry.tool.name, %error, "call failed");
+            })?;
+        let limit = entry.grants.limits.max_output_bytes();
+        let result = super::result::tool_result(entry, result, &diagnostics, limit);
+        let outcome = if result.is_error == Some(true) {
+            "tool-error"
+        } else {
+            "ok"
+        };
+        self.record_call(&plugin.name, request, outcome, &caller.client);
+        Ok(result)
+    }
+
+    /// Starts the tool `tool` as a task running on its own; the task's
+    /// handle, or `None` when no more tasks can be kept.
+    fn start_task(
+        &self,
+        registry: &Arc<Registry>,
+        tool: &str,
+        arguments: serde_json::Value,
+        client: Client,
+    ) -> Option<CreateTaskResult> {
+        let (task, cancel) = self.shared.tasks.create()?;
+        let id = task.task_id.clone();
+        let caller = Caller {
+            call: CallContext {
+                observer: Arc::new(TaskObserver::new(self.shared.tasks.clone(), id.clone())),
+                cancel,
+            },
+            client,
+        };
+        let (server, registry, tool) = (self.clone(), registry.clone(), tool.to_owned());
+        tokio::spawn(async move {
+            let Some((plugin, entry)) = registry.tool(&tool) else {
+                return;
+            };
+            let request = Audited {
+                method: "tools/call",
+                target: &tool,
+                arguments: Some(&arguments),
+                started: Instant::now(),
+            };
+            let outcome = match server.run_tool(plugin, entry, request, &caller).await {
+                Ok(result) => Outcome::Completed(json_object(&result)),
+                Err(error) => {
+                    let message = format!("{} failed: {error}", entry.qualified);
+                    Outcome::Failed(json_object(&McpError::internal_error(message, None)))
+                }
+            };
+            server.shared.tasks.finish(&id, outcome);
+        });
+        Some(CreateTaskResult::new(task))
+    }
+
+    /// Records a finished request in the audit log.
+    fn record_call(&self, plugin: &str, request: Audited<'_>, outcome: &str, client: &Client) {
         if !self.shared.audit.enabled() {
             return;
         }
@@ -253,7 +349,7 @@ impl McpServer {
             duration_ms: request.started.elapsed().as_secs_f64() * 1000.0,
             arguments,
             arguments_sha256,
-            client: client_of(context),
+            client: client.clone(),
         });
     }
 }
@@ -272,6 +368,7 @@ impl ServerHandler for McpServer {
             .enable_prompts_list_changed()
             .enable_logging()
             .enable_completions()
+            .enable_tasks()
             .build();
         ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("host", env!("CARGO_PKG_VERSION")))
@@ -312,6 +409,7 @@ impl ServerHandler for McpServer {
             arguments: Some(&arguments),
             started,
         };
+        let client = client_of(&context);
         let Some((plugin, entry)) = registry.tool(&request.name) else {
             let message = match registry.withheld(&request.name) {
                 Some((owner, reason)) => {
@@ -320,7 +418,7 @@ impl ServerHandler for McpServer {
                         target: request.name.to_string(),
                         rule: reason.to_owned(),
                         attempt: format!("call {}", request.name),
-                        client: client_of(&context),
+                        client,
                     });
                     format!("tool {} is not served: {reason}", request.name)
                 }
@@ -330,7 +428,7 @@ impl ServerHandler for McpServer {
                         Some((owner, _)) => owner,
                         None => "",
                     };
-                    self.record_call(owner, audited, "unknown-tool", &context);
+                    self.record_call(owner, audited, "unknown-tool", &client);
                     format!(
                         "unknown tool {:?}; tools/list gives the tools served",
                         request.name
@@ -340,42 +438,44 @@ impl ServerHandler for McpServer {
             return Err(McpError::invalid_params(message, None));
         };
         if let Err(problems) = manifest::validate(&entry.input, &arguments) {
-            self.record_call(&plugin.name, audited, "invalid-arguments", &context);
+            self.record_call(&plugin.name, audited, "invalid-arguments", &client);
             return Ok(tool_error(format!(
                 "invalid arguments for {}: {problems}",
                 entry.qualified
             )));
         }
 
-        let name = entry.tool.name.clone();
-        let json = arguments.to_string();
-        let outcome = self
-            .run(
-                plugin,
-                audited,
-                &entry.grants,
-                &context,
-                Box::new(move |handler, store| {
-                    Box::pin(async move { handler.call_call_tool(store, &name, &json).await })
-                }),
-            )
-            .await;
-        let limit = entry.grants.limits.max_output_bytes();
-        let (result, diagnostics) = match outcome {
-            Ok(done) => done,
-            Err(error) => {
-                tracing::warn!(plugin = %plugin.name, tool = %entry.tool.name, %error, "call failed");
-                return Ok(tool_error(format!("{} failed: {error}", entry.qualified)));
+        // Long-running tools become tasks for clients that take them.
+        let takes_tasks = context
+            .client_capabilities()
+            .is_some_and(|capabilities| capabilities.supports_tasks());
+        let needs_tasks = || {
+            let required = ClientCapabilities::builder().enable_tasks().build();
+            McpError::missing_required_client_capability(required)
+        };
+        match (entry.tool.task_support, takes_tasks) {
+            (types::TaskSupport::Forbidden, _) => {}
+            (types::TaskSupport::Required, false) => return Err(needs_tasks()),
+            (task_support, true) => {
+                let task =
+                    self.start_task(&registry, &request.name, arguments.clone(), client.clone());
+                match (task, task_support) {
+                    (Some(task), _) => return Ok(CallToolResponse::Task(task)),
+                    (None, types::TaskSupport::Required) => {
+                        let message = "too many tasks are kept already; try again later";
+                        return Err(McpError::internal_error(message, None));
+                    }
+                    (None, _) => {}
+                }
             }
-        };
-        let result = super::result::tool_result(entry, result, &diagnostics, limit);
-        let outcome = if result.is_error == Some(true) {
-            "tool-error"
-        } else {
-            "ok"
-        };
-        self.record_call(&plugin.name, audited, outcome, &context);
-        Ok(result.into())
+            (types::TaskSupport::Optional, false) => {}
+        }
+
+        let caller = self.caller(&plugin.name, &context);
+        match self.run_tool(plugin, entry, audited, &caller).await {
+            Ok(result) => Ok(result.into()),
+            Err(error) => Ok(tool_error(format!("{} failed: {error}", entry.qualified))),
+        }
     }
 
     async fn list_resources(
@@ -421,19 +521,20 @@ impl ServerHandler for McpServer {
             arguments: None,
             started: Instant::now(),
         };
+        let caller = self.caller(&plugin.name, &context);
         let (result, _) = self
             .run(
                 plugin,
                 audited,
                 &plugin.offer.reading,
-                &context,
+                &caller,
                 Box::new(move |handler, store| {
                     Box::pin(async move { handler.call_read_resource(store, &requested).await })
                 }),
             )
             .await
             .map_err(|e| McpError::internal_error(format!("reading {uri} failed: {e}"), None))?;
-        self.record_call(&plugin.name, audited, "ok", &context);
+        self.record_call(&plugin.name, audited, "ok", &caller.client);
         let contents = result.map_err(|e| match e {
             types::Error::NotFound(why) => not_found(format!("{uri}: {why}")),
             other => plugin_error(other, &uri),
@@ -478,19 +579,20 @@ impl ServerHandler for McpServer {
             arguments: None,
             started: Instant::now(),
         };
+        let caller = self.caller(&plugin.name, &context);
         let (result, _) = self
             .run(
                 plugin,
                 audited,
                 &plugin.offer.reading,
-                &context,
+                &caller,
                 Box::new(move |handler, store| {
                     Box::pin(async move { handler.call_get_prompt(store, &name, &arguments).await })
                 }),
             )
             .await
             .map_err(|e| McpError::internal_error(format!("{} failed: {e}", request.name), None))?;
-        self.record_call(&plugin.name, audited, "ok", &context);
+        self.record_call(&plugin.name, audited, "ok", &caller.client);
         let prompt = result.map_err(|e| plugin_error(e, &request.name))?;
         let messages = prompt.messages.into_iter().map(convert::message).collect();
         let mut result = GetPromptResult::new(messages);
@@ -553,12 +655,13 @@ impl ServerHandler for McpServer {
             arguments: None,
             started: Instant::now(),
         };
+        let caller = self.caller(&plugin.name, &context);
         let (result, _) = self
             .run(
                 plugin,
                 audited,
                 &plugin.offer.reading,
-                &context,
+                &caller,
                 Box::new(move |handler, store| {
                     Box::pin(async move {
                         handler
@@ -569,7 +672,7 @@ impl ServerHandler for McpServer {
             )
             .await
             .map_err(|e| McpError::internal_error(format!("completion failed: {e}"), None))?;
-        self.record_call(&plugin.name, audited, "ok", &context);
+        self.record_call(&plugin.name, audited, "ok", &caller.client);
         let completion = result.map_err(|e| plugin_error(e, "completion"))?;
         let mut values = completion.values;
         let truncated = values.len() > CompletionInfo::MAX_VALUES;
@@ -587,10 +690,16 @@ impl ServerHandler for McpServer {
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         let mut changes = self.shared.changes.subscribe();
         let peer = context.peer;
-        let server = self.clone();
+        // Weak: the task must not keep the host's state (and so the change
+        // channel it waits on) alive once the host is shutting down.
+        let shared = Arc::downgrade(&self.shared);
+        let watched = self.watched.clone();
         tokio::spawn(async move {
             while let Some(change) = next_change(&mut changes).await {
-                let updated = server.updated_resources(&server.watched);
+                let Some(shared) = shared.upgrade() else {
+                    break;
+                };
+                let updated = updated_resources(&shared, &watched);
                 if peer.is_transport_closed() || notify_peer(&peer, change, updated).await.is_err()
                 {
                     break;
@@ -672,7 +781,7 @@ impl ServerHandler for McpServer {
             let sink = context.sink();
             // A listener that went away is the SDK's to clean up; keep going
             // until the subscription is cancelled.
-            for uri in self.updated_resources(&watched) {
+            for uri in updated_resources(&self.shared, &watched) {
                 let _ = sink.notify_resource_updated(uri).await;
             }
             if change.tools {
@@ -687,6 +796,44 @@ impl ServerHandler for McpServer {
         }
     }
 
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, McpError> {
+        match self.shared.tasks.get(&request.task_id) {
+            Some(task) => Ok(GetTaskResult::new(task)),
+            None => Err(unknown_task(&request.task_id)),
+        }
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        if self.shared.tasks.cancel(&request.task_id) {
+            Ok(())
+        } else {
+            Err(unknown_task(&request.task_id))
+        }
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        if self.shared.tasks.get(&request.task_id).is_none() {
+            return Err(unknown_task(&request.task_id));
+        }
+        let message = format!(
+            "task {} is not waiting for input: plugins' tasks never ask for any",
+            request.task_id
+        );
+        Err(McpError::invalid_params(message, None))
+    }
+
     #[allow(deprecated)] // Logging is deprecated for 2026-07-28 but still served to older clients.
     async fn set_level(
         &self,
@@ -696,6 +843,10 @@ impl ServerHandler for McpServer {
         self.log_level.set(request.level);
         Ok(())
     }
+}
+
+fn unknown_task(id: &str) -> McpError {
+    McpError::invalid_params(format!("no task {id} (tasks are kept for an hour)"), None)
 }
 
 /// A plugin's refusal as a protocol error.

@@ -286,6 +286,7 @@ mod tests {
                 open_world: None,
             },
             effects: types::Effects::empty(),
+            task_support: types::TaskSupport::Forbidden,
         }
     }
 

@@ -49,7 +49,7 @@ pub use bindings::export as __export;
 pub use bindings::exports::mcp_host::plugin::handler::Guest as __Guest;
 pub use bindings::mcp_host::plugin::types::{
     Completion, CompletionTarget, Content, Effects, Error, Media, PromptMessage, PromptResult,
-    ResourceBody, ResourceContents, Role, ToolResult,
+    ResourceBody, ResourceContents, Role, TaskSupport, ToolResult,
 };
 pub use plugin::{Plugin, Prompt, Resource, ResourceTemplate, Vars};
 pub use tool::{NoArgs, Structured, Tool, ToolError, ToolOutput};
@@ -59,8 +59,8 @@ pub use tool::{NoArgs, Structured, Tool, ToolError, ToolOutput};
 pub mod prelude {
     pub use crate::{
         Content, Effects, Error, NoArgs, Plugin, Prompt, PromptMessage, PromptResult, Resource,
-        ResourceContents, ResourceTemplate, Role, Structured, Tool, ToolError, ToolResult, Vars,
-        host,
+        ResourceContents, ResourceTemplate, Role, Structured, TaskSupport, Tool, ToolError,
+        ToolResult, Vars, host,
     };
     pub use schemars::JsonSchema;
     pub use serde::{Deserialize, Serialize};
@@ -114,6 +114,24 @@ impl Content {
     /// A text block.
     pub fn text(text: impl Into<String>) -> Self {
         Content::Text(text.into())
+    }
+}
+
+impl Completion {
+    /// The `candidates` that start with `value`, ignoring case, in their
+    /// order: the usual answer to a completion request.
+    pub fn matching<S: AsRef<str>>(candidates: impl IntoIterator<Item = S>, value: &str) -> Self {
+        let prefix = value.to_lowercase();
+        let values: Vec<String> = candidates
+            .into_iter()
+            .map(|c| c.as_ref().to_owned())
+            .filter(|c| c.to_lowercase().starts_with(&prefix))
+            .collect();
+        Completion {
+            total: Some(values.len() as u32),
+            values,
+            has_more: false,
+        }
     }
 }
 

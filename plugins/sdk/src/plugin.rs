@@ -176,6 +176,7 @@ impl Plugin {
             output_schema: None,
             hints: tool.hints,
             effects: tool.effects,
+            task_support: tool.task_support,
         };
         let handler = move |arguments: &str| match serde_json::from_str::<A>(arguments) {
             Ok(args) => match handler(args) {

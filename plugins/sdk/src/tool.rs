@@ -1,7 +1,7 @@
 //! Tool descriptions, outputs and errors.
 
 use crate::__private::wit;
-use crate::{Content, Effects, ToolResult};
+use crate::{Content, Effects, TaskSupport, ToolResult};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +17,7 @@ pub struct Tool {
     pub(crate) hints: wit::ToolHints,
     pub(crate) effects: Effects,
     pub(crate) input_schema: Option<String>,
+    pub(crate) task_support: TaskSupport,
 }
 
 impl Tool {
@@ -36,7 +37,24 @@ impl Tool {
             },
             effects: Effects::empty(),
             input_schema: None,
+            task_support: TaskSupport::Forbidden,
         }
+    }
+
+    /// Marks the tool as long-running: when the client supports the MCP
+    /// tasks extension, a call answers at once with a task the client polls,
+    /// and the work goes on in its sandbox (progress and cancellation still
+    /// apply). Other clients get the result directly, as for any tool.
+    pub fn long_running(mut self) -> Self {
+        self.task_support = TaskSupport::Optional;
+        self
+    }
+
+    /// How the tool's calls relate to tasks (see [`Tool::long_running`]);
+    /// `TaskSupport::Required` refuses clients without task support.
+    pub fn task_support(mut self, task_support: TaskSupport) -> Self {
+        self.task_support = task_support;
+        self
     }
 
     /// Declares the input schema as written (a JSON Schema object, any
