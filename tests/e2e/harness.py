@@ -19,7 +19,7 @@ from mcp import StdioServerParameters
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 HOST = pathlib.Path(os.environ.get("HOST_BIN", REPO / "target" / "debug" / "host"))
-EXAMPLES = ("market-data", "indicators", "strategies", "broker")
+EXAMPLES = ("market-data", "indicators", "strategies", "broker", "backtest")
 FIXTURE_WASM = REPO / "tests" / "fixtures" / "target" / "wasm32-wasip2" / "release"
 
 # Node 22 and the Node-based clients (`npm install` in tests/, done by tests/run).
@@ -42,6 +42,7 @@ def make_root(path: pathlib.Path, fixtures: tuple[str, ...] = ()) -> pathlib.Pat
     plugins = path / "plugins"
     plugins.mkdir(parents=True)
     shutil.copytree(REPO / "plugins" / "market-data" / "data", plugins / "market-data" / "data")
+    (plugins / "strategies" / "saved").mkdir(parents=True)  # as in the repository
     for name in EXAMPLES:
         shutil.copy(REPO / "plugins" / f"{name}.wasm", plugins / f"{name}.wasm")
     for name in fixtures:
@@ -140,13 +141,13 @@ class RawHttp:
     session): it checks nothing itself, so what it sees is what the host
     sent."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, capabilities: dict | None = None):
         self.url = url
         self.session: str | None = None
         self.next_id = 0
         self.request("initialize", {
             "protocolVersion": "2025-11-25",
-            "capabilities": {},
+            "capabilities": capabilities or {},
             "clientInfo": {"name": "raw-http", "version": "0"},
         })
         self.post({"jsonrpc": "2.0", "method": "notifications/initialized"})
@@ -225,3 +226,8 @@ class BrokerStandIn:
 
     def stop(self) -> None:
         self.server.shutdown()
+
+
+def text_of(result) -> str:
+    """The text blocks of a tool result, joined."""
+    return "\n".join(block.text for block in result.content if block.type == "text")

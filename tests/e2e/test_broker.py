@@ -8,13 +8,9 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from harness import stdio_params
+from harness import stdio_params, text_of
 
 pytestmark = pytest.mark.anyio
-
-
-def text_of(result) -> str:
-    return "\n".join(block.text for block in result.content if block.type == "text")
 
 
 @pytest.mark.parametrize("transport", ["stdio", "http"])

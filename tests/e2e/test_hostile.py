@@ -5,13 +5,9 @@ import anyio
 import pytest
 from mcp import Client
 
-from harness import audit_records, stdio_params
+from harness import audit_records, stdio_params, text_of
 
 pytestmark = pytest.mark.anyio
-
-
-def text_of(result) -> str:
-    return "\n".join(block.text for block in result.content if block.type == "text")
 
 
 async def indicators_still_work(client) -> None:

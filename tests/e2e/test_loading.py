@@ -38,7 +38,7 @@ def test_check_passes_on_the_shipped_examples():
     assert "tool strategies__create_strategy [writes]" in out
     assert "tool broker__place_order NOT SERVED: denied by guardrail no-order-execution" in out
     assert "policy: none: nothing granted" in out  # indicators has no policy
-    assert "4 plugin(s) loaded, 0 failed" in out
+    assert f"{len(EXAMPLES)} plugin(s) loaded, 0 failed" in out
 
 
 def test_check_reports_every_broken_plugin_and_fails(broken_root):
@@ -56,7 +56,7 @@ def test_check_reports_every_broken_plugin_and_fails(broken_root):
     assert "not a WebAssembly component" in reason("empty.wasm")
     assert 'two tools are named "same"' in reason("collide.wasm")
     assert "not a valid plugin name" in reason("Bad_Name.wasm")
-    assert "4 plugin(s) loaded, 5 failed" in out
+    assert f"{len(EXAMPLES)} plugin(s) loaded, 5 failed" in out
 
 
 def test_check_can_name_single_plugins(broken_root):
@@ -85,7 +85,7 @@ def test_a_broken_policy_is_reported_with_its_position_and_the_plugin_skipped(tm
     report = next(block for block in result.stdout.split("\n\n") if "market-data.toml" in block)
     assert report.startswith("FAILED plugin")
     assert "line 4, column 1" in report and "unknown field `alow`" in report, report
-    assert "3 plugin(s) loaded, 1 failed" in result.stdout
+    assert f"{len(EXAMPLES) - 1} plugin(s) loaded, 1 failed" in result.stdout
 
 
 def test_a_policy_for_no_plugin_is_reported(tmp_path):

@@ -11,7 +11,7 @@ import time
 import anyio
 import pytest
 from mcp import Client
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
 from harness import FIXTURE_WASM, HttpHost, RawHttp, audit_records, make_root, stdio_params
 
@@ -224,3 +224,55 @@ async def test_fifty_swaps_under_load_never_mix_versions(tmp_path):
                     await changes.after(seen)
             done.set()
     assert outcomes["v1"] > 0 and outcomes["v2"] > 0, outcomes
+
+
+@pytest.mark.parametrize("connection", CONNECTIONS, ids=lambda c: f"{c[0]}-{c[1]}")
+async def test_subscribers_hear_when_a_resources_plugin_changes(tmp_path, connection):
+    """A subscribed resource is reported updated when the plugin serving it
+    gets a new version (here, a new policy); others stay quiet."""
+    transport, mode = connection
+    root = make_root(tmp_path)
+    updated: list[str] = []
+    heard = anyio.Event()
+
+    async def on_message(message) -> None:
+        # Legacy sessions hear through their session; auto mode through
+        # its subscription below (the SDK passes those here too).
+        if mode == "legacy" and getattr(message, "method", None) == "notifications/resources/updated":
+            updated.append(message.params.uri)
+            heard.set()
+
+    host = HttpHost(root) if transport == "http" else None
+    server = host.url if host else stdio_params(root)
+    watched = ["market://symbols", "indicators://list"]
+    try:
+        async with Client(server, mode=mode, message_handler=on_message) as client:
+            async with anyio.create_task_group() as tasks:
+                if mode == "auto":
+
+                    async def listen_for_updates(*, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+                        async with client.listen(resource_subscriptions=watched) as subscription:
+                            assert sorted(subscription.honored.resource_subscriptions) == sorted(watched)
+                            task_status.started()
+                            async for event in subscription:
+                                updated.append(event.uri)
+                                heard.set()
+
+                    await tasks.start(listen_for_updates)
+                else:
+                    for uri in watched:
+                        # Deprecated by the SDK for 2026-07-28, and what 2025-11-25 has.
+                        with pytest.warns(MCPDeprecationWarning):
+                            await client.subscribe_resource(uri)
+                policy = root / "policies" / "market-data.toml"
+                partial = policy.with_suffix(".partial")
+                partial.write_text(policy.read_text().replace("timeout_ms = 5000", "timeout_ms = 6000"))
+                os.replace(partial, policy)
+                with anyio.fail_after(15):
+                    await heard.wait()
+                await anyio.sleep(0.3)  # anything else would arrive by now
+                tasks.cancel_scope.cancel()
+    finally:
+        if host:
+            host.stop()
+    assert updated == ["market://symbols"]

@@ -7,7 +7,7 @@ import os
 import pytest
 from mcp import Client
 
-from harness import HttpHost, audit_records, make_root
+from harness import HttpHost, audit_records, make_root, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -25,10 +25,6 @@ def security(tmp_path_factory, broker):
     host = HttpHost(root, {"BROKER_URL": broker.url, "HOME": "/root"})
     yield root, host, broker
     host.stop()
-
-
-def text_of(result) -> str:
-    return "\n".join(block.text for block in result.content if block.type == "text")
 
 
 async def attempt(host, tool: str, arguments: dict) -> str:

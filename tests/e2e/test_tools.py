@@ -2,36 +2,16 @@
 in both protocol revisions: auto (2026-07-28, server/discover) and legacy
 (2025-11-25, initialize)."""
 
-import contextlib
 import json
 import uuid
 
 import pytest
-from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from harness import stdio_params
+from harness import text_of
 
 pytestmark = pytest.mark.anyio
 
-CONNECTIONS = [("stdio", "auto"), ("stdio", "legacy"), ("http", "auto"), ("http", "legacy")]
-
-
-@pytest.fixture(params=CONNECTIONS, ids=lambda c: f"{c[0]}-{c[1]}")
-def connect(request, root, broker_env, http_host):
-    transport, mode = request.param
-
-    @contextlib.asynccontextmanager
-    async def open_client(**options):
-        server = stdio_params(root, broker_env) if transport == "stdio" else http_host.url
-        async with Client(server, mode=mode, **options) as client:
-            yield client
-
-    return open_client
-
-
-def text_of(result) -> str:
-    return "\n".join(block.text for block in result.content if block.type == "text")
 
 
 async def test_lists_every_example_tool_with_description_schema_and_annotations(connect):

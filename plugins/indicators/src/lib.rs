@@ -2,7 +2,9 @@
 //! computation: this plugin needs no grants at all.
 
 use plugin_sdk::prelude::*;
+use plugin_sdk::{Completion, CompletionTarget};
 use std::collections::BTreeMap;
+use ta::{bollinger, ema, macd, rsi, sma};
 
 /// Arguments of `compute_indicator`.
 #[derive(Deserialize, JsonSchema)]
@@ -148,6 +150,92 @@ fn plugin() -> Plugin {
                 Ok(vec![ResourceContents::json(uri, &list)?])
             },
         )
+        .prompt(
+            Prompt::new(
+                "research_session",
+                "Start a strategy research session: hypothesis, data, indicators, backtest, \
+                 insights.",
+            )
+            .title("Research session")
+            .argument(
+                "focus",
+                "What to research, e.g. \"mean reversion on SPY daily\"",
+                true,
+            ),
+            |args| {
+                Ok(PromptResult {
+                    description: Some(format!("Research session: {}", args["focus"])),
+                    messages: vec![PromptMessage::user(research_session(&args["focus"]))],
+                })
+            },
+        )
+        .prompt(
+            Prompt::new(
+                "optimise_strategy",
+                "Improve a saved strategy one change at a time, checked out of sample.",
+            )
+            .title("Optimise a strategy")
+            .argument("strategy", "The saved strategy to improve", true),
+            |args| {
+                Ok(PromptResult {
+                    description: Some(format!("Optimising {}", args["strategy"])),
+                    messages: vec![PromptMessage::user(optimise(&args["strategy"]))],
+                })
+            },
+        )
+        .completer(|target, argument, value, _| {
+            let candidates: &[&str] = match (target, argument) {
+                (CompletionTarget::Prompt(p), "focus") if p == "research_session" => &FOCUSES,
+                _ => &[],
+            };
+            Ok(Completion::matching(candidates, value))
+        })
+}
+
+/// Research directions offered when completing `focus`.
+const FOCUSES: [&str; 6] = [
+    "mean reversion",
+    "momentum",
+    "trend following",
+    "volatility breakout",
+    "overbought and oversold (rsi)",
+    "moving average crossovers",
+];
+
+fn research_session(focus: &str) -> String {
+    format!(
+        "Let's run a strategy research session on: {focus}.\n\n\
+         Work through these steps, saying what you find at each:\n\
+         1. Hypothesis: state one testable idea about {focus} — what market behaviour it \
+         exploits, and what would prove it wrong.\n\
+         2. Data: read market://symbols, then load bars with market-data__get_bars (or read \
+         market://bars/{{symbol}}/{{timeframe}}) for the symbols and timeframe that fit. Note the \
+         bar count and the range actually covered.\n\
+         3. Indicators: read indicators://list and compute the ones the hypothesis needs with \
+         indicators__compute_indicator. Check they say what you expect on a few bars.\n\
+         4. Strategy: save it with strategies__create_strategy — indicators with ids, entry and \
+         exit rules over them (e.g. `sma_fast crosses_above sma_slow`), position size and a stop \
+         loss.\n\
+         5. Backtest: run backtest__run_backtest on an in-sample period first, then on a later \
+         period it has not seen. Compare with buy-and-hold.\n\
+         6. Insights: record what worked, what failed and why, and the next hypothesis. A \
+         failed idea, clearly explained, is a result.\n\n\
+         This is research only: nothing here places orders."
+    )
+}
+
+fn optimise(strategy: &str) -> String {
+    format!(
+        "Let's improve the saved strategy {strategy}.\n\n\
+         1. Baseline: read it (strategies__get_strategy) and backtest it unchanged \
+         (backtest__run_backtest); write down return, maximum drawdown, Sharpe and trade count.\n\
+         2. Change one thing at a time — one indicator period, one rule, or the stop loss — and \
+         save each variant under its own name.\n\
+         3. Test every variant in a trending period and in a ranging one.\n\
+         4. Keep a change only if it helps out of sample (a period not used to choose it) and \
+         does not just add trades.\n\
+         5. Summarise what moved the metrics and what did not."
+    )
 }
 
 plugin_sdk::export_plugin!(plugin);
@@ -198,99 +286,4 @@ fn compute(args: &ComputeArgs) -> Result<Output, ToolError> {
             .map(|(name, s)| (name.to_owned(), s))
             .collect(),
     })
-}
-
-fn sma(closes: &[f64], period: usize) -> Vec<Option<f64>> {
-    (0..closes.len())
-        .map(|i| {
-            (i + 1 >= period)
-                .then(|| closes[i + 1 - period..=i].iter().sum::<f64>() / period as f64)
-        })
-        .collect()
-}
-
-/// EMA seeded with the SMA of the first `period` values; `None` before that.
-fn ema(values: &[f64], period: usize) -> Vec<Option<f64>> {
-    let alpha = 2.0 / (period as f64 + 1.0);
-    let mut out = vec![None; values.len()];
-    if values.len() < period {
-        return out;
-    }
-    let mut current = values[..period].iter().sum::<f64>() / period as f64;
-    out[period - 1] = Some(current);
-    for i in period..values.len() {
-        current += alpha * (values[i] - current);
-        out[i] = Some(current);
-    }
-    out
-}
-
-/// Wilder's RSI.
-fn rsi(closes: &[f64], period: usize) -> Vec<Option<f64>> {
-    let mut out = vec![None; closes.len()];
-    if closes.len() <= period {
-        return out;
-    }
-    let change = |i: usize| closes[i] - closes[i - 1];
-    let (mut gain, mut loss) = (1..=period).fold((0.0, 0.0), |(g, l), i| {
-        let c = change(i);
-        (g + c.max(0.0), l + (-c).max(0.0))
-    });
-    gain /= period as f64;
-    loss /= period as f64;
-    let value = |gain: f64, loss: f64| {
-        if loss == 0.0 {
-            100.0
-        } else {
-            100.0 - 100.0 / (1.0 + gain / loss)
-        }
-    };
-    out[period] = Some(value(gain, loss));
-    for (i, slot) in out.iter_mut().enumerate().skip(period + 1) {
-        let c = change(i);
-        gain = (gain * (period as f64 - 1.0) + c.max(0.0)) / period as f64;
-        loss = (loss * (period as f64 - 1.0) + (-c).max(0.0)) / period as f64;
-        *slot = Some(value(gain, loss));
-    }
-    out
-}
-
-type Three = (Vec<Option<f64>>, Vec<Option<f64>>, Vec<Option<f64>>);
-
-fn macd(closes: &[f64], fast: usize, slow: usize, signal: usize) -> Three {
-    let line: Vec<Option<f64>> = ema(closes, fast)
-        .into_iter()
-        .zip(ema(closes, slow))
-        .map(|(f, s)| Some(f? - s?))
-        .collect();
-    // The signal line is an EMA over the defined part of the MACD line.
-    let start = line.iter().position(Option::is_some).unwrap_or(line.len());
-    let defined: Vec<f64> = line[start..].iter().flatten().copied().collect();
-    let mut signal_line = vec![None; start];
-    signal_line.extend(ema(&defined, signal));
-    let histogram = line
-        .iter()
-        .zip(&signal_line)
-        .map(|(m, s)| Some((*m)? - (*s)?))
-        .collect();
-    (line, signal_line, histogram)
-}
-
-fn bollinger(closes: &[f64], period: usize, width: f64) -> Three {
-    let middle = sma(closes, period);
-    let deviation: Vec<Option<f64>> = (0..closes.len())
-        .map(|i| {
-            let mean = middle[i]?;
-            let window = &closes[i + 1 - period..=i];
-            Some((window.iter().map(|c| (c - mean).powi(2)).sum::<f64>() / period as f64).sqrt())
-        })
-        .collect();
-    let band = |sign: f64| {
-        middle
-            .iter()
-            .zip(&deviation)
-            .map(|(m, d)| Some((*m)? + sign * width * (*d)?))
-            .collect()
-    };
-    (band(1.0), middle.clone(), band(-1.0))
 }

@@ -3,6 +3,7 @@
 //! as `<SYMBOL>/<timeframe>.csv`.
 
 use plugin_sdk::prelude::*;
+use plugin_sdk::{Completion, CompletionTarget};
 use std::path::{Path, PathBuf};
 
 const ROOT: &str = "/data/market";
@@ -150,6 +151,76 @@ fn plugin() -> Plugin {
                 Ok(vec![ResourceContents::json(uri, &symbols)?])
             },
         )
+        .resource_template(
+            ResourceTemplate::new(BARS_TEMPLATE, "bars")
+                .description(
+                    "Every stored OHLCV bar of one symbol and timeframe, as CSV \
+                     (timestamp,open,high,low,close,volume), e.g. market://bars/SPY/1d.",
+                )
+                .mime_type("text/csv"),
+            |uri, vars| read_series(uri, &vars["symbol"], &vars["timeframe"]),
+        )
+        .completer(complete)
+}
+
+const BARS_TEMPLATE: &str = "market://bars/{symbol}/{timeframe}";
+
+/// The stored CSV of one series.
+fn read_series(uri: &str, symbol: &str, timeframe: &str) -> Result<Vec<ResourceContents>, Error> {
+    if !TIMEFRAMES.contains(&timeframe) {
+        return Err(Error::NotFound(format!(
+            "no timeframe {timeframe}; timeframes are {}",
+            TIMEFRAMES.join(", ")
+        )));
+    }
+    if !valid_symbol(symbol) || !symbol_dir(symbol).is_dir() {
+        return Err(Error::NotFound(unknown_symbol(symbol).0));
+    }
+    let path = series_path(symbol, timeframe);
+    let csv = std::fs::read_to_string(&path).map_err(|_| {
+        Error::NotFound(format!(
+            "no {timeframe} bars for {symbol}; stored timeframes: {}",
+            stored_timeframes(symbol).join(", ")
+        ))
+    })?;
+    Ok(vec![ResourceContents::text(uri, "text/csv", csv)])
+}
+
+/// Suggests symbols and timeframes for the bars template: the symbols
+/// stored, and for a symbol already chosen, the timeframes stored for it.
+fn complete(
+    target: &CompletionTarget,
+    argument: &str,
+    value: &str,
+    context: &Vars,
+) -> Result<Completion, Error> {
+    let candidates: Vec<String> = match (target, argument) {
+        (CompletionTarget::ResourceTemplate(t), "symbol") if t == BARS_TEMPLATE => list_symbols()
+            .map_err(|e| Error::Failed(e.0))?
+            .into_iter()
+            .map(|info| info.symbol)
+            .collect(),
+        (CompletionTarget::ResourceTemplate(t), "timeframe") if t == BARS_TEMPLATE => {
+            match context.get("symbol").filter(|s| valid_symbol(s)) {
+                Some(symbol) => stored_timeframes(symbol),
+                None => TIMEFRAMES.to_vec(),
+            }
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+        }
+        _ => Vec::new(),
+    };
+    Ok(Completion::matching(candidates, value))
+}
+
+/// Symbols reach the file system: one plain path segment only.
+fn valid_symbol(symbol: &str) -> bool {
+    (1..=10).contains(&symbol.len())
+        && symbol.as_bytes()[0].is_ascii_alphanumeric()
+        && symbol
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b"._-".contains(&b))
 }
 
 plugin_sdk::export_plugin!(plugin);
