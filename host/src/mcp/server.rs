@@ -171,20 +171,24 @@ impl McpServer {
         }
     }
 
-    /// Who a request's plugin call runs for: the request's cancellation, a
-    /// channel back to the client for the plugin's logs and progress, and
-    /// the client as the audit log names it.
+    /// The call context for a request: its cancellation, and a channel back
+    /// to the client for the plugin's logs and progress.
+    fn call_context(&self, plugin: &str, context: &RequestContext<RoleServer>) -> CallContext {
+        CallContext {
+            observer: Arc::new(ClientObserver::new(
+                context.peer.clone(),
+                plugin,
+                self.log_level.effective(context),
+                context.meta.get_progress_token(),
+            )),
+            cancel: context.ct.clone(),
+        }
+    }
+
+    /// Who a request's plugin call runs for.
     fn caller(&self, plugin: &str, context: &RequestContext<RoleServer>) -> Caller {
         Caller {
-            call: CallContext {
-                observer: Arc::new(ClientObserver::new(
-                    context.peer.clone(),
-                    plugin,
-                    self.log_level.effective(context),
-                    context.meta.get_progress_token(),
-                )),
-                cancel: context.ct.clone(),
-            },
+            call: self.call_context(plugin, context),
             client: client_of(context),
         }
     }
@@ -471,7 +475,10 @@ impl ServerHandler for McpServer {
             (types::TaskSupport::Optional, false) => {}
         }
 
-        let caller = self.caller(&plugin.name, &context);
+        let caller = Caller {
+            call: self.call_context(&plugin.name, &context),
+            client,
+        };
         match self.run_tool(plugin, entry, audited, &caller).await {
             Ok(result) => Ok(result.into()),
             Err(error) => Ok(tool_error(format!("{} failed: {error}", entry.qualified))),
