@@ -41,6 +41,7 @@ fn sandbox(c: &mut Criterion) {
                 host: dir.path().to_owned(),
                 guest: format!("/data/{i}"),
                 access: Access::ReadOnly,
+                per_user: false,
             })
             .collect(),
         env: vec![EnvGrant {

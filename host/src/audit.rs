@@ -32,6 +32,9 @@ pub struct Client {
     /// The client's own name for itself, when it gave one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Who the request ran as: the authenticated user id, `anonymous`
+    /// (public mode) or `local` (stdio, or HTTP without auth).
+    pub principal: String,
 }
 
 /// What happened.

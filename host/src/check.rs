@@ -98,7 +98,7 @@ fn describe(out: &mut String, plugin: &LoadedPlugin) {
             out,
             "  folder {} = {} ({})",
             mount.guest,
-            mount.host.display(),
+            mount.describe_host(),
             mount.access
         );
     }

@@ -50,6 +50,47 @@ pub enum Command {
     /// Inspect policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Bearer tokens for `[auth] mode = "direct"`.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Make an Ed25519 key pair for signing tokens: the private key goes to
+    /// a file only you can read, the public key (for
+    /// `[auth] ed25519_public_keys`) is printed.
+    Keygen(KeygenArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Mint a token for local use and tests, signed with the Ed25519 key of
+    /// `--key` or else the HS256 secret the config names. Prints the token.
+    Issue(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The host config whose `[auth]` gives the issuer, audience and key.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Who the token is for (`sub`).
+    #[arg(long)]
+    pub sub: String,
+    /// A scope it grants; repeat for more [default: mcp:read mcp:write].
+    #[arg(long = "scope")]
+    pub scopes: Vec<String>,
+    /// How long it is valid, e.g. `1h`, `30m`.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: std::time::Duration,
+    /// Sign with this Ed25519 private key (from `host keygen`) instead of
+    /// the HS256 secret.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the private key (PKCS#8, base64).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

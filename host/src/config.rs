@@ -22,6 +22,9 @@ pub struct ConfigFile {
     pub audit: AuditConfig,
     #[serde(default)]
     pub engine: EngineTable,
+    /// Who may call over HTTP.
+    #[serde(default)]
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// The `[engine]` table: sizing of the sandbox pool.
@@ -89,6 +92,8 @@ pub struct Settings {
     /// Sizing of the sandbox pool.
     pub max_sandboxes: u32,
     pub keep_resident_kib: u32,
+    /// How HTTP clients are authenticated.
+    pub auth: crate::auth::AuthConfig,
 }
 
 impl Settings {
@@ -180,6 +185,7 @@ impl Settings {
                 .engine
                 .keep_resident_kib
                 .unwrap_or(defaults.keep_resident_kib),
+            auth: file.auth,
         })
     }
 }

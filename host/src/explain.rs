@@ -108,7 +108,7 @@ fn describe_plugin(out: &mut String, plugin: &LoadedPlugin) {
             out,
             "  {} sees {} ({})",
             mount.guest,
-            mount.host.display(),
+            mount.describe_host(),
             mount.access
         );
     }

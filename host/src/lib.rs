@@ -7,6 +7,7 @@
 //! - [`policy`]: reading policies and deciding what a plugin may do.
 
 pub mod audit;
+pub mod auth;
 pub mod capability;
 pub mod check;
 pub mod cli;
@@ -14,14 +15,16 @@ pub mod config;
 pub mod digest;
 pub mod explain;
 pub mod mcp;
+pub mod metrics;
 pub mod plugin;
 pub mod policy;
 pub mod reload;
 pub mod runtime;
+pub mod tokens;
 
 use audit::{AuditLog, Event};
 use capability::filesystem::Protected;
-use cli::{Cli, Command, LogFormat, PolicyCommand, ServeArgs};
+use cli::{Cli, Command, LogFormat, PolicyCommand, ServeArgs, TokenCommand};
 use config::Settings;
 use mcp::transport::{self, HttpOptions};
 use plugin::{Registry, loader};
@@ -49,6 +52,8 @@ pub fn main(cli: Cli) -> ExitCode {
                 let wasm = Arc::new(Runtime::new(&settings.engine())?);
                 check::run(&wasm, &settings, &args.only).await
             }
+            Command::Token(TokenCommand::Issue(args)) => tokens::issue(&args).map(|()| true),
+            Command::Keygen(args) => tokens::keygen(&args).map(|()| true),
             Command::Policy(PolicyCommand::Explain(args)) => {
                 let settings = Settings::resolve(&args.locations)?;
                 let wasm = Arc::new(Runtime::new(&settings.engine())?);
@@ -93,7 +98,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut settings = Settings::resolve(&args.locations)?;
     let http = args.http.or(settings.http);
     if let Some(addr) = http {
-        transport::check_listen_address(addr)?;
+        transport::check_listen_address(addr, settings.auth.mode)?;
     }
     let audit_path = match (&args.audit_log, args.no_audit_log) {
         (_, true) => None,
@@ -141,6 +146,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let mut shared = mcp::Shared::new(registry, wasm.clone(), audit.clone());
     shared.native_noop = args.native_noop;
+    shared.tool_calls = auth::rate::Limiter::new(settings.auth.rate_limit.tool_calls_per_minute);
     let shared = Arc::new(shared);
     let watch = if args.no_watch {
         None
@@ -164,9 +170,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             });
             let mut origins = settings.allowed_origins.clone();
             origins.extend(args.allowed_origins);
+            let auth = auth::Authenticator::new(&settings.auth, |name| std::env::var(name).ok())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            tracing::info!(mode = ?auth.mode, "HTTP clients are authenticated");
             let options = HttpOptions {
                 addr,
                 allowed_origins: origins,
+                auth,
+                rate: settings.auth.rate_limit.clone(),
             };
             transport::serve_http(shared, options, shutdown, |bound| {
                 tracing::info!("serving MCP over Streamable HTTP at http://{bound}/mcp");

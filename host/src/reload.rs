@@ -271,6 +271,7 @@ impl Reloader {
         let outcome = match self.reload().await {
             Ok(outcome) => outcome,
             Err(e) => {
+                self.shared.metrics.reload(false);
                 tracing::error!("reload failed, nothing changed: {e:#}");
                 self.shared.audit.record(Event::LoadFailed {
                     file: self.policies.dir.display().to_string(),
@@ -279,6 +280,7 @@ impl Reloader {
                 return;
             }
         };
+        self.shared.metrics.reload(true);
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         let registry = self.shared.registry.load();
         for name in outcome

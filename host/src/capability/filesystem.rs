@@ -23,6 +23,11 @@ impl std::fmt::Display for Access {
     }
 }
 
+/// The last segment of a mount's host folder that stands for the caller's
+/// user id: `plugins/strategies/users/{user}` gives each principal a folder
+/// of its own.
+pub const USER_PLACEHOLDER: &str = "{user}";
+
 /// A mount as written in a policy file.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -39,21 +44,61 @@ pub struct MountSpec {
 /// A resolved mount: an existing host folder inside the root.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mount {
+    /// The folder; for a per-user mount, the folder holding the users'.
     pub host: PathBuf,
     pub guest: String,
     pub access: Access,
+    /// Whether each caller gets its own folder, `host/<user id>`.
+    pub per_user: bool,
 }
 
 impl Mount {
-    /// Adds the mount to a sandbox's WASI context.
-    pub fn apply(&self, wasi: &mut WasiCtxBuilder) -> anyhow::Result<()> {
+    /// Adds the mount to a sandbox's WASI context; a per-user mount shows
+    /// `user`'s own folder, created on first use.
+    pub fn apply(&self, wasi: &mut WasiCtxBuilder, user: Option<&str>) -> anyhow::Result<()> {
         let perms = match self.access {
             Access::ReadOnly => FsPerms::ReadOnly,
             Access::ReadWrite => FsPerms::ReadWrite,
         };
-        wasi.preopened_dir(&self.host, &self.guest, perms)
-            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", self.host.display()))?;
+        let host = if self.per_user {
+            self.user_folder(user)?
+        } else {
+            self.host.clone()
+        };
+        wasi.preopened_dir(&host, &self.guest, perms)
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", host.display()))?;
         Ok(())
+    }
+
+    /// `user`'s folder of a per-user mount: one plain segment under
+    /// `host`, never a symlink, so no user id reaches another's folder.
+    fn user_folder(&self, user: Option<&str>) -> anyhow::Result<PathBuf> {
+        let user = user
+            .filter(|user| crate::auth::valid_principal(user))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} is per user, and the caller has no usable user id",
+                    self.guest
+                )
+            })?;
+        let folder = self.host.join(user);
+        match std::fs::symlink_metadata(&folder) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => anyhow::bail!("{} is not a plain folder", folder.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(&folder)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", folder.display()))?,
+            Err(e) => anyhow::bail!("cannot use {}: {e}", folder.display()),
+        }
+        Ok(folder)
+    }
+
+    /// The host folder as the policy says it.
+    pub fn describe_host(&self) -> String {
+        if self.per_user {
+            self.host.join(USER_PLACEHOLDER).display().to_string()
+        } else {
+            self.host.display().to_string()
+        }
     }
 }
 
@@ -63,8 +108,19 @@ impl Mount {
 /// error.
 pub fn resolve(spec: &MountSpec, root: &Path) -> Result<Mount, String> {
     check_guest_path(&spec.guest)?;
-    let joined = root.join(&spec.host);
-    if !joined.exists() && spec.access == Access::ReadWrite {
+    let per_user = spec.host.file_name() == Some(USER_PLACEHOLDER.as_ref());
+    let written = spec.host.to_string_lossy();
+    if written.matches(USER_PLACEHOLDER).count() > usize::from(per_user) {
+        return Err(format!(
+            "{written}: {USER_PLACEHOLDER} may only be the last segment of a mount's host folder"
+        ));
+    }
+    // A per-user mount resolves the folder holding the users' folders.
+    let joined = match (per_user, spec.host.parent()) {
+        (true, Some(parent)) => root.join(parent),
+        _ => root.join(&spec.host),
+    };
+    if !joined.exists() && (spec.access == Access::ReadWrite || per_user) {
         std::fs::create_dir_all(&joined)
             .map_err(|e| format!("cannot create {}: {e}", joined.display()))?;
     }
@@ -88,6 +144,7 @@ pub fn resolve(spec: &MountSpec, root: &Path) -> Result<Mount, String> {
         host,
         guest: spec.guest.clone(),
         access: spec.access,
+        per_user,
     })
 }
 
@@ -181,6 +238,38 @@ fn check_guest_path(guest: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn per_user_mounts_give_each_user_a_folder_of_their_own() {
+        let root = tempfile::tempdir().unwrap();
+        let spec = MountSpec {
+            host: "users/{user}".into(),
+            guest: "/data".into(),
+            access: Access::ReadWrite,
+        };
+        let mount = resolve(&spec, root.path()).unwrap();
+        assert!(mount.per_user && mount.host.ends_with("users"));
+        assert_eq!(
+            mount.describe_host(),
+            mount.host.join("{user}").display().to_string()
+        );
+        let alice = mount.user_folder(Some("alice")).unwrap();
+        assert_eq!(alice, mount.host.join("alice"));
+        assert!(alice.is_dir(), "created on first use");
+        for bad in [Some(".."), Some("a/b"), Some(""), None] {
+            assert!(mount.user_folder(bad).is_err(), "{bad:?}");
+        }
+        std::os::unix::fs::symlink(root.path(), mount.host.join("mallory")).unwrap();
+        assert!(
+            mount.user_folder(Some("mallory")).is_err(),
+            "a symlink is not a user folder"
+        );
+        let nested = MountSpec {
+            host: "{user}/x".into(),
+            ..spec
+        };
+        assert!(resolve(&nested, root.path()).is_err());
+    }
     use super::*;
 
     fn spec(host: &str, guest: &str, access: Access) -> MountSpec {
@@ -234,6 +323,7 @@ mod tests {
             host: host.into(),
             guest: "/m".into(),
             access,
+            per_user: false,
         };
         let protected = [
             Protected {
@@ -263,6 +353,7 @@ mod tests {
             host: host.into(),
             guest: guest.into(),
             access,
+            per_user: false,
         };
         let nested = [
             mount("/r/data", "/a", Access::ReadOnly),

@@ -6,9 +6,13 @@ use super::observer::ClientObserver;
 use super::subscriptions::Watched;
 use super::tasks::{Outcome, TaskObserver, Tasks};
 use crate::audit::{AuditLog, Client, Event};
+use crate::auth::rate::Limiter;
+use crate::auth::{self, Principal};
+use crate::metrics::Metrics;
 use crate::plugin::manifest::{self, ToolEntry};
 use crate::plugin::{LoadedPlugin, Registry};
 use crate::policy::Grants;
+use crate::policy::access;
 use crate::reload::Change;
 use crate::runtime::{CallContext, CallError, Diagnostics, Entry, Runtime, types};
 use arc_swap::ArcSwap;
@@ -42,6 +46,10 @@ pub struct Shared {
     pub native_noop: bool,
     /// Calls running (or run) as tasks.
     pub tasks: Arc<Tasks>,
+    /// Tool calls per principal and tool (not for the local user).
+    pub tool_calls: Limiter,
+    /// What `/metrics` reports.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -53,6 +61,8 @@ impl Shared {
             changes: broadcast::channel(16).0,
             native_noop: false,
             tasks: Arc::default(),
+            tool_calls: Limiter::new(0),
+            metrics: Arc::default(),
         }
     }
 }
@@ -128,10 +138,28 @@ struct Audited<'a> {
     started: Instant,
 }
 
+/// Who a request runs as: the principal the HTTP auth layer found, or the
+/// local user (stdio, and HTTP without auth).
+fn principal_of(context: &RequestContext<RoleServer>) -> Principal {
+    auth::http::principal_of(context.extensions.get::<http::request::Parts>())
+}
+
+/// The plugins `principal` may use at all.
+fn usable<'a>(
+    registry: &'a Registry,
+    principal: &'a Principal,
+) -> impl Iterator<Item = &'a Arc<LoadedPlugin>> + 'a {
+    registry
+        .plugins()
+        .iter()
+        .filter(move |plugin| access::decide(&plugin.grants.access, principal, false).is_ok())
+}
+
 /// Who made a request, for the audit log.
 fn client_of(context: &RequestContext<RoleServer>) -> Client {
     let http = context.extensions.get::<http::request::Parts>();
     Client {
+        principal: principal_of(context).id,
         transport: if http.is_some() { "http" } else { "stdio" },
         session: http
             .and_then(|parts| parts.headers.get("mcp-session-id"))
@@ -182,6 +210,7 @@ impl McpServer {
                 context.meta.get_progress_token(),
             )),
             cancel: context.ct.clone(),
+            user: Some(principal_of(context).id),
         }
     }
 
@@ -215,11 +244,11 @@ impl McpServer {
             Ok((_, diagnostics)) => diagnostics,
             Err(error) => &error.diagnostics,
         };
-        for denial in diagnostics
-            .denials
-            .iter()
-            .filter(|_| self.shared.audit.enabled())
-        {
+        for denial in &diagnostics.denials {
+            self.shared.metrics.denial(&denial.rule);
+            if !self.shared.audit.enabled() {
+                continue;
+            }
             self.shared.audit.record(Event::Denied {
                 plugin: plugin.name.clone(),
                 target: request.target.to_owned(),
@@ -259,6 +288,61 @@ fn tool_error(message: String) -> CallToolResponse {
 }
 
 impl McpServer {
+    /// Runs `entry` for a request that reads from `plugin` (a resource, a
+    /// prompt, a completion): refused unless the request's principal may
+    /// use the plugin, run with the plugin's reading grants, and recorded.
+    /// The outer error is the refusal, the inner one the failed call.
+    async fn run_reading<R: Send + 'static>(
+        &self,
+        plugin: &LoadedPlugin,
+        request: Audited<'_>,
+        context: &RequestContext<RoleServer>,
+        entry: Entry<R>,
+    ) -> Result<Result<R, CallError>, McpError> {
+        let caller = self.caller(&plugin.name, context);
+        let principal = principal_of(context);
+        let access = &plugin.grants.access;
+        self.check_access(
+            plugin,
+            access,
+            &principal,
+            false,
+            request.target,
+            &caller.client,
+        )?;
+        let grants = &plugin.offer.reading;
+        let outcome = self.run(plugin, request, grants, &caller, entry).await;
+        Ok(outcome.map(|(result, _)| {
+            self.record_call(&plugin.name, request, "ok", &caller.client);
+            result
+        }))
+    }
+
+    /// Refuses `principal` the use of `target` of `plugin` (a tool that
+    /// `writes`, or not) when `access` says so, recording the refusal.
+    fn check_access(
+        &self,
+        plugin: &LoadedPlugin,
+        access: &access::AccessSpec,
+        principal: &Principal,
+        writes: bool,
+        target: &str,
+        client: &Client,
+    ) -> Result<(), McpError> {
+        access::decide(access, principal, writes).map_err(|rule| {
+            self.shared.metrics.denial(&rule);
+            let message = format!("{target} is not available to {}: {rule}", principal.id);
+            self.shared.audit.record(Event::Denied {
+                plugin: plugin.name.clone(),
+                target: target.to_owned(),
+                rule,
+                attempt: format!("use {target}"),
+                client: client.clone(),
+            });
+            McpError::invalid_params(message, None)
+        })
+    }
+
     /// Calls the tool `entry` of `plugin` with the request's arguments and
     /// records the call; the tool's result, or why there is none.
     async fn run_tool(
@@ -304,12 +388,13 @@ impl McpServer {
         arguments: serde_json::Value,
         client: Client,
     ) -> Option<CreateTaskResult> {
-        let (task, cancel) = self.shared.tasks.create()?;
+        let (task, cancel) = self.shared.tasks.create(&client.principal)?;
         let id = task.task_id.clone();
         let caller = Caller {
             call: CallContext {
                 observer: Arc::new(TaskObserver::new(self.shared.tasks.clone(), id.clone())),
                 cancel,
+                user: Some(client.principal.clone()),
             },
             client,
         };
@@ -338,6 +423,9 @@ impl McpServer {
 
     /// Records a finished request in the audit log.
     fn record_call(&self, plugin: &str, request: Audited<'_>, outcome: &str, client: &Client) {
+        let seconds = request.started.elapsed().as_secs_f64();
+        let metrics = &self.shared.metrics;
+        metrics.call(plugin, request.method, request.target, outcome, seconds);
         if !self.shared.audit.enabled() {
             return;
         }
@@ -350,7 +438,7 @@ impl McpServer {
             method: request.method,
             target: request.target.to_owned(),
             outcome: outcome.to_owned(),
-            duration_ms: request.started.elapsed().as_secs_f64() * 1000.0,
+            duration_ms: seconds * 1000.0,
             arguments,
             arguments_sha256,
             client: client.clone(),
@@ -386,10 +474,18 @@ impl ServerHandler for McpServer {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         let registry = self.shared.registry.load();
-        let mut tools: Vec<_> = registry.tools().map(convert::tool).collect();
+        let principal = principal_of(&context);
+        let mut tools: Vec<_> = usable(&registry, &principal)
+            .flat_map(|plugin| plugin.offer.tools.iter())
+            .filter(|tool| {
+                let writes = !tool.annotations.read_only;
+                access::decide(&tool.grants.access, &principal, writes).is_ok()
+            })
+            .map(convert::tool)
+            .collect();
         if self.shared.native_noop {
             tools.push(native_noop());
         }
@@ -417,6 +513,7 @@ impl ServerHandler for McpServer {
         let Some((plugin, entry)) = registry.tool(&request.name) else {
             let message = match registry.withheld(&request.name) {
                 Some((owner, reason)) => {
+                    self.shared.metrics.denial(reason);
                     self.shared.audit.record(Event::Denied {
                         plugin: owner.to_owned(),
                         target: request.name.to_string(),
@@ -441,6 +538,30 @@ impl ServerHandler for McpServer {
             };
             return Err(McpError::invalid_params(message, None));
         };
+        let principal = principal_of(&context);
+        let writes = !entry.annotations.read_only;
+        self.check_access(
+            plugin,
+            &entry.grants.access,
+            &principal,
+            writes,
+            &request.name,
+            &client,
+        )?;
+        if principal != Principal::local() {
+            let budget = format!("{}\n{}", principal.id, entry.qualified);
+            if let Err(wait) = self.shared.tool_calls.take(&budget, Instant::now()) {
+                self.shared.metrics.denial("rate limit");
+                self.record_call(&plugin.name, audited, "rate-limited", &client);
+                return Ok(tool_error(format!(
+                    "rate limit: {} calls {} too often; retry after {} s",
+                    principal.id,
+                    entry.qualified,
+                    wait.as_secs() + 1
+                )));
+            }
+        }
+
         if let Err(problems) = manifest::validate(&entry.input, &arguments) {
             self.record_call(&plugin.name, audited, "invalid-arguments", &client);
             return Ok(tool_error(format!(
@@ -488,22 +609,30 @@ impl ServerHandler for McpServer {
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
         let registry = self.shared.registry.load();
+        let principal = principal_of(&context);
         Ok(ListResourcesResult::with_all_items(
-            registry.resources().map(convert::resource).collect(),
+            usable(&registry, &principal)
+                .flat_map(|plugin| plugin.offer.resources.iter())
+                .map(convert::resource)
+                .collect(),
         ))
     }
 
     async fn list_resource_templates(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, McpError> {
         let registry = self.shared.registry.load();
+        let principal = principal_of(&context);
         Ok(ListResourceTemplatesResult::with_all_items(
-            registry.templates().map(convert::template).collect(),
+            usable(&registry, &principal)
+                .flat_map(|plugin| plugin.offer.templates.iter())
+                .map(convert::template)
+                .collect(),
         ))
     }
 
@@ -528,20 +657,17 @@ impl ServerHandler for McpServer {
             arguments: None,
             started: Instant::now(),
         };
-        let caller = self.caller(&plugin.name, &context);
-        let (result, _) = self
-            .run(
+        let result = self
+            .run_reading(
                 plugin,
                 audited,
-                &plugin.offer.reading,
-                &caller,
+                &context,
                 Box::new(move |handler, store| {
                     Box::pin(async move { handler.call_read_resource(store, &requested).await })
                 }),
             )
-            .await
+            .await?
             .map_err(|e| McpError::internal_error(format!("reading {uri} failed: {e}"), None))?;
-        self.record_call(&plugin.name, audited, "ok", &caller.client);
         let contents = result.map_err(|e| match e {
             types::Error::NotFound(why) => not_found(format!("{uri}: {why}")),
             other => plugin_error(other, &uri),
@@ -552,11 +678,15 @@ impl ServerHandler for McpServer {
     async fn list_prompts(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, McpError> {
         let registry = self.shared.registry.load();
+        let principal = principal_of(&context);
         Ok(ListPromptsResult::with_all_items(
-            registry.prompts().map(convert::prompt).collect(),
+            usable(&registry, &principal)
+                .flat_map(|plugin| plugin.offer.prompts.iter())
+                .map(convert::prompt)
+                .collect(),
         ))
     }
 
@@ -586,20 +716,17 @@ impl ServerHandler for McpServer {
             arguments: None,
             started: Instant::now(),
         };
-        let caller = self.caller(&plugin.name, &context);
-        let (result, _) = self
-            .run(
+        let result = self
+            .run_reading(
                 plugin,
                 audited,
-                &plugin.offer.reading,
-                &caller,
+                &context,
                 Box::new(move |handler, store| {
                     Box::pin(async move { handler.call_get_prompt(store, &name, &arguments).await })
                 }),
             )
-            .await
+            .await?
             .map_err(|e| McpError::internal_error(format!("{} failed: {e}", request.name), None))?;
-        self.record_call(&plugin.name, audited, "ok", &caller.client);
         let prompt = result.map_err(|e| plugin_error(e, &request.name))?;
         let messages = prompt.messages.into_iter().map(convert::message).collect();
         let mut result = GetPromptResult::new(messages);
@@ -662,13 +789,11 @@ impl ServerHandler for McpServer {
             arguments: None,
             started: Instant::now(),
         };
-        let caller = self.caller(&plugin.name, &context);
-        let (result, _) = self
-            .run(
+        let result = self
+            .run_reading(
                 plugin,
                 audited,
-                &plugin.offer.reading,
-                &caller,
+                &context,
                 Box::new(move |handler, store| {
                     Box::pin(async move {
                         handler
@@ -677,9 +802,8 @@ impl ServerHandler for McpServer {
                     })
                 }),
             )
-            .await
+            .await?
             .map_err(|e| McpError::internal_error(format!("completion failed: {e}"), None))?;
-        self.record_call(&plugin.name, audited, "ok", &caller.client);
         let completion = result.map_err(|e| plugin_error(e, "completion"))?;
         let mut values = completion.values;
         let truncated = values.len() > CompletionInfo::MAX_VALUES;
@@ -806,9 +930,10 @@ impl ServerHandler for McpServer {
     async fn get_task(
         &self,
         request: GetTaskParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, McpError> {
-        match self.shared.tasks.get(&request.task_id) {
+        let owner = principal_of(&context).id;
+        match self.shared.tasks.get(&request.task_id, &owner) {
             Some(task) => Ok(GetTaskResult::new(task)),
             None => Err(unknown_task(&request.task_id)),
         }
@@ -817,9 +942,13 @@ impl ServerHandler for McpServer {
     async fn cancel_task(
         &self,
         request: CancelTaskParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        if self.shared.tasks.cancel(&request.task_id) {
+        if self
+            .shared
+            .tasks
+            .cancel(&request.task_id, &principal_of(&context).id)
+        {
             Ok(())
         } else {
             Err(unknown_task(&request.task_id))
@@ -829,9 +958,10 @@ impl ServerHandler for McpServer {
     async fn update_task(
         &self,
         request: UpdateTaskParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        if self.shared.tasks.get(&request.task_id).is_none() {
+        let owner = principal_of(&context).id;
+        if self.shared.tasks.get(&request.task_id, &owner).is_none() {
             return Err(unknown_task(&request.task_id));
         }
         let message = format!(

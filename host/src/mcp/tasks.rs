@@ -2,9 +2,9 @@
 //! that answer at once with a handle, run on in their sandbox, and are
 //! polled with `tasks/get` and stopped with `tasks/cancel`.
 //!
-//! Task ids are 128 random bits: knowing one is what lets a client see or
-//! cancel its task. Finished tasks are kept for [`TTL`]; at most
-//! [`MAX_TASKS`] exist at once.
+//! A task belongs to the principal that started it: only it can see or
+//! cancel it, by an id of 128 random bits. Finished tasks are kept for
+//! [`TTL`]; at most [`MAX_TASKS`] exist at once.
 
 use crate::runtime::{CallObserver, LogLevel, Notify};
 use rmcp::model::{DetailedTask, JsonObject, Task, TaskPayload, TaskStatus};
@@ -23,6 +23,8 @@ const POLL_INTERVAL_MS: u64 = 250;
 pub const MAX_TASKS: usize = 1024;
 
 struct Entry {
+    /// The principal that started it.
+    owner: String,
     task: Task,
     payload: TaskPayload,
     cancel: CancellationToken,
@@ -36,9 +38,9 @@ pub struct Tasks {
 }
 
 impl Tasks {
-    /// A new working task, and the token that stops its work; `None` when
-    /// the store is full.
-    pub fn create(&self) -> Option<(Task, CancellationToken)> {
+    /// A new working task of `owner`, and the token that stops its work;
+    /// `None` when the store is full.
+    pub fn create(&self, owner: &str) -> Option<(Task, CancellationToken)> {
         let mut entries = self.entries.lock().ok()?;
         entries.retain(|_, entry| entry.created.elapsed() < TTL);
         if entries.len() >= MAX_TASKS {
@@ -52,6 +54,7 @@ impl Tasks {
         entries.insert(
             task.task_id.clone(),
             Entry {
+                owner: owner.to_owned(),
                 task: task.clone(),
                 payload: TaskPayload::Working,
                 cancel: cancel.clone(),
@@ -61,20 +64,22 @@ impl Tasks {
         Some((task, cancel))
     }
 
-    /// The task `id` as `tasks/get` shows it.
-    pub fn get(&self, id: &str) -> Option<DetailedTask> {
+    /// `owner`'s task `id` as `tasks/get` shows it.
+    pub fn get(&self, id: &str, owner: &str) -> Option<DetailedTask> {
         let entries = self.entries.lock().ok()?;
-        let entry = entries.get(id).filter(|e| e.created.elapsed() < TTL)?;
+        let entry = entries
+            .get(id)
+            .filter(|e| e.owner == owner && e.created.elapsed() < TTL)?;
         Some(DetailedTask::new(entry.task.clone(), entry.payload.clone()))
     }
 
-    /// Asks the task `id` to stop; whether it exists. A task that finished
-    /// already keeps its outcome.
-    pub fn cancel(&self, id: &str) -> bool {
+    /// Asks `owner`'s task `id` to stop; whether it exists. A task that
+    /// finished already keeps its outcome.
+    pub fn cancel(&self, id: &str, owner: &str) -> bool {
         let Ok(entries) = self.entries.lock() else {
             return false;
         };
-        match entries.get(id) {
+        match entries.get(id).filter(|e| e.owner == owner) {
             Some(entry) => {
                 entry.cancel.cancel();
                 true
@@ -180,40 +185,46 @@ mod tests {
     #[test]
     fn a_task_runs_then_completes() {
         let tasks = Tasks::default();
-        let (task, _) = tasks.create().unwrap();
+        let (task, _) = tasks.create("alice").unwrap();
         assert_eq!(task.task_id.len(), 32);
         tasks.report(&task.task_id, "half way".into());
-        let working = tasks.get(&task.task_id).unwrap();
+        let working = tasks.get(&task.task_id, "alice").unwrap();
         assert_eq!(working.status(), TaskStatus::Working);
         assert_eq!(working.task.status_message.as_deref(), Some("half way"));
         tasks.finish(&task.task_id, Outcome::Completed(JsonObject::new()));
         assert_eq!(
-            tasks.get(&task.task_id).unwrap().status(),
+            tasks.get(&task.task_id, "alice").unwrap().status(),
             TaskStatus::Completed
         );
-        assert!(tasks.get("0000").is_none());
+        assert!(tasks.get("0000", "alice").is_none());
+        assert!(
+            tasks.get(&task.task_id, "bob").is_none(),
+            "another principal's task"
+        );
     }
 
     #[test]
     fn a_cancelled_task_ends_cancelled_whatever_its_work_returned() {
         let tasks = Tasks::default();
-        let (task, token) = tasks.create().unwrap();
-        assert!(tasks.cancel(&task.task_id));
+        let (task, token) = tasks.create("alice").unwrap();
+        assert!(!tasks.cancel(&task.task_id, "bob"));
+        assert!(!token.is_cancelled());
+        assert!(tasks.cancel(&task.task_id, "alice"));
         assert!(token.is_cancelled());
         tasks.finish(&task.task_id, Outcome::Completed(JsonObject::new()));
         assert_eq!(
-            tasks.get(&task.task_id).unwrap().status(),
+            tasks.get(&task.task_id, "alice").unwrap().status(),
             TaskStatus::Cancelled
         );
-        assert!(!tasks.cancel("unknown"));
+        assert!(!tasks.cancel("unknown", "alice"));
     }
 
     #[test]
     fn the_store_is_bounded() {
         let tasks = Tasks::default();
         for _ in 0..MAX_TASKS {
-            assert!(tasks.create().is_some());
+            assert!(tasks.create("alice").is_some());
         }
-        assert!(tasks.create().is_none());
+        assert!(tasks.create("alice").is_none());
     }
 }

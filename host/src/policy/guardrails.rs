@@ -367,6 +367,7 @@ mod tests {
             host,
             guest: "/m".into(),
             access,
+            per_user: false,
         };
         assert!(
             guard

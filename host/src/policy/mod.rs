@@ -6,6 +6,7 @@
 //! default limits. Parsing is strict: unknown keys and wrong types are
 //! errors that name the file, line and column.
 
+pub mod access;
 pub mod guardrails;
 pub mod narrow;
 
@@ -53,6 +54,9 @@ pub struct PolicyFile {
     /// What its tools and prompts are called on the wire.
     #[serde(default)]
     pub names: NamesSpec,
+    /// Which principals may use it (over authenticated HTTP).
+    #[serde(default)]
+    pub access: access::AccessSpec,
 }
 
 /// The `[names]` table.
@@ -160,6 +164,8 @@ pub struct Grants {
     pub tools: Arc<ToolsSpec>,
     /// Whether its tool and prompt names carry its own name.
     pub prefix_names: bool,
+    /// Which principals may use it.
+    pub access: Arc<access::AccessSpec>,
 }
 
 impl Default for Grants {
@@ -176,6 +182,7 @@ impl Default for Grants {
             guardrails: Arc::default(),
             tools: Arc::default(),
             prefix_names: true,
+            access: Arc::default(),
         }
     }
 }
@@ -243,6 +250,7 @@ pub fn resolve(
         guardrails: guardrails.clone(),
         tools: Arc::new(file.tools),
         prefix_names: file.names.prefix,
+        access: Arc::new(file.access),
     })
 }
 

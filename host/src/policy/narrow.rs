@@ -82,6 +82,7 @@ mod tests {
                 host: "/r/data".into(),
                 guest: "/data".into(),
                 access,
+                per_user: false,
             }],
             http: rules.iter().map(|r| HttpRule::parse(r).unwrap()).collect(),
             ..Grants::default()

@@ -32,6 +32,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
     sandboxes: Arc<Semaphore>,
+    max_sandboxes: usize,
     /// An empty folder every sandbox sees at `/`, so that paths outside its
     /// mounts reach the host (see [`shadow`]).
     outside_mounts: tempfile::TempDir,
@@ -172,6 +173,7 @@ impl Runtime {
             outside_mounts,
             cache,
             sandboxes: Arc::new(Semaphore::new(config.max_sandboxes as usize)),
+            max_sandboxes: config.max_sandboxes as usize,
             engine,
             linker,
         })
@@ -182,6 +184,11 @@ impl Runtime {
     /// workers.
     pub fn component(&self, hash: &Digest, bytes: &[u8]) -> anyhow::Result<Component> {
         self.cache.component(&self.engine, hash, bytes)
+    }
+
+    /// How many sandboxes are alive now.
+    pub fn sandboxes_in_use(&self) -> usize {
+        self.max_sandboxes - self.sandboxes.available_permits()
     }
 
     /// The folder compiled components are cached in, if any.
@@ -331,7 +338,7 @@ impl Runtime {
         )
         .map_err(|e| anyhow::anyhow!("cannot open the sandbox's empty root folder: {e}"))?;
         for mount in &grants.mounts {
-            mount.apply(&mut wasi)?;
+            mount.apply(&mut wasi, call.user.as_deref())?;
         }
         grants.sockets.apply(&mut wasi, denials);
         for var in &grants.env {

@@ -44,6 +44,8 @@ impl CallObserver for Unobserved {
 pub struct CallContext {
     pub observer: Arc<dyn CallObserver>,
     pub cancel: CancellationToken,
+    /// The user id per-user mounts resolve to; `None` mounts none of them.
+    pub user: Option<String>,
 }
 
 impl Default for CallContext {
@@ -51,6 +53,7 @@ impl Default for CallContext {
         CallContext {
             observer: Arc::new(Unobserved),
             cancel: CancellationToken::new(),
+            user: None,
         }
     }
 }

@@ -1,0 +1,153 @@
+//! The HTTP side of auth: the middleware every `/mcp` request passes, its
+//! 401/403/429 answers, and the OAuth protected-resource metadata (RFC 9728)
+//! that tells MCP clients where to get a token.
+
+use super::rate::Limiter;
+use super::{Authenticator, Credentials, Mode, Principal, Refusal, gateway};
+use crate::metrics::Metrics;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// The largest request body read (the same bound the MCP service keeps).
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// The path of the protected-resource metadata.
+pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+
+/// What the middleware needs.
+pub struct Gate {
+    pub auth: Authenticator,
+    /// Requests per principal (or client address, for anonymous clients).
+    pub requests: Limiter,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Gate {
+    /// Where clients find the metadata: next to the configured resource.
+    fn metadata_url(&self) -> Option<String> {
+        let resource: http::Uri = self.auth.resource.as_deref()?.parse().ok()?;
+        Some(format!(
+            "{}://{}{METADATA_PATH}",
+            resource.scheme_str()?,
+            resource.authority()?
+        ))
+    }
+}
+
+/// Authenticates a request, applies the principal's request budget, and
+/// passes the principal on to the MCP service in the request's extensions.
+pub async fn authenticate(
+    State(gate): State<Arc<Gate>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    // The body is read here so a gateway signature can cover it.
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is too large",
+        )
+            .into_response();
+    };
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let credentials = Credentials {
+        authorization: header(header::AUTHORIZATION.as_str()),
+        gateway: gateway::Signed {
+            user: header(gateway::USER),
+            timestamp: header(gateway::TIMESTAMP),
+            signature: header(gateway::SIGNATURE),
+        },
+        body: &body,
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let principal = match gate.auth.authenticate(&credentials, now) {
+        Ok(principal) => principal,
+        Err(refusal) => return refuse(&gate, refusal),
+    };
+    let budget = match gate.auth.mode {
+        Mode::Public => format!("address {}", peer.ip()),
+        _ => format!("principal {}", principal.id),
+    };
+    if let Err(wait) = gate.requests.take(&budget, Instant::now()) {
+        let refusal = Refusal {
+            status: 429,
+            reason: "rate-limited",
+            detail: format!("too many requests from {budget}"),
+            retry_after: Some(wait.as_secs() + 1),
+        };
+        return refuse(&gate, refusal);
+    }
+    parts.extensions.insert(principal);
+    next.run(Request::from_parts(parts, Body::from(body))).await
+}
+
+/// The answer to a refused request.
+fn refuse(gate: &Gate, refusal: Refusal) -> Response {
+    gate.metrics.auth_failure(refusal.reason);
+    tracing::info!(
+        status = refusal.status,
+        reason = refusal.reason,
+        "refused: {}",
+        refusal.detail
+    );
+    let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::UNAUTHORIZED);
+    let mut response = (status, refusal.detail.clone()).into_response();
+    let headers = response.headers_mut();
+    let metadata = gate
+        .metadata_url()
+        .map(|url| format!(", resource_metadata=\"{url}\""))
+        .unwrap_or_default();
+    let challenge = match (refusal.status, gate.auth.mode) {
+        (401, Mode::Gateway) => Some("Gateway realm=\"mcp\"".to_owned()),
+        (401, _) if refusal.reason == "missing" => Some(format!("Bearer realm=\"mcp\"{metadata}")),
+        (401, _) => Some(format!(
+            "Bearer realm=\"mcp\", error=\"invalid_token\", error_description=\"{}\"{metadata}",
+            refusal.detail.replace('"', "'")
+        )),
+        (403, _) => Some(format!(
+            "Bearer realm=\"mcp\", error=\"insufficient_scope\", scope=\"{}\"{metadata}",
+            gate.auth.required_scope
+        )),
+        _ => None,
+    };
+    if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        headers.insert(header::WWW_AUTHENTICATE, value);
+    }
+    if let Some(seconds) = refusal.retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+/// The protected-resource metadata document (RFC 9728).
+pub async fn metadata(State(gate): State<Arc<Gate>>) -> Response {
+    let Some(resource) = &gate.auth.resource else {
+        return (StatusCode::NOT_FOUND, "no [auth] resource is configured").into_response();
+    };
+    axum::Json(serde_json::json!({
+        "resource": resource,
+        "authorization_servers": gate.auth.authorization_servers,
+        "scopes_supported": [gate.auth.required_scope, gate.auth.write_scope],
+        "bearer_methods_supported": ["header"],
+    }))
+    .into_response()
+}
+
+/// The principal the MCP service passed a request on with; the local user
+/// when there is none (stdio).
+pub fn principal_of(parts: Option<&http::request::Parts>) -> Principal {
+    parts
+        .and_then(|parts| parts.extensions.get::<Principal>())
+        .cloned()
+        .unwrap_or_else(Principal::local)
+}

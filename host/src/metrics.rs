@@ -1,0 +1,207 @@
+//! Metrics for `/metrics`, in the Prometheus (OpenMetrics) text format:
+//! calls and their latency per tool, denials by rule, sandboxes in use,
+//! reloads, and refused requests by reason. Labels never carry principals
+//! or arguments.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    plugin: String,
+    method: String,
+    target: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabels {
+    rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+type Latency = Family<TargetLabels, Histogram, fn() -> Histogram>;
+
+/// The host's metrics.
+pub struct Metrics {
+    registry: Registry,
+    calls: Family<CallLabels, Counter>,
+    latency: Latency,
+    denials: Family<RuleLabels, Counter>,
+    auth_failures: Family<ReasonLabels, Counter>,
+    reloads: Family<ResultLabels, Counter>,
+    sandboxes: Gauge,
+    plugins: Gauge,
+    failed_plugins: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to ~6.5 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("mcp_host");
+        let calls = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "calls",
+            "Requests that ran plugin code, by plugin, method, target and outcome",
+            calls.clone(),
+        );
+        let latency: Latency = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "call_duration_seconds",
+            "Time to answer requests that ran plugin code, by target",
+            latency.clone(),
+        );
+        let denials = Family::<RuleLabels, Counter>::default();
+        registry.register(
+            "denials",
+            "Attempts refused by a policy rule or guardrail, by rule",
+            denials.clone(),
+        );
+        let auth_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "HTTP requests refused before reaching MCP (401, 403, 429), by reason",
+            auth_failures.clone(),
+        );
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register("reloads", "Hot reloads, by result", reloads.clone());
+        let sandboxes = Gauge::default();
+        registry.register("sandboxes_in_use", "Sandboxes alive now", sandboxes.clone());
+        let plugins = Gauge::default();
+        registry.register("plugins_loaded", "Plugins being served", plugins.clone());
+        let failed_plugins = Gauge::default();
+        registry.register(
+            "plugins_failed",
+            "Plugin files that failed to load",
+            failed_plugins.clone(),
+        );
+        Metrics {
+            registry,
+            calls,
+            latency,
+            denials,
+            auth_failures,
+            reloads,
+            sandboxes,
+            plugins,
+            failed_plugins,
+        }
+    }
+}
+
+impl Metrics {
+    /// A finished request that ran plugin code.
+    pub fn call(&self, plugin: &str, method: &str, target: &str, outcome: &str, seconds: f64) {
+        self.calls
+            .get_or_create(&CallLabels {
+                plugin: plugin.to_owned(),
+                method: method.to_owned(),
+                target: target.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&TargetLabels {
+                target: target.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    /// An attempt refused by `rule` (`guardrail …` or `policy …`).
+    pub fn denial(&self, rule: &str) {
+        // The rule's name, not the attempt: labels stay few.
+        let rule = rule.split(':').next().unwrap_or(rule).trim();
+        self.denials
+            .get_or_create(&RuleLabels {
+                rule: rule.to_owned(),
+            })
+            .inc();
+    }
+
+    /// An HTTP request refused before MCP, for `reason`.
+    pub fn auth_failure(&self, reason: &str) {
+        self.auth_failures
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A reload that `succeeded` or not.
+    pub fn reload(&self, succeeded: bool) {
+        let result = if succeeded { "ok" } else { "failed" };
+        self.reloads
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The metrics as text, with the gauges read now.
+    pub fn encode(&self, sandboxes: usize, plugins: usize, failed: usize) -> String {
+        self.sandboxes.set(sandboxes as i64);
+        self.plugins.set(plugins as i64);
+        self.failed_plugins.set(failed as i64);
+        let mut text = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            tracing::warn!("cannot encode metrics: {e}");
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_denials_and_gauges_are_encoded() {
+        let metrics = Metrics::default();
+        metrics.call(
+            "market-data",
+            "tools/call",
+            "market-data__get_quote",
+            "ok",
+            0.002,
+        );
+        metrics.denial("denied by guardrail no-order-execution: POST http://x/orders");
+        metrics.auth_failure("expired");
+        let text = metrics.encode(3, 5, 1);
+        assert!(text.contains(
+            "mcp_host_calls_total{plugin=\"market-data\",method=\"tools/call\",target=\"market-data__get_quote\",outcome=\"ok\"} 1"
+        ), "{text}");
+        assert!(
+            text.contains(
+                "mcp_host_denials_total{rule=\"denied by guardrail no-order-execution\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("mcp_host_auth_failures_total{reason=\"expired\"} 1"));
+        assert!(text.contains("mcp_host_sandboxes_in_use 3"));
+        assert!(text.contains("mcp_host_call_duration_seconds_bucket{le=\"0.0032\",target=\"market-data__get_quote\"} 1")
+            || text.contains("mcp_host_call_duration_seconds_count{target=\"market-data__get_quote\"} 1"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
