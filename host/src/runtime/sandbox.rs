@@ -23,6 +23,18 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
+/// The version of the `mcp-host:plugin` WIT package this host speaks.
+pub const INTERFACE_VERSION: &str = "0.2.0";
+
+/// The version of the plugin interface named by `names` (a component's
+/// imports and exports), when it is not [`INTERFACE_VERSION`].
+fn other_interface_version<'a>(names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    names
+        .filter_map(|name| name.strip_prefix("mcp-host:plugin/"))
+        .filter_map(|rest| rest.split_once('@').map(|(_, version)| version))
+        .find(|version| *version != INTERFACE_VERSION)
+}
+
 /// How much of a plugin's stderr an error message quotes: the end, where a
 /// panic message is.
 const STDERR_TAIL_BYTES: usize = 2 * 1024;
@@ -200,6 +212,16 @@ impl Runtime {
     /// nothing the host does not offer and exports the plugin interface.
     /// At most `max_concurrency` of its calls run at once.
     pub fn prepare(&self, component: &Component, max_concurrency: u32) -> anyhow::Result<Prepared> {
+        let ty = component.component_type();
+        let imports = ty.imports(&self.engine).map(|(name, _)| name);
+        let exports = ty.exports(&self.engine).map(|(name, _)| name);
+        if let Some(version) = other_interface_version(imports.chain(exports)) {
+            anyhow::bail!(
+                "it was built for version {version} of the plugin interface, and this host \
+                 speaks {INTERFACE_VERSION}: rebuild it against the current wit/ (the plugin \
+                 SDK in plugins/sdk follows it)"
+            );
+        }
         let pre = self
             .linker
             .instantiate_pre(component)
@@ -391,5 +413,31 @@ fn describe_trap(error: &wasmtime::Error) -> String {
             .next()
             .unwrap_or_default()
             .to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_interface_version_is_the_wit_packages() {
+        let wit = include_str!("../../../wit/plugin.wit");
+        assert!(wit.contains(&format!("package mcp-host:plugin@{INTERFACE_VERSION};")));
+    }
+
+    #[test]
+    fn components_built_for_another_interface_version_are_named() {
+        let current = [
+            "wasi:io/streams@0.2.12",
+            "mcp-host:plugin/host@0.2.0",
+            "mcp-host:plugin/handler@0.2.0",
+        ];
+        assert_eq!(other_interface_version(current.into_iter()), None);
+        let old = [
+            "mcp-host:plugin/types@0.1.0",
+            "mcp-host:plugin/handler@0.1.0",
+        ];
+        assert_eq!(other_interface_version(old.into_iter()), Some("0.1.0"));
     }
 }
