@@ -75,6 +75,36 @@ fn sandbox(c: &mut Criterion) {
             })
         });
     }
+    // The same call after the caches were filled with other data, as they
+    // are between requests in a server (pipe I/O, JSON, the scheduler).
+    let mut other = vec![0u8; 8 << 20];
+    let grants = Arc::new(Grants::default());
+    group.bench_function("no grants, caches cold", |b| {
+        b.to_async(&tokio).iter_batched(
+            || {
+                for (i, byte) in other.iter_mut().enumerate().step_by(64) {
+                    *byte = byte.wrapping_add(i as u8);
+                }
+            },
+            |()| async {
+                let arguments = r#"{"name":"Ada"}"#.to_owned();
+                runtime
+                    .run(
+                        &plugin.prepared,
+                        &grants,
+                        CallContext::default(),
+                        Box::new(move |handler, store| {
+                            Box::pin(async move {
+                                handler.call_call_tool(store, "greet", &arguments).await
+                            })
+                        }),
+                    )
+                    .await
+                    .expect("greet answers")
+            },
+            criterion::BatchSize::PerIteration,
+        )
+    });
     group.finish();
 }
 
