@@ -102,7 +102,7 @@ def bearer(token: str) -> dict:
 
 @pytest.mark.parametrize("case", [
     "missing", "malformed", "expired", "not-yet-valid", "wrong-issuer", "wrong-audience",
-    "wrong-signature", "alg-none", "algorithm-confusion", "no-sub", "traversing-sub",
+    "wrong-signature", "alg-none", "algorithm-confusion", "no-sub", "traversing-sub", "reserved-sub",
 ])
 def test_bad_tokens_get_401_with_a_challenge(direct, keypair, case):
     public_key = base64.b64decode(keypair[1])
@@ -119,6 +119,8 @@ def test_bad_tokens_get_401_with_a_challenge(direct, keypair, case):
         "algorithm-confusion": hs256(claims(), secret=public_key),
         "no-sub": hs256(claims(sub=None)),
         "traversing-sub": hs256(claims(sub="../bob")),
+        # `local` is the operator on stdio: no token may claim it.
+        "reserved-sub": hs256(claims(sub="local")),
     }
     headers = {} if case == "missing" else bearer(tokens[case])
     status, response_headers, body = post(direct.url, headers)

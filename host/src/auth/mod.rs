@@ -86,29 +86,38 @@ pub enum Mode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     /// The user id (`local` on stdio and without auth, `anonymous` in
-    /// public mode).
+    /// public mode; no authenticated user can have either).
     pub id: String,
     /// The scopes it holds.
     pub scopes: BTreeSet<String>,
     /// Whether it may use tools that are not read-only.
     pub may_write: bool,
+    /// Whether it is the local user, the operator.
+    pub local: bool,
 }
+
+/// The local user's id.
+const LOCAL: &str = "local";
+/// The anonymous principal's id.
+const ANONYMOUS: &str = "anonymous";
 
 impl Principal {
     /// The local user: stdio, or HTTP without auth (loopback only).
     pub fn local() -> Principal {
         Principal {
-            id: "local".into(),
+            id: LOCAL.into(),
             scopes: BTreeSet::new(),
             may_write: true,
+            local: true,
         }
     }
 
     fn anonymous() -> Principal {
         Principal {
-            id: "anonymous".into(),
+            id: ANONYMOUS.into(),
             scopes: BTreeSet::new(),
             may_write: false,
+            local: false,
         }
     }
 }
@@ -286,10 +295,18 @@ impl Authenticator {
                 detail: "the user id must be 1-128 of letters, digits and . _ - @".into(),
             }));
         }
+        // Reserved: a user called `local` would share the operator's folders.
+        if id == LOCAL || id == ANONYMOUS {
+            return Err(Refusal::unauthenticated(jwt::Rejected {
+                reason: "principal",
+                detail: format!("the user id {id:?} is reserved"),
+            }));
+        }
         Ok(Principal {
             id,
             scopes,
             may_write,
+            local: false,
         })
     }
 }

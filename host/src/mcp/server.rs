@@ -548,7 +548,7 @@ impl ServerHandler for McpServer {
             &request.name,
             &client,
         )?;
-        if principal != Principal::local() {
+        if !principal.local {
             let budget = format!("{}\n{}", principal.id, entry.qualified);
             if let Err(wait) = self.shared.tool_calls.take(&budget, Instant::now()) {
                 self.shared.metrics.denial("rate limit");

@@ -31,7 +31,7 @@ pub fn decide(access: &AccessSpec, principal: &Principal, writes: bool) -> Resul
             principal.id
         ));
     }
-    if *principal == Principal::local() {
+    if principal.local {
         return Ok(());
     }
     if let Some(users) = &access.users
@@ -66,6 +66,7 @@ mod tests {
                 .map(|s| s.to_string())
                 .collect::<BTreeSet<_>>(),
             may_write,
+            local: false,
         }
     }
 
@@ -92,6 +93,11 @@ mod tests {
         assert!(
             decide(&access, &Principal::local(), true).is_ok(),
             "the operator"
+        );
+        let impostor = principal("local", &["research"], true);
+        assert!(
+            decide(&access, &impostor, false).is_err(),
+            "only the operator is local"
         );
     }
 }
