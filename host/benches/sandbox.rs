@@ -10,7 +10,7 @@ use host::capability::filesystem::{Access, Mount};
 use host::digest::sha256;
 use host::plugin::loader;
 use host::policy::Grants;
-use host::runtime::{CallContext, EngineConfig, Runtime};
+use host::runtime::{CallContext, EngineConfig, Prepared, Runtime};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -57,22 +57,8 @@ fn sandbox(c: &mut Criterion) {
         ("two mounts and env", Arc::new(granted)),
     ] {
         group.bench_function(label, |b| {
-            b.to_async(&tokio).iter(|| async {
-                let arguments = r#"{"name":"Ada"}"#.to_owned();
-                runtime
-                    .run(
-                        &plugin.prepared,
-                        &grants,
-                        CallContext::default(),
-                        Box::new(move |handler, store| {
-                            Box::pin(async move {
-                                handler.call_call_tool(store, "greet", &arguments).await
-                            })
-                        }),
-                    )
-                    .await
-                    .expect("greet answers")
-            })
+            b.to_async(&tokio)
+                .iter(|| greet(&runtime, &plugin.prepared, &grants))
         });
     }
     // The same call after the caches were filled with other data, as they
@@ -86,26 +72,27 @@ fn sandbox(c: &mut Criterion) {
                     *byte = byte.wrapping_add(i as u8);
                 }
             },
-            |()| async {
-                let arguments = r#"{"name":"Ada"}"#.to_owned();
-                runtime
-                    .run(
-                        &plugin.prepared,
-                        &grants,
-                        CallContext::default(),
-                        Box::new(move |handler, store| {
-                            Box::pin(async move {
-                                handler.call_call_tool(store, "greet", &arguments).await
-                            })
-                        }),
-                    )
-                    .await
-                    .expect("greet answers")
-            },
+            |()| greet(&runtime, &plugin.prepared, &grants),
             criterion::BatchSize::PerIteration,
         )
     });
     group.finish();
+}
+
+/// One call of the hello plugin's `greet` in a fresh sandbox.
+async fn greet(runtime: &Runtime, plugin: &Prepared, grants: &Arc<Grants>) {
+    let arguments = r#"{"name":"Ada"}"#.to_owned();
+    runtime
+        .run(
+            plugin,
+            grants,
+            CallContext::default(),
+            Box::new(move |handler, store| {
+                Box::pin(async move { handler.call_call_tool(store, "greet", &arguments).await })
+            }),
+        )
+        .await
+        .expect("greet answers");
 }
 
 criterion_group!(benches, sandbox);
