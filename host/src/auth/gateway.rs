@@ -4,7 +4,7 @@
 //! request body, and only inside the clock-skew window, so a signature can
 //! be neither moved to another user or body nor replayed later.
 
-use super::jwt::Rejected;
+use super::Rejected;
 use ring::hmac;
 
 /// The header carrying the user id.

@@ -6,6 +6,7 @@
 //! algorithms and algorithm confusion (an HS256 token "signed" with an
 //! Ed25519 public key as its HMAC secret) are all refused.
 
+use super::Rejected;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::{hmac, signature};
@@ -24,14 +25,6 @@ pub struct Verifier {
     pub audience: String,
     /// Clock skew allowed on `exp` and `nbf`, in seconds.
     pub leeway: u64,
-}
-
-/// Why a token was refused: the reason is a short, fixed word (it labels
-/// metrics), the detail is for the log and the client.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Rejected {
-    pub reason: &'static str,
-    pub detail: String,
 }
 
 fn rejected(reason: &'static str, detail: impl Into<String>) -> Rejected {

@@ -133,6 +133,14 @@ pub fn valid_principal(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b))
 }
 
+/// Why credentials were refused: the reason is a short, fixed word (it
+/// labels metrics), the detail is for the log and the client.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Rejected {
+    pub reason: &'static str,
+    pub detail: String,
+}
+
 /// A request the host refuses to serve, and how to say so.
 #[derive(Debug)]
 pub struct Refusal {
@@ -147,7 +155,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn unauthenticated(rejected: jwt::Rejected) -> Refusal {
+    fn unauthenticated(rejected: Rejected) -> Refusal {
         Refusal {
             status: 401,
             reason: rejected.reason,
@@ -261,7 +269,7 @@ impl Authenticator {
                     .authorization
                     .and_then(|value| value.strip_prefix("Bearer "))
                     .ok_or_else(|| {
-                        Refusal::unauthenticated(jwt::Rejected {
+                        Refusal::unauthenticated(Rejected {
                             reason: "missing",
                             detail: "send Authorization: Bearer <token>".into(),
                         })
@@ -290,14 +298,14 @@ impl Authenticator {
         may_write: bool,
     ) -> Result<Principal, Refusal> {
         if !valid_principal(&id) {
-            return Err(Refusal::unauthenticated(jwt::Rejected {
+            return Err(Refusal::unauthenticated(Rejected {
                 reason: "principal",
                 detail: "the user id must be 1-128 of letters, digits and . _ - @".into(),
             }));
         }
         // Reserved: a user called `local` would share the operator's folders.
         if id == LOCAL || id == ANONYMOUS {
-            return Err(Refusal::unauthenticated(jwt::Rejected {
+            return Err(Refusal::unauthenticated(Rejected {
                 reason: "principal",
                 detail: format!("the user id {id:?} is reserved"),
             }));

@@ -155,11 +155,11 @@ fn usable<'a>(
         .filter(move |plugin| access::decide(&plugin.grants.access, principal, false).is_ok())
 }
 
-/// Who made a request, for the audit log.
-fn client_of(context: &RequestContext<RoleServer>) -> Client {
+/// Who made a request, running as `principal`, for the audit log.
+fn client_of(context: &RequestContext<RoleServer>, principal: &Principal) -> Client {
     let http = context.extensions.get::<http::request::Parts>();
     Client {
-        principal: principal_of(context).id,
+        principal: principal.id.clone(),
         transport: if http.is_some() { "http" } else { "stdio" },
         session: http
             .and_then(|parts| parts.headers.get("mcp-session-id"))
@@ -199,9 +199,15 @@ impl McpServer {
         }
     }
 
-    /// The call context for a request: its cancellation, and a channel back
-    /// to the client for the plugin's logs and progress.
-    fn call_context(&self, plugin: &str, context: &RequestContext<RoleServer>) -> CallContext {
+    /// The call context for a request running as `principal`: its
+    /// cancellation, a channel back to the client for the plugin's logs and
+    /// progress, and whose folders per-user mounts show.
+    fn call_context(
+        &self,
+        plugin: &str,
+        context: &RequestContext<RoleServer>,
+        principal: &Principal,
+    ) -> CallContext {
         CallContext {
             observer: Arc::new(ClientObserver::new(
                 context.peer.clone(),
@@ -210,15 +216,7 @@ impl McpServer {
                 context.meta.get_progress_token(),
             )),
             cancel: context.ct.clone(),
-            user: Some(principal_of(context).id),
-        }
-    }
-
-    /// Who a request's plugin call runs for.
-    fn caller(&self, plugin: &str, context: &RequestContext<RoleServer>) -> Caller {
-        Caller {
-            call: self.call_context(plugin, context),
-            client: client_of(context),
+            user: Some(principal.id.clone()),
         }
     }
 
@@ -299,8 +297,11 @@ impl McpServer {
         context: &RequestContext<RoleServer>,
         entry: Entry<R>,
     ) -> Result<Result<R, CallError>, McpError> {
-        let caller = self.caller(&plugin.name, context);
         let principal = principal_of(context);
+        let caller = Caller {
+            call: self.call_context(&plugin.name, context, &principal),
+            client: client_of(context, &principal),
+        };
         let access = &plugin.grants.access;
         self.check_access(
             plugin,
@@ -509,7 +510,8 @@ impl ServerHandler for McpServer {
             arguments: Some(&arguments),
             started,
         };
-        let client = client_of(&context);
+        let principal = principal_of(&context);
+        let client = client_of(&context, &principal);
         let Some((plugin, entry)) = registry.tool(&request.name) else {
             let message = match registry.withheld(&request.name) {
                 Some((owner, reason)) => {
@@ -538,7 +540,6 @@ impl ServerHandler for McpServer {
             };
             return Err(McpError::invalid_params(message, None));
         };
-        let principal = principal_of(&context);
         let writes = !entry.annotations.read_only;
         self.check_access(
             plugin,
@@ -597,7 +598,7 @@ impl ServerHandler for McpServer {
         }
 
         let caller = Caller {
-            call: self.call_context(&plugin.name, &context),
+            call: self.call_context(&plugin.name, &context, &principal),
             client,
         };
         match self.run_tool(plugin, entry, audited, &caller).await {
