@@ -226,7 +226,8 @@ class GatewaySigner(httpx2.Auth):
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
-    host, root = start(tmp_path_factory.mktemp("gateway"), 'mode = "gateway"\ngateway_secret_env = "TEST_GATEWAY_SECRET"\n')
+    host, root = start(tmp_path_factory.mktemp("gateway"), 'mode = "gateway"\ngateway_secret_env = "TEST_GATEWAY_SECRET"\n',
+                       "tool_calls_per_minute = 2\n")
     yield host
     host.stop()
 
@@ -235,6 +236,18 @@ async def test_gateway_signed_requests_run_as_their_user(gateway):
     async with client_with(gateway.url, auth=GatewaySigner("dana")) as client:
         tools = {t.name for t in (await client.list_tools()).tools}
         assert WRITE_TOOLS <= tools
+
+
+async def test_a_tool_called_past_its_budget_says_when_to_retry(gateway):
+    async with client_with(gateway.url, auth=GatewaySigner("frank")) as client:
+        for _ in range(2):
+            assert not (await client.call_tool("market-data__get_quote", {"symbol": "SPY"})).is_error
+        limited = await client.call_tool("market-data__get_quote", {"symbol": "SPY"})
+        assert limited.is_error
+        assert "rate limit" in text_of(limited) and "retry after" in text_of(limited)
+        # The budget is per principal and tool: another tool still answers.
+        assert not (await client.call_tool("market-data__get_bars", {"symbol": "SPY", "timeframe": "1d",
+                                                                      "limit": 1})).is_error
 
 
 @pytest.mark.parametrize("signer", [
