@@ -27,6 +27,9 @@ struct Args {
     /// A short smoke of every figure instead of the full run.
     #[arg(long)]
     quick: bool,
+    /// Only these figures (all when none is named).
+    #[arg(long, value_enum)]
+    only: Vec<Figure>,
     /// The repository, for the example plugins and test fixtures.
     #[arg(long, default_value = ".")]
     repo: PathBuf,
@@ -53,12 +56,33 @@ async fn main() -> Result<()> {
         "mode: {}\n",
         if args.quick { "quick smoke" } else { "full" }
     );
-    bench.latency().await?;
-    bench.throughput().await?;
-    bench.startup().await?;
-    bench.reload().await?;
-    bench.memory().await?;
+    let wanted = |figure| args.only.is_empty() || args.only.contains(&figure);
+    if wanted(Figure::Latency) {
+        bench.latency().await?;
+    }
+    if wanted(Figure::Throughput) {
+        bench.throughput().await?;
+    }
+    if wanted(Figure::Startup) {
+        bench.startup().await?;
+    }
+    if wanted(Figure::Reload) {
+        bench.reload().await?;
+    }
+    if wanted(Figure::Memory) {
+        bench.memory().await?;
+    }
     Ok(())
+}
+
+/// The whole-process figures, in the order BENCHMARKS.md numbers them.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Figure {
+    Latency,
+    Throughput,
+    Startup,
+    Reload,
+    Memory,
 }
 
 struct Bench {

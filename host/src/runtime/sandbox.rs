@@ -10,7 +10,7 @@ use super::bindings::{Handler, Plugin, PluginPre};
 use super::cache::ComponentCache;
 use super::capture::Capture;
 use super::engine::{self, EPOCH_TICK, EngineConfig, EpochTicker};
-use super::shadow::{self, OUTSIDE_MOUNTS};
+use super::shadow::{self, OutsideMounts};
 use super::state::{CallContext, CallState, Denials, MemoryLimiter};
 use crate::capability::network::Denial;
 use crate::digest::Digest;
@@ -21,7 +21,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, StoreLimitsBuilder, UpdateDeadline};
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+use wasmtime_wasi::WasiCtxBuilder;
 
 /// The version of the `mcp-host:plugin` WIT package this host speaks.
 pub const INTERFACE_VERSION: &str = "0.2.0";
@@ -47,7 +47,7 @@ pub struct Runtime {
     max_sandboxes: usize,
     /// An empty folder every sandbox sees at `/`, so that paths outside its
     /// mounts reach the host (see [`shadow`]).
-    outside_mounts: tempfile::TempDir,
+    outside_mounts: OutsideMounts,
     cache: ComponentCache,
     _ticker: EpochTicker,
 }
@@ -169,10 +169,7 @@ impl Runtime {
         )
         .map_err(link)?;
         shadow::add_to_linker(&mut linker).map_err(link)?;
-        let outside_mounts = tempfile::Builder::new()
-            .prefix("host-outside-mounts-")
-            .tempdir()
-            .map_err(|e| anyhow::anyhow!("cannot create the sandbox's empty root folder: {e}"))?;
+        let outside_mounts = OutsideMounts::create()?;
         let cache = match &config.cache_dir {
             Some(dir) => ComponentCache::open(dir, &engine).unwrap_or_else(|why| {
                 tracing::warn!("{why}");
@@ -353,14 +350,11 @@ impl Runtime {
         // `new` inherits nothing: no stdin, env, args, preopens or sockets.
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone()).stderr(stderr.clone());
-        wasi.preopened_dir(
-            self.outside_mounts.path(),
-            OUTSIDE_MOUNTS,
-            FsPerms::ReadOnly,
-        )
-        .map_err(|e| anyhow::anyhow!("cannot open the sandbox's empty root folder: {e}"))?;
-        for mount in &grants.mounts {
-            mount.apply(&mut wasi, call.user.as_deref())?;
+        if !grants.mounts.is_empty() {
+            self.outside_mounts.mount(&mut wasi)?;
+            for mount in &grants.mounts {
+                mount.apply(&mut wasi, call.user.as_deref())?;
+            }
         }
         grants.sockets.apply(&mut wasi, denials);
         for var in &grants.env {
@@ -373,8 +367,12 @@ impl Runtime {
             .tables(64)
             .memories(8)
             .build();
+        let mut wasi = wasi.build();
+        if grants.mounts.is_empty() {
+            *wasi.filesystem() = self.outside_mounts.alone();
+        }
         let state = CallState::new(
-            wasi.build(),
+            wasi,
             grants.clone(),
             denials.clone(),
             MemoryLimiter::new(limits),

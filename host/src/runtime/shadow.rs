@@ -15,7 +15,7 @@
 use super::state::CallState;
 use wasmtime::component::{Linker, Resource};
 use wasmtime::{Result, StoreContextMut};
-use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemView};
+use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemCtx, WasiFilesystemView};
 use wasmtime_wasi::p2::bindings::filesystem::types::{
     self as fs, DescriptorFlags, ErrorCode, HostDescriptor, NewTimestamp, OpenFlags, PathFlags,
 };
@@ -23,9 +23,50 @@ use wasmtime_wasi::p2::bindings::filesystem::{preopens, types::DescriptorStat};
 use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::{self, ResolveAddressStream};
 use wasmtime_wasi::p2::bindings::sockets::network::{self, Network};
 use wasmtime_wasi::sockets::WasiSocketsView;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 /// The guest path of the catch-all mount.
 pub const OUTSIDE_MOUNTS: &str = "/";
+
+/// The empty, read-only folder every sandbox sees at [`OUTSIDE_MOUNTS`].
+pub struct OutsideMounts {
+    folder: tempfile::TempDir,
+    /// A filesystem holding only that folder, opened once. Opening a folder
+    /// costs a few microseconds; this one never changes, so a call without
+    /// mounts shares its descriptor (every access is relative to it, and
+    /// refused before it is touched).
+    alone: WasiFilesystemCtx,
+}
+
+impl OutsideMounts {
+    pub fn create() -> anyhow::Result<OutsideMounts> {
+        let folder = tempfile::Builder::new()
+            .prefix("host-outside-mounts-")
+            .tempdir()
+            .map_err(|e| anyhow::anyhow!("cannot create the sandbox's empty root folder: {e}"))?;
+        let mut wasi = WasiCtxBuilder::new();
+        mount(&mut wasi, &folder)?;
+        let alone = std::mem::take(wasi.build().filesystem());
+        Ok(OutsideMounts { folder, alone })
+    }
+
+    /// Mounts the folder beside a call's own mounts (which are opened per
+    /// call, so that a call sees the folder at each path now).
+    pub fn mount(&self, wasi: &mut WasiCtxBuilder) -> anyhow::Result<()> {
+        mount(wasi, &self.folder)
+    }
+
+    /// The filesystem of a call without mounts: the folder alone.
+    pub fn alone(&self) -> WasiFilesystemCtx {
+        self.alone.clone()
+    }
+}
+
+fn mount(wasi: &mut WasiCtxBuilder, folder: &tempfile::TempDir) -> anyhow::Result<()> {
+    wasi.preopened_dir(folder.path(), OUTSIDE_MOUNTS, FsPerms::ReadOnly)
+        .map_err(|e| anyhow::anyhow!("cannot open the sandbox's empty root folder: {e}"))?;
+    Ok(())
+}
 
 const FS_TYPES: &str = "wasi:filesystem/types@0.2.12";
 const FS_PREOPENS: &str = "wasi:filesystem/preopens@0.2.12";
