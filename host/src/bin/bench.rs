@@ -183,23 +183,20 @@ impl Bench {
 
         let mut host = StdioClient::spawn(&self.host, &serve).await?;
         host.initialize().await?;
-        let plugin = host.time(&greet, self.calls()).await?;
-        let native = host.time(&noop, self.calls()).await?;
-        drop(host);
         let mut bare = StdioClient::spawn(&self.bench, &["--bare-responder".into()]).await?;
         bare.initialize().await?;
-        let floor = bare.time(&noop, self.calls()).await?;
+        let [plugin, native, floor] =
+            in_turn(&mut host, &mut bare, &greet, &noop, self.calls()).await?;
         report("stdio", &plugin, &native, &floor);
 
         let (mut server, url) = HttpServer::start(&self.host, &serve).await?;
-        let mut client = HttpClient::connect(&url).await?;
-        let plugin = client.time(&greet, self.calls()).await?;
-        let native = client.time(&noop, self.calls()).await?;
+        let mut host = HttpClient::connect(&url).await?;
+        let (mut bare_server, bare_url) = HttpServer::start_bare(&self.bench).await?;
+        let mut bare = HttpClient::connect(&bare_url).await?;
+        let [plugin, native, floor] =
+            in_turn(&mut host, &mut bare, &greet, &noop, self.calls()).await?;
         server.stop().await;
-        let (mut bare, url) = HttpServer::start_bare(&self.bench).await?;
-        let mut client = HttpClient::connect(&url).await?;
-        let floor = client.time(&noop, self.calls()).await?;
-        bare.stop().await;
+        bare_server.stop().await;
         report("http", &plugin, &native, &floor);
         println!();
         Ok(())
@@ -574,24 +571,39 @@ impl StdioClient {
 trait Caller {
     async fn request(&mut self, method: &str, params: Value) -> Result<Value>;
 
-    /// The latency of `calls` sequential calls, after a tenth as many
-    /// unmeasured ones to warm up.
-    async fn time(
-        &mut self,
-        (method, params): &(&str, Value),
-        calls: usize,
-    ) -> Result<Vec<Duration>> {
-        for _ in 0..calls / 10 {
-            self.request(method, params.clone()).await?;
-        }
-        let mut samples = Vec::with_capacity(calls);
-        for _ in 0..calls {
-            let started = Instant::now();
-            self.request(method, params.clone()).await?;
-            samples.push(started.elapsed());
-        }
-        Ok(samples)
+    /// How long one call takes.
+    async fn time(&mut self, (method, params): &(&str, Value)) -> Result<Duration> {
+        let started = Instant::now();
+        self.request(method, params.clone()).await?;
+        Ok(started.elapsed())
     }
+}
+
+/// The latencies of `calls` sequential calls each of the plugin tool and the
+/// native tool on `host` and of the bare responder, taken in turn (after a
+/// tenth as many unmeasured rounds to warm up): on a shared machine whose
+/// speed drifts, all three are measured under the same conditions.
+async fn in_turn(
+    host: &mut impl Caller,
+    bare: &mut impl Caller,
+    plugin: &(&str, Value),
+    native: &(&str, Value),
+    calls: usize,
+) -> Result<[Vec<Duration>; 3]> {
+    let mut samples = [(); 3].map(|()| Vec::with_capacity(calls));
+    for round in 0..calls + calls / 10 {
+        let taken = [
+            host.time(plugin).await?,
+            host.time(native).await?,
+            bare.time(native).await?,
+        ];
+        if round >= calls / 10 {
+            for (series, sample) in samples.iter_mut().zip(taken) {
+                series.push(sample);
+            }
+        }
+    }
+    Ok(samples)
 }
 
 impl Caller for StdioClient {
