@@ -110,7 +110,12 @@ pub async fn compile(runtime: &Arc<Runtime>, bytes: Vec<u8>) -> Result<Compiled,
             &prepared,
             &describe_grants(),
             CallContext::default(),
-            Box::new(|handler, store| Box::pin(handler.call_describe(store))),
+            Box::new(|handler, store| {
+                Box::pin(async move {
+                    handler.check_types(store)?;
+                    handler.call_describe(store).await
+                })
+            }),
         )
         .await
         .map_err(|e| format!("describing itself failed: {e}"))?;

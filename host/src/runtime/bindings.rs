@@ -14,5 +14,4 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use exports::mcp_host::plugin::handler::Guest as Handler;
 pub use mcp_host::plugin::types;

@@ -4,6 +4,7 @@ mod bindings;
 pub mod cache;
 mod capture;
 pub mod engine;
+mod handler;
 mod sandbox;
 mod shadow;
 mod state;

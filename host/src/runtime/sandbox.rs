@@ -6,10 +6,10 @@
 //! endless loop, runaway memory or a hung network read in one call becomes
 //! a [`CallError`] for that call alone.
 
-use super::bindings::{Handler, Plugin, PluginPre};
 use super::cache::ComponentCache;
 use super::capture::Capture;
 use super::engine::{self, EPOCH_TICK, EngineConfig, EpochTicker};
+use super::handler::{Exports, Handler};
 use super::shadow::{self, OutsideMounts};
 use super::state::{CallContext, CallState, Denials, MemoryLimiter};
 use crate::capability::network::Denial;
@@ -19,7 +19,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Engine, Store, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
@@ -55,7 +55,8 @@ pub struct Runtime {
 /// A component ready to instantiate, and the line its calls wait in.
 #[derive(Clone)]
 pub struct Prepared {
-    pre: PluginPre<CallState>,
+    pre: InstancePre<CallState>,
+    exports: Arc<Exports>,
     running: Arc<Semaphore>,
 }
 
@@ -65,6 +66,7 @@ impl Prepared {
     pub fn with_concurrency(&self, max_concurrency: u32) -> Prepared {
         Prepared {
             pre: self.pre.clone(),
+            exports: self.exports.clone(),
             running: Arc::new(Semaphore::new(max_concurrency as usize)),
         }
     }
@@ -143,7 +145,7 @@ impl std::fmt::Display for CallError {
 /// future of the export call.
 pub type Entry<R> = Box<
     dyn for<'a> FnOnce(
-            &'a Handler,
+            &'a Handler<'a>,
             &'a mut Store<CallState>,
         ) -> Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>
         + Send,
@@ -223,11 +225,10 @@ impl Runtime {
             .linker
             .instantiate_pre(component)
             .map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        let pre = PluginPre::new(pre).map_err(|e| {
-            anyhow::anyhow!("it does not export the mcp-host:plugin/handler interface: {e:#}")
-        })?;
+        let exports = Exports::find(component)?;
         Ok(Prepared {
             pre,
+            exports: Arc::new(exports),
             running: Arc::new(Semaphore::new(max_concurrency as usize)),
         })
     }
@@ -287,8 +288,8 @@ impl Runtime {
         };
 
         let work = async {
-            let instance: Plugin = plugin.pre.instantiate_async(&mut store).await?;
-            entry(instance.mcp_host_plugin_handler(), &mut store).await
+            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            entry(&Handler::new(instance, &plugin.exports), &mut store).await
         };
         let outcome = tokio::select! {
             outcome = tokio::time::timeout(limits.timeout(), work) => Some(outcome),
@@ -422,6 +423,21 @@ mod tests {
     fn the_interface_version_is_the_wit_packages() {
         let wit = include_str!("../../../wit/plugin.wit");
         assert!(wit.contains(&format!("package mcp-host:plugin@{INTERFACE_VERSION};")));
+    }
+
+    #[test]
+    fn a_component_without_the_handler_is_refused_by_name() {
+        let runtime = Runtime::new(&EngineConfig::default()).expect("the wasm runtime");
+        // The smallest component: its header, exporting nothing.
+        let empty = b"\0asm\x0d\0\x01\0";
+        let component = runtime
+            .component(&crate::digest::sha256(empty), empty)
+            .expect("an empty component compiles");
+        let refused = runtime.prepare(&component, 1).err().expect("refused");
+        assert_eq!(
+            refused.to_string(),
+            format!("it does not export mcp-host:plugin/handler@{INTERFACE_VERSION}")
+        );
     }
 
     #[test]
