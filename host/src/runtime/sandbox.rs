@@ -351,7 +351,10 @@ impl Runtime {
         // `new` inherits nothing: no stdin, env, args, preopens or sockets.
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone()).stderr(stderr.clone());
-        if !grants.mounts.is_empty() {
+        // Without mounts, the call shares the empty root's descriptor (see
+        // `OutsideMounts`); with mounts, all are opened, the root beside them.
+        let shares_root = grants.mounts.is_empty();
+        if !shares_root {
             self.outside_mounts.mount(&mut wasi)?;
             for mount in &grants.mounts {
                 mount.apply(&mut wasi, call.user.as_deref())?;
@@ -369,7 +372,7 @@ impl Runtime {
             .memories(8)
             .build();
         let mut wasi = wasi.build();
-        if grants.mounts.is_empty() {
+        if shares_root {
             *wasi.filesystem() = self.outside_mounts.alone();
         }
         let state = CallState::new(
