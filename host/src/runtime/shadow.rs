@@ -13,6 +13,7 @@
 //!   failing silently inside wasmtime-wasi.
 
 use super::state::CallState;
+use std::path::{Path, PathBuf};
 use wasmtime::component::{Linker, Resource};
 use wasmtime::{Result, StoreContextMut};
 use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemCtx, WasiFilesystemView};
@@ -30,7 +31,7 @@ pub const OUTSIDE_MOUNTS: &str = "/";
 
 /// The empty, read-only folder every sandbox sees at [`OUTSIDE_MOUNTS`].
 pub struct OutsideMounts {
-    folder: tempfile::TempDir,
+    folder: EmptyFolder,
     /// A filesystem holding only that folder, opened once. Opening a folder
     /// costs a few microseconds; this one never changes, so a call without
     /// mounts shares its descriptor (every access is relative to it, and
@@ -40,12 +41,10 @@ pub struct OutsideMounts {
 
 impl OutsideMounts {
     pub fn create() -> anyhow::Result<OutsideMounts> {
-        let folder = tempfile::Builder::new()
-            .prefix("host-outside-mounts-")
-            .tempdir()
+        let folder = EmptyFolder::create()
             .map_err(|e| anyhow::anyhow!("cannot create the sandbox's empty root folder: {e}"))?;
         let mut wasi = WasiCtxBuilder::new();
-        mount(&mut wasi, &folder)?;
+        mount(&mut wasi, folder.path())?;
         let alone = std::mem::take(wasi.build().filesystem());
         Ok(OutsideMounts { folder, alone })
     }
@@ -53,7 +52,7 @@ impl OutsideMounts {
     /// Mounts the folder beside a call's own mounts (which are opened per
     /// call, so that a call sees the folder at each path now).
     pub fn mount(&self, wasi: &mut WasiCtxBuilder) -> anyhow::Result<()> {
-        mount(wasi, &self.folder)
+        mount(wasi, self.folder.path())
     }
 
     /// The filesystem of a call without mounts: the folder alone.
@@ -62,10 +61,69 @@ impl OutsideMounts {
     }
 }
 
-fn mount(wasi: &mut WasiCtxBuilder, folder: &tempfile::TempDir) -> anyhow::Result<()> {
-    wasi.preopened_dir(folder.path(), OUTSIDE_MOUNTS, FsPerms::ReadOnly)
+fn mount(wasi: &mut WasiCtxBuilder, folder: &Path) -> anyhow::Result<()> {
+    wasi.preopened_dir(folder, OUTSIDE_MOUNTS, FsPerms::ReadOnly)
         .map_err(|e| anyhow::anyhow!("cannot open the sandbox's empty root folder: {e}"))?;
     Ok(())
+}
+
+/// An empty folder that outlives no host.
+///
+/// Where the kernel allows it, the folder is removed as soon as it is made
+/// and reached through the host's open handle on it (`/proc/self/fd/N`):
+/// nothing can be created in a removed folder, and nothing is left on disk
+/// however the host ends (a temporary folder removed on drop leaked one per
+/// killed host). Elsewhere it is a temporary folder removed on exit.
+enum EmptyFolder {
+    Removed {
+        /// Keeps the removed folder reachable through `path`.
+        _handle: std::fs::File,
+        path: PathBuf,
+    },
+    Temporary(tempfile::TempDir),
+}
+
+impl EmptyFolder {
+    fn create() -> std::io::Result<EmptyFolder> {
+        let temporary = tempfile::Builder::new()
+            .prefix("host-outside-mounts-")
+            .tempdir()?;
+        match reach_through_handle(temporary.path()) {
+            Some((handle, path)) => {
+                temporary.close()?;
+                Ok(EmptyFolder::Removed {
+                    _handle: handle,
+                    path,
+                })
+            }
+            None => Ok(EmptyFolder::Temporary(temporary)),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            EmptyFolder::Removed { path, .. } => path,
+            EmptyFolder::Temporary(folder) => folder.path(),
+        }
+    }
+}
+
+/// An open handle on `folder` and a path that reaches the folder through it
+/// once the folder is removed, if this system has one (`/proc` mounted).
+#[cfg(target_os = "linux")]
+fn reach_through_handle(folder: &Path) -> Option<(std::fs::File, PathBuf)> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let handle = std::fs::File::open(folder).ok()?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd()));
+    let (through, direct) = (std::fs::metadata(&path).ok()?, handle.metadata().ok()?);
+    let same = through.dev() == direct.dev() && through.ino() == direct.ino();
+    same.then_some((handle, path))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn reach_through_handle(_folder: &Path) -> Option<(std::fs::File, PathBuf)> {
+    None
 }
 
 const FS_TYPES: &str = "wasi:filesystem/types@0.2.12";
@@ -181,4 +239,27 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> Result<()> {
 
     linker.allow_shadowing(false);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_empty_folder_stays_empty_and_leaves_nothing_behind() {
+        let folder = EmptyFolder::create().unwrap();
+        let path = folder.path().to_owned();
+        assert!(std::fs::read_dir(&path).unwrap().next().is_none());
+        if cfg!(target_os = "linux") {
+            assert!(matches!(folder, EmptyFolder::Removed { .. }));
+            let target = std::fs::read_link(&path).unwrap();
+            assert!(
+                target.to_string_lossy().ends_with("(deleted)"),
+                "{target:?}"
+            );
+            assert!(std::fs::write(path.join("planted"), "x").is_err());
+        }
+        let mut wasi = WasiCtxBuilder::new();
+        mount(&mut wasi, &path).unwrap();
+    }
 }
