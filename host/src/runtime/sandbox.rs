@@ -10,7 +10,7 @@ use super::cache::ComponentCache;
 use super::capture::Capture;
 use super::engine::{self, EPOCH_TICK, EngineConfig, EpochTicker};
 use super::handler::{Exports, Handler};
-use super::shadow::{self, OutsideMounts};
+use super::shadow;
 use super::state::{CallContext, CallState, Denials, MemoryLimiter};
 use crate::capability::network::Denial;
 use crate::digest::Digest;
@@ -47,7 +47,6 @@ pub struct Runtime {
     max_sandboxes: usize,
     /// An empty folder every sandbox sees at `/`, so that paths outside its
     /// mounts reach the host (see [`shadow`]).
-    outside_mounts: OutsideMounts,
     cache: ComponentCache,
     _ticker: EpochTicker,
 }
@@ -170,8 +169,7 @@ impl Runtime {
             |state| state,
         )
         .map_err(link)?;
-        shadow::add_to_linker(&mut linker).map_err(link)?;
-        let outside_mounts = OutsideMounts::create()?;
+        shadow::add_to_linker(&mut linker, shadow::open_outside_mounts()?).map_err(link)?;
         let cache = match &config.cache_dir {
             Some(dir) => ComponentCache::open(dir, &engine).unwrap_or_else(|why| {
                 tracing::warn!("{why}");
@@ -181,7 +179,6 @@ impl Runtime {
         };
         Ok(Runtime {
             _ticker: EpochTicker::start(&engine)?,
-            outside_mounts,
             cache,
             sandboxes: Arc::new(Semaphore::new(config.max_sandboxes as usize)),
             max_sandboxes: config.max_sandboxes as usize,
@@ -351,14 +348,10 @@ impl Runtime {
         // `new` inherits nothing: no stdin, env, args, preopens or sockets.
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone()).stderr(stderr.clone());
-        // Without mounts, the call shares the empty root's descriptor (see
-        // `OutsideMounts`); with mounts, all are opened, the root beside them.
-        let shares_root = grants.mounts.is_empty();
-        if !shares_root {
-            self.outside_mounts.mount(&mut wasi)?;
-            for mount in &grants.mounts {
-                mount.apply(&mut wasi, call.user.as_deref())?;
-            }
+        // Mounts are opened per call, so that a call sees the folder at each
+        // path as it is now; the empty root beside them is added by `shadow`.
+        for mount in &grants.mounts {
+            mount.apply(&mut wasi, call.user.as_deref())?;
         }
         grants.sockets.apply(&mut wasi, denials);
         for var in &grants.env {
@@ -371,10 +364,7 @@ impl Runtime {
             .tables(64)
             .memories(8)
             .build();
-        let mut wasi = wasi.build();
-        if shares_root {
-            *wasi.filesystem() = self.outside_mounts.alone();
-        }
+        let wasi = wasi.build();
         let state = CallState::new(
             wasi,
             grants.clone(),

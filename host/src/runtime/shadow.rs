@@ -13,10 +13,9 @@
 //!   failing silently inside wasmtime-wasi.
 
 use super::state::CallState;
-use std::path::{Path, PathBuf};
 use wasmtime::component::{Linker, Resource};
 use wasmtime::{Result, StoreContextMut};
-use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemCtx, WasiFilesystemView};
+use wasmtime_wasi::filesystem::{Descriptor, Dir, WasiFilesystemCtxView, WasiFilesystemView};
 use wasmtime_wasi::p2::bindings::filesystem::types::{
     self as fs, DescriptorFlags, ErrorCode, HostDescriptor, NewTimestamp, OpenFlags, PathFlags,
 };
@@ -24,106 +23,44 @@ use wasmtime_wasi::p2::bindings::filesystem::{preopens, types::DescriptorStat};
 use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::{self, ResolveAddressStream};
 use wasmtime_wasi::p2::bindings::sockets::network::{self, Network};
 use wasmtime_wasi::sockets::WasiSocketsView;
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtxBuilder};
 
 /// The guest path of the catch-all mount.
 pub const OUTSIDE_MOUNTS: &str = "/";
 
-/// The empty, read-only folder every sandbox sees at [`OUTSIDE_MOUNTS`].
-pub struct OutsideMounts {
-    folder: EmptyFolder,
-    /// A filesystem holding only that folder, opened once. Opening a folder
-    /// costs a few microseconds; this one never changes, so a call without
-    /// mounts shares its descriptor (every access is relative to it, and
-    /// refused before it is touched).
-    alone: WasiFilesystemCtx,
-}
-
-impl OutsideMounts {
-    pub fn create() -> anyhow::Result<OutsideMounts> {
-        let folder = EmptyFolder::create()
-            .map_err(|e| anyhow::anyhow!("cannot create the sandbox's empty root folder: {e}"))?;
-        let mut wasi = WasiCtxBuilder::new();
-        mount(&mut wasi, folder.path())?;
-        let alone = std::mem::take(wasi.build().filesystem());
-        Ok(OutsideMounts { folder, alone })
-    }
-
-    /// Mounts the folder beside a call's own mounts (which are opened per
-    /// call, so that a call sees the folder at each path now).
-    pub fn mount(&self, wasi: &mut WasiCtxBuilder) -> anyhow::Result<()> {
-        mount(wasi, self.folder.path())
-    }
-
-    /// The filesystem of a call without mounts: the folder alone.
-    pub fn alone(&self) -> WasiFilesystemCtx {
-        self.alone.clone()
-    }
-}
-
-fn mount(wasi: &mut WasiCtxBuilder, folder: &Path) -> anyhow::Result<()> {
-    wasi.preopened_dir(folder, OUTSIDE_MOUNTS, FsPerms::ReadOnly)
-        .map_err(|e| anyhow::anyhow!("cannot open the sandbox's empty root folder: {e}"))?;
-    Ok(())
-}
-
-/// An empty folder that outlives no host.
+/// Opens the empty, read-only folder every sandbox sees at
+/// [`OUTSIDE_MOUNTS`], once for all calls.
 ///
-/// Where the kernel allows it, the folder is removed as soon as it is made
-/// and reached through the host's open handle on it (`/proc/self/fd/N`):
-/// nothing can be created in a removed folder, and nothing is left on disk
-/// however the host ends (a temporary folder removed on drop leaked one per
-/// killed host). Elsewhere it is a temporary folder removed on exit.
-enum EmptyFolder {
-    Removed {
-        /// Keeps the removed folder reachable through `path`.
-        _handle: std::fs::File,
-        path: PathBuf,
-    },
-    Temporary(tempfile::TempDir),
-}
-
-impl EmptyFolder {
-    fn create() -> std::io::Result<EmptyFolder> {
-        let temporary = tempfile::Builder::new()
-            .prefix("host-outside-mounts-")
-            .tempdir()?;
-        match reach_through_handle(temporary.path()) {
-            Some((handle, path)) => {
-                temporary.close()?;
-                Ok(EmptyFolder::Removed {
-                    _handle: handle,
-                    path,
-                })
-            }
-            None => Ok(EmptyFolder::Temporary(temporary)),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        match self {
-            EmptyFolder::Removed { path, .. } => path,
-            EmptyFolder::Temporary(folder) => folder.path(),
-        }
-    }
-}
-
-/// An open handle on `folder` and a path that reaches the folder through it
-/// once the folder is removed, if this system has one (`/proc` mounted).
-#[cfg(target_os = "linux")]
-fn reach_through_handle(folder: &Path) -> Option<(std::fs::File, PathBuf)> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::MetadataExt;
-    let handle = std::fs::File::open(folder).ok()?;
-    let path = PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd()));
-    let (through, direct) = (std::fs::metadata(&path).ok()?, handle.metadata().ok()?);
-    let same = through.dev() == direct.dev() && through.ino() == direct.ino();
-    same.then_some((handle, path))
-}
-
-#[cfg(not(target_os = "linux"))]
-fn reach_through_handle(_folder: &Path) -> Option<(std::fs::File, PathBuf)> {
-    None
+/// The folder is removed as soon as it is open: nothing can be created in
+/// it, nothing is left on disk however the host ends, and no call opens it
+/// again (each call's guest gets the same descriptor; every access is
+/// relative to it, and refused before it is touched).
+pub fn open_outside_mounts() -> anyhow::Result<Dir> {
+    let cannot = |e: &dyn std::fmt::Display| {
+        anyhow::anyhow!("cannot create the sandbox's empty root folder: {e}")
+    };
+    let folder = tempfile::Builder::new()
+        .prefix("host-outside-mounts-")
+        .tempdir()
+        .map_err(|e| cannot(&e))?;
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.preopened_dir(folder.path(), OUTSIDE_MOUNTS, FsPerms::ReadOnly)
+        .map_err(|e| cannot(&e))?;
+    let mut wasi = wasi.build();
+    let mut table = ResourceTable::new();
+    let mut view = WasiFilesystemCtxView {
+        ctx: wasi.filesystem(),
+        table: &mut table,
+    };
+    let opened = preopens::Host::get_directories(&mut view).map_err(|e| cannot(&e))?;
+    let Some((fd, _)) = opened.into_iter().next() else {
+        return Err(cannot(&"wasmtime-wasi did not open it"));
+    };
+    let Descriptor::Dir(root) = table.delete(fd).map_err(|e| cannot(&e))? else {
+        return Err(cannot(&"it is not a folder"));
+    };
+    folder.close().map_err(|e| cannot(&e))?;
+    Ok(root)
 }
 
 const FS_TYPES: &str = "wasi:filesystem/types@0.2.12";
@@ -173,15 +110,20 @@ macro_rules! watch_at {
     };
 }
 
-/// Adds the wrappers to `linker`, which must already hold WASI.
-pub fn add_to_linker(linker: &mut Linker<CallState>) -> Result<()> {
+/// Adds the wrappers to `linker`, which must already hold WASI. Every
+/// sandbox's guest finds `outside_mounts` (see [`open_outside_mounts`]) at
+/// [`OUTSIDE_MOUNTS`] beside its own mounts.
+pub fn add_to_linker(linker: &mut Linker<CallState>, outside_mounts: Dir) -> Result<()> {
     linker.allow_shadowing(true);
 
     let mut preopens = linker.instance(FS_PREOPENS)?;
     preopens.func_wrap(
         "get-directories",
-        |mut store: StoreContextMut<'_, CallState>, (): ()| {
-            let directories = preopens::Host::get_directories(&mut store.data_mut().filesystem())?;
+        move |mut store: StoreContextMut<'_, CallState>, (): ()| {
+            let mut view = store.data_mut().filesystem();
+            let mut directories = preopens::Host::get_directories(&mut view)?;
+            let root = view.table.push(Descriptor::Dir(outside_mounts.clone()))?;
+            directories.push((root, OUTSIDE_MOUNTS.to_owned()));
             for (fd, guest) in &directories {
                 store.data_mut().remember_mount(fd.rep(), guest.clone());
             }
@@ -246,20 +188,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_empty_folder_stays_empty_and_leaves_nothing_behind() {
-        let folder = EmptyFolder::create().unwrap();
-        let path = folder.path().to_owned();
-        assert!(std::fs::read_dir(&path).unwrap().next().is_none());
-        if cfg!(target_os = "linux") {
-            assert!(matches!(folder, EmptyFolder::Removed { .. }));
-            let target = std::fs::read_link(&path).unwrap();
-            assert!(
-                target.to_string_lossy().ends_with("(deleted)"),
-                "{target:?}"
-            );
-            assert!(std::fs::write(path.join("planted"), "x").is_err());
-        }
-        let mut wasi = WasiCtxBuilder::new();
-        mount(&mut wasi, &path).unwrap();
+    fn the_empty_root_is_gone_from_disk_and_stays_empty() {
+        use std::os::fd::AsRawFd;
+        let root = open_outside_mounts().unwrap();
+        let through = format!("/proc/self/fd/{}", root.dir.as_raw_fd());
+        let target = std::fs::read_link(&through).unwrap();
+        assert!(
+            target.to_string_lossy().ends_with("(deleted)"),
+            "{target:?}"
+        );
+        assert_eq!(std::fs::read_dir(&through).unwrap().count(), 0);
+        assert!(std::fs::create_dir(format!("{through}/planted")).is_err());
     }
 }
