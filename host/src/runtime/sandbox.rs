@@ -45,8 +45,6 @@ pub struct Runtime {
     linker: Linker<CallState>,
     sandboxes: Arc<Semaphore>,
     max_sandboxes: usize,
-    /// An empty folder every sandbox sees at `/`, so that paths outside its
-    /// mounts reach the host (see [`shadow`]).
     cache: ComponentCache,
     _ticker: EpochTicker,
 }
