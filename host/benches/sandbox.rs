@@ -1,12 +1,16 @@
 //! In-process cost of a fresh sandbox per call: instantiate, call a trivial
-//! tool, drop — with no grants, and with two mounts and an env variable.
+//! tool, drop — with no grants, and with two mounts and an env variable; and
+//! of checking one outgoing HTTP request on its canonical form.
 //!
 //! Needs the test fixtures: `cargo build --release --target wasm32-wasip2
 //! --manifest-path tests/fixtures/Cargo.toml`, then `cargo bench -p host`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use host::capability::SandboxGrants;
 use host::capability::env::EnvGrant;
-use host::capability::filesystem::{Access, Mount};
+use host::capability::filesystem::{self, Access, MountSpec, Root};
+use host::capability::network::orders::OrderGuard;
+use host::capability::network::{self, HttpRule};
 use host::digest::sha256;
 use host::plugin::loader;
 use host::policy::Grants;
@@ -32,28 +36,33 @@ fn sandbox(c: &mut Criterion) {
     )
     .expect("hello assembles");
 
-    let folders = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let granted = Grants {
-        mounts: folders
-            .iter()
-            .enumerate()
-            .map(|(i, dir)| Mount {
-                host: dir.path().to_owned(),
-                guest: format!("/data/{i}"),
-                access: Access::ReadOnly,
-                per_user: false,
+    let folder = tempfile::tempdir().unwrap();
+    let root = Root::open(folder.path()).unwrap();
+    let granted = SandboxGrants {
+        mounts: (0..2)
+            .map(|i| {
+                std::fs::create_dir(folder.path().join(i.to_string())).unwrap();
+                // One read-only, one read-write with its disk quota.
+                let spec = MountSpec {
+                    host: i.to_string().into(),
+                    guest: format!("/data/{i}"),
+                    access: [Access::ReadOnly, Access::ReadWrite][i],
+                    max_mib: None,
+                    max_entries: None,
+                };
+                filesystem::resolve(&spec, &root).unwrap()
             })
             .collect(),
         env: vec![EnvGrant {
             name: "BROKER_URL".into(),
             value: "http://127.0.0.1:8787".into(),
         }],
-        ..Grants::default()
+        ..SandboxGrants::default()
     };
 
     let mut group = c.benchmark_group("instantiate + call + drop");
     for (label, grants) in [
-        ("no grants", Arc::new(Grants::default())),
+        ("no grants", Arc::new(SandboxGrants::default())),
         ("two mounts and env", Arc::new(granted)),
     ] {
         group.bench_function(label, |b| {
@@ -64,7 +73,7 @@ fn sandbox(c: &mut Criterion) {
     // The same call after the caches were filled with other data, as they
     // are between requests in a server (pipe I/O, JSON, the scheduler).
     let mut other = vec![0u8; 8 << 20];
-    let grants = Arc::new(Grants::default());
+    let grants = Arc::new(SandboxGrants::default());
     group.bench_function("no grants, caches cold", |b| {
         b.to_async(&tokio).iter_batched(
             || {
@@ -80,7 +89,7 @@ fn sandbox(c: &mut Criterion) {
 }
 
 /// One call of the hello plugin's `greet` in a fresh sandbox.
-async fn greet(runtime: &Runtime, plugin: &Prepared, grants: &Arc<Grants>) {
+async fn greet(runtime: &Runtime, plugin: &Prepared, grants: &Arc<SandboxGrants>) {
     let arguments = r#"{"name":"Ada"}"#.to_owned();
     runtime
         .run(
@@ -95,5 +104,41 @@ async fn greet(runtime: &Runtime, plugin: &Prepared, grants: &Arc<Grants>) {
         .expect("greet answers");
 }
 
-criterion_group!(benches, sandbox);
+/// What checking one outgoing request costs: bringing its URL into the
+/// canonical form, matching the order guardrail and the plugin's rules on
+/// it, and rebuilding the URI that is sent.
+fn check_request(c: &mut Criterion) {
+    let rules: Vec<HttpRule> = [
+        "GET http://127.0.0.1:*/positions",
+        "GET,HEAD https://*.example.com/v2/bars/*",
+    ]
+    .iter()
+    .map(|rule| HttpRule::parse(rule).unwrap())
+    .collect();
+    let orders = OrderGuard::default();
+    let mut group = c.benchmark_group("check one outgoing request");
+    for (label, url) in [
+        (
+            "plain",
+            "https://data.example.com/v2/bars/AAPL?timeframe=1d",
+        ),
+        (
+            "escaped and dotted",
+            "https://data.example.com/v2/x/../b%61rs/AAPL?timeframe=1d",
+        ),
+    ] {
+        let request = http::Request::get(url).body(()).unwrap();
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                let facts = network::facts_of(&request).unwrap();
+                let decision = network::decide(Some(&orders), &rules, &facts);
+                assert!(matches!(decision, network::Decision::Allow(_)));
+                facts.url.to_uri().unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, sandbox, check_request);
 criterion_main!(benches);

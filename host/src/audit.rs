@@ -1,9 +1,15 @@
 //! The audit log: one JSON line per decision and per call.
 //!
-//! Records are handed to a background writer through a bounded queue, so a
-//! call never waits on the disk. A record that cannot be queued (the writer
-//! is far behind) or written (the disk is full) is counted and logged as an
-//! error: the log may lose records under pressure, but never silently.
+//! Records are handed to a background writer through a bounded queue. When
+//! the writer falls behind, recording waits for room: calls slow down to the
+//! disk's pace rather than outrun the log. When the disk refuses writes, new
+//! calls are refused until a write succeeds again. A record is lost only if
+//! the writer stays stuck for [`MAX_WAIT`] or its write fails, and each loss
+//! is counted and logged as an error: never silently.
+//!
+//! A call's refusals arrive already aggregated (see
+//! [`crate::capability::denials`]): a plugin cannot flood the log, and the
+//! latest attempt of a flood is the one named.
 //!
 //! Tool arguments are recorded as their SHA-256 digest unless the operator
 //! opts in to recording them whole: identical calls stay recognisable
@@ -13,13 +19,16 @@ use crate::digest;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 /// How many records may wait for the writer.
 const QUEUE: usize = 8192;
+
+/// How long a record waits for room in the queue before it is counted lost.
+const MAX_WAIT: Duration = Duration::from_secs(10);
 
 /// Who caused a record: the connection a request came on.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -43,6 +52,12 @@ pub struct Client {
 pub enum Event {
     /// A plugin was loaded and is served.
     Loaded { plugin: String, tools: usize },
+    /// A resource or template a plugin offers is not served.
+    ResourceWithheld {
+        plugin: String,
+        uri: String,
+        rule: String,
+    },
     /// A plugin was removed and is no longer served.
     Unloaded { plugin: String },
     /// A plugin file could not be loaded.
@@ -60,6 +75,19 @@ pub enum Event {
         target: String,
         rule: String,
         attempt: String,
+        /// How many times the call made this attempt, when more than once.
+        #[serde(skip_serializing_if = "is_once")]
+        times: u64,
+        client: Client,
+    },
+    /// Refusals of one call past the first distinct ones, counted, with
+    /// the latest named.
+    DeniedMore {
+        plugin: String,
+        target: String,
+        count: u64,
+        latest_rule: String,
+        latest_attempt: String,
         client: Client,
     },
     /// A call finished (or failed to start).
@@ -79,6 +107,10 @@ pub enum Event {
     },
 }
 
+fn is_once(times: &u64) -> bool {
+    *times == 1
+}
+
 #[derive(Serialize)]
 struct Line<'a> {
     time: String,
@@ -91,6 +123,8 @@ struct Line<'a> {
 pub struct AuditLog {
     queue: Option<mpsc::Sender<Event>>,
     lost: Arc<AtomicU64>,
+    /// Set while the writer's latest write failed.
+    failing: Arc<AtomicBool>,
     record_arguments: bool,
 }
 
@@ -100,6 +134,7 @@ impl AuditLog {
         AuditLog {
             queue: None,
             lost: Arc::default(),
+            failing: Arc::default(),
             record_arguments: false,
         }
     }
@@ -123,7 +158,14 @@ impl AuditLog {
             .map_err(|e| anyhow::anyhow!("cannot open the audit log {}: {e}", path.display()))?;
         let (queue, records) = mpsc::channel(QUEUE);
         let lost = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(write(records, file, path.to_owned(), lost.clone()));
+        let failing = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(write(
+            records,
+            file,
+            path.to_owned(),
+            lost.clone(),
+            failing.clone(),
+        ));
         let writer = Writer {
             task,
             lost: lost.clone(),
@@ -131,6 +173,7 @@ impl AuditLog {
         let log = AuditLog {
             queue: Some(queue),
             lost,
+            failing,
             record_arguments,
         };
         Ok((log, writer))
@@ -141,14 +184,24 @@ impl AuditLog {
         self.queue.is_some()
     }
 
-    /// Records `event` without waiting.
-    pub fn record(&self, event: Event) {
+    /// Whether the log cannot be written (its latest write failed): calls
+    /// are refused while it is, since they could not be audited.
+    pub fn unwritable(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
+
+    /// Records `event`, waiting for room while the writer is behind.
+    pub async fn record(&self, event: Event) {
         let Some(queue) = &self.queue else {
             return;
         };
-        if queue.try_send(event).is_err() {
+        if queue.send_timeout(event, MAX_WAIT).await.is_err() {
             let lost = self.lost.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::error!(lost, "the audit log writer is behind; a record was dropped");
+            tracing::error!(
+                lost,
+                "the audit log writer has been stuck for {} s; a record was lost",
+                MAX_WAIT.as_secs()
+            );
         }
     }
 
@@ -187,9 +240,9 @@ async fn write(
     file: tokio::fs::File,
     path: PathBuf,
     lost: Arc<AtomicU64>,
+    failing: Arc<AtomicBool>,
 ) {
     let mut out = tokio::io::BufWriter::new(file);
-    let mut failing = false;
     while let Some(event) = records.recv().await {
         let mut batch = vec![event];
         while let Ok(event) = records.try_recv() {
@@ -210,14 +263,21 @@ async fn write(
             out.flush().await
         };
         match written.await {
-            Ok(()) => failing = false,
+            Ok(()) => {
+                if failing.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(path = %path.display(), "the audit log can be written again");
+                }
+            }
             Err(e) => {
                 let total =
                     lost.fetch_add(batch.len() as u64, Ordering::Relaxed) + batch.len() as u64;
-                if !failing {
-                    tracing::error!(path = %path.display(), lost = total, "cannot write the audit log: {e}");
+                if !failing.swap(true, Ordering::Relaxed) {
+                    tracing::error!(
+                        path = %path.display(),
+                        lost = total,
+                        "cannot write the audit log, calls are refused until it can: {e}"
+                    );
                 }
-                failing = true;
             }
         }
     }
@@ -237,11 +297,13 @@ mod tests {
             target: "broker__place_order".into(),
             rule: "guardrail no-order-execution".into(),
             attempt: "POST http://127.0.0.1:1/orders".into(),
+            times: 1,
             client: Client {
                 transport: "stdio",
                 ..Client::default()
             },
-        });
+        })
+        .await;
         drop(log);
         assert_eq!(writer.finish().await, 0);
         let text = std::fs::read_to_string(&path).unwrap();
@@ -250,6 +312,49 @@ mod tests {
         assert_eq!(line["rule"], "guardrail no-order-execution");
         assert_eq!(line["client"]["transport"], "stdio");
         assert!(line["time"].as_str().unwrap().ends_with('Z'));
+    }
+
+    fn unloaded(n: usize) -> Event {
+        Event::Unloaded {
+            plugin: format!("plugin-{n}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_writer_behind_slows_recording_down_instead_of_losing_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let (log, writer) = AuditLog::open(&path, false).await.unwrap();
+        let records = QUEUE * 3;
+        for n in 0..records {
+            log.record(unloaded(n)).await;
+        }
+        drop(log);
+        assert_eq!(writer.finish().await, 0);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), records);
+        assert!(
+            text.lines()
+                .last()
+                .unwrap()
+                .contains(&format!("plugin-{}", records - 1))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_log_the_disk_refuses_says_so_and_counts_what_it_lost() {
+        let (log, writer) = AuditLog::open(Path::new("/dev/full"), false).await.unwrap();
+        assert!(!log.unwritable());
+        log.record(unloaded(1)).await;
+        for _ in 0..100 {
+            if log.unwritable() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(log.unwritable());
+        drop(log);
+        assert_eq!(writer.finish().await, 1);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `host check`: load everything, serve nothing, report plainly.
 
 use crate::config::Settings;
-use crate::plugin::{LoadedPlugin, Registry, loader};
+use crate::plugin::{LoadedPlugin, Registry, Resources, loader};
 use crate::runtime::Runtime;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -28,11 +28,11 @@ pub async fn run(
         );
         return Ok(false);
     }
-    let (loaded, failed) = loader::load_all(runtime, files, &settings.policies).await?;
-    let registry = Registry::new(loaded.into_iter().map(Arc::new).collect(), failed);
+    let empty = Registry::default();
+    let (registry, _) = loader::build(runtime, files, &settings.policies, &empty, &[]).await?;
     let mut out = String::new();
-    for plugin in registry.plugins() {
-        describe(&mut out, plugin);
+    for (plugin, served) in registry.served() {
+        describe(&mut out, plugin, served);
     }
     for failure in registry.failures() {
         let _ = writeln!(out, "FAILED {failure}\n");
@@ -73,7 +73,7 @@ pub async fn run(
     Ok(registry.failures().is_empty() && orphans.is_empty())
 }
 
-fn describe(out: &mut String, plugin: &LoadedPlugin) {
+fn describe(out: &mut String, plugin: &LoadedPlugin, served: &Resources) {
     let m = &plugin.compiled.manifest;
     let _ = writeln!(
         out,
@@ -93,28 +93,11 @@ fn describe(out: &mut String, plugin: &LoadedPlugin) {
             p.display().to_string()
         });
     let _ = writeln!(out, "  policy: {policy}");
-    for mount in &g.mounts {
-        let _ = writeln!(
-            out,
-            "  folder {} = {} ({})",
-            mount.guest,
-            mount.describe_host(),
-            mount.access
-        );
+    for capability in g.sandbox.describe() {
+        for line in capability.summary {
+            let _ = writeln!(out, "  {line}");
+        }
     }
-    for rule in g.http.iter() {
-        let _ = writeln!(out, "  network {}", rule.text());
-    }
-    if !g.env.is_empty() {
-        let names: Vec<&str> = g.env.iter().map(|e| e.name.as_str()).collect();
-        let _ = writeln!(out, "  env {}", names.join(", "));
-    }
-    let l = &g.limits;
-    let _ = writeln!(
-        out,
-        "  limits: {} MiB memory, {} ms per call, {} calls at once, {} KiB output",
-        l.memory_mib, l.timeout_ms, l.max_concurrency, l.max_output_kib
-    );
     for tool in &plugin.offer.tools {
         let a = tool.annotations;
         let mut flags = vec![if a.read_only { "read-only" } else { "writes" }];
@@ -126,11 +109,14 @@ fn describe(out: &mut String, plugin: &LoadedPlugin) {
         }
         let _ = writeln!(out, "  tool {} [{}]", tool.qualified, flags.join(", "));
     }
-    for resource in &plugin.offer.resources {
+    for resource in &served.resources {
         let _ = writeln!(out, "  resource {}", resource.uri);
     }
-    for template in &plugin.offer.templates {
+    for template in &served.templates {
         let _ = writeln!(out, "  resource template {}", template.uri_template);
+    }
+    for (uri, reason) in &served.withheld {
+        let _ = writeln!(out, "  resource {uri} NOT SERVED: {reason}");
     }
     for tool in &plugin.offer.withheld {
         let _ = writeln!(out, "  tool {} NOT SERVED: {}", tool.qualified, tool.reason);

@@ -174,6 +174,7 @@ impl Settings {
                 dir: policies,
                 root,
                 protected,
+                create_folders: false,
             },
             http: file.http.listen,
             allowed_origins: file.http.allowed_origins,

@@ -3,7 +3,7 @@
 
 use crate::capability::filesystem::Access;
 use crate::config::Settings;
-use crate::plugin::{LoadedPlugin, loader};
+use crate::plugin::{LoadedPlugin, Registry, loader};
 use crate::policy::guardrails::{Guardrails, MARKET_DATA_READ_ONLY, NO_ORDER_EXECUTION};
 use crate::runtime::Runtime;
 use crate::runtime::types::Effects;
@@ -20,16 +20,15 @@ pub async fn run(
     let mut out = String::new();
     describe_guardrails(&mut out, &guardrails);
     let path = loader::file_for(&settings.plugins, plugin);
-    let ok = match loader::load(runtime, &path, &settings.policies, &guardrails).await {
-        Ok(loaded) => {
-            describe_plugin(&mut out, &loaded);
-            true
-        }
-        Err(failure) => {
-            let _ = writeln!(out, "REFUSED {failure}");
-            false
-        }
-    };
+    let empty = Registry::default();
+    let (registry, _) = loader::build(runtime, vec![path], &settings.policies, &empty, &[]).await?;
+    for loaded in registry.plugins() {
+        describe_plugin(&mut out, loaded);
+    }
+    for failure in registry.failures() {
+        let _ = writeln!(out, "REFUSED {failure}");
+    }
+    let ok = registry.failures().is_empty();
     print!("{out}");
     Ok(ok)
 }
@@ -40,19 +39,8 @@ fn describe_guardrails(out: &mut String, guardrails: &Guardrails) {
         "Host-wide guardrails (policies/host.toml), which no plugin policy can widen:"
     );
     match &guardrails.market_data {
-        Some(folders) if folders.is_empty() => {
-            let _ = writeln!(
-                out,
-                "  {MARKET_DATA_READ_ONLY}: on, but no market-data folder is named"
-            );
-        }
-        Some(folders) => {
-            let folders: Vec<String> = folders.iter().map(|f| f.display().to_string()).collect();
-            let _ = writeln!(
-                out,
-                "  {MARKET_DATA_READ_ONLY}: on; only read-only mounts of {}",
-                folders.join(", ")
-            );
+        Some(guard) => {
+            let _ = writeln!(out, "  {MARKET_DATA_READ_ONLY}: {}", guard.describe());
         }
         None => {
             let _ = writeln!(
@@ -99,65 +87,25 @@ fn describe_plugin(out: &mut String, plugin: &LoadedPlugin) {
         }
     }
 
-    let _ = writeln!(out, "\nFiles:");
-    if g.mounts.is_empty() {
-        let _ = writeln!(out, "  none: every path is refused");
-    }
-    for mount in &g.mounts {
-        let _ = writeln!(
-            out,
-            "  {} sees {} ({})",
-            mount.guest,
-            mount.describe_host(),
-            mount.access
-        );
+    for capability in g.sandbox.describe() {
+        let _ = writeln!(out, "\n{}:", capability.title);
+        for line in capability.explained {
+            let _ = writeln!(out, "  {line}");
+        }
     }
 
-    let _ = writeln!(out, "\nOutgoing HTTP, checked in this order:");
+    let schemes: Vec<&str> = std::iter::once(plugin.name.as_str())
+        .chain(g.uri_schemes.iter().map(String::as_str))
+        .collect();
     let _ = writeln!(
         out,
-        "  1. paths with `..`, `.`, `//`, `\\` or encoded separators are refused"
-    );
-    let _ = writeln!(out, "  2. the guardrails above");
-    for (i, rule) in g.http.iter().enumerate() {
-        let _ = writeln!(out, "  {}. allowed: {}", i + 3, rule.text());
-    }
-    let _ = writeln!(out, "  then: everything else is refused");
-
-    let _ = writeln!(out, "\nRaw sockets:");
-    let s = &g.sockets;
-    if s.tcp_connect.is_empty() && s.udp.is_empty() {
-        let _ = writeln!(out, "  none: TCP and UDP are refused");
-    }
-    for addr in &s.tcp_connect {
-        let _ = writeln!(out, "  TCP connect to {}", show_addr(addr.ip, addr.port));
-    }
-    for addr in &s.udp {
-        let _ = writeln!(out, "  UDP to {}", show_addr(addr.ip, addr.port));
-    }
-    let _ = writeln!(
-        out,
-        "  name lookup: {}",
-        if s.name_lookup { "allowed" } else { "refused" }
-    );
-
-    let _ = writeln!(out, "\nEnvironment:");
-    if g.env.is_empty() {
-        let _ = writeln!(out, "  none: every variable is refused");
-    }
-    for var in &g.env {
-        let _ = writeln!(out, "  {} (granted; its value is not shown)", var.name);
-    }
-
-    let l = &g.limits;
-    let _ = writeln!(
-        out,
-        "\nLimits: {} MiB of memory, {} ms per call ({} ms of CPU), {} calls at once, {} KiB per result",
-        l.memory_mib,
-        l.timeout_ms,
-        l.cpu_ms(),
-        l.max_concurrency,
-        l.max_output_kib
+        "\nResources: only URIs with the scheme{} {} (`host check` shows any claimed by another plugin)",
+        if schemes.len() == 1 { "" } else { "s" },
+        schemes
+            .iter()
+            .map(|s| format!("{s}:"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 
     let _ = writeln!(out, "\nTools:");
@@ -168,17 +116,19 @@ fn describe_plugin(out: &mut String, plugin: &LoadedPlugin) {
         if !effects.contains(Effects::WRITE_FILES)
             && plugin
                 .grants
+                .sandbox
                 .mounts
                 .iter()
                 .any(|m| m.access == Access::ReadWrite)
         {
             notes.push("its mounts are read-only (it does not declare write-files)");
         }
-        if !effects.intersects(Effects::NETWORK_READ | Effects::NETWORK_WRITE) && !g.http.is_empty()
+        if !effects.intersects(Effects::NETWORK_READ | Effects::NETWORK_WRITE)
+            && !g.sandbox.http.is_empty()
         {
             notes.push("it has no network (it declares no network effect)");
         } else if !effects.contains(Effects::NETWORK_WRITE)
-            && g.http.iter().any(|r| !r.is_read_only())
+            && g.sandbox.http.iter().any(|r| !r.is_read_only())
         {
             notes.push("it may only GET and HEAD (it does not declare network-write)");
         }
@@ -201,9 +151,4 @@ fn describe_plugin(out: &mut String, plugin: &LoadedPlugin) {
     for tool in &plugin.offer.withheld {
         let _ = writeln!(out, "  {} — NOT SERVED: {}", tool.qualified, tool.reason);
     }
-}
-
-fn show_addr(ip: std::net::IpAddr, port: Option<u16>) -> String {
-    let port = port.map_or("any port".to_owned(), |p| format!("port {p}"));
-    format!("{ip}, {port}")
 }

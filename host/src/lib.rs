@@ -96,6 +96,8 @@ fn init_logging(cli: &Cli) {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut settings = Settings::resolve(&args.locations)?;
+    // Serving creates missing read-write folders; check and explain do not.
+    settings.policies.create_folders = true;
     let http = args.http.or(settings.http);
     if let Some(addr) = http {
         transport::check_listen_address(addr, settings.auth.mode)?;
@@ -112,8 +114,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let wasm = Arc::new(Runtime::new(&settings.engine())?);
     let engine_ready = started.elapsed();
     let files = loader::plugin_files(&settings.plugins)?;
-    let (loaded, failed) = loader::load_all(&wasm, files, &settings.policies).await?;
-    let registry = Registry::new(loaded.into_iter().map(Arc::new).collect(), failed);
+    let empty = Registry::default();
+    let (registry, _) = loader::build(&wasm, files, &settings.policies, &empty, &[]).await?;
     if args.verbose {
         tracing::info!(
             engine_ms = ms(engine_ready),
@@ -134,7 +136,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => (AuditLog::disabled(), None),
     };
-    record_load(&audit, &registry);
+    record_load(&audit, &registry).await;
     let names: Vec<&str> = registry.plugins().iter().map(|p| p.name.as_str()).collect();
     tracing::info!(
         plugins = %names.join(", "),
@@ -208,24 +210,16 @@ fn ms(duration: std::time::Duration) -> f64 {
 }
 
 /// Records what was loaded, withheld and refused at start-up.
-fn record_load(audit: &AuditLog, registry: &Registry) {
-    for plugin in registry.plugins() {
-        audit.record(Event::Loaded {
-            plugin: plugin.name.clone(),
-            tools: plugin.offer.tools.len(),
-        });
-        for tool in &plugin.offer.withheld {
-            audit.record(Event::Withheld {
-                plugin: plugin.name.clone(),
-                tool: tool.qualified.clone(),
-                rule: tool.reason.clone(),
-            });
-        }
+async fn record_load(audit: &AuditLog, registry: &Registry) {
+    for (plugin, served) in registry.served() {
+        reload::record_served(audit, plugin, served).await;
     }
     for failure in registry.failures() {
-        audit.record(Event::LoadFailed {
-            file: failure.path.display().to_string(),
-            reason: failure.reason.clone(),
-        });
+        audit
+            .record(Event::LoadFailed {
+                file: failure.path.display().to_string(),
+                reason: failure.reason.clone(),
+            })
+            .await;
     }
 }

@@ -129,15 +129,15 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// An attempt refused by `rule` (`guardrail …` or `policy …`).
-    pub fn denial(&self, rule: &str) {
+    /// `times` attempts refused by `rule` (`guardrail …` or `policy …`).
+    pub fn denials(&self, rule: &str, times: u64) {
         // The rule's name, not the attempt: labels stay few.
         let rule = rule.split(':').next().unwrap_or(rule).trim();
         self.denials
             .get_or_create(&RuleLabels {
                 rule: rule.to_owned(),
             })
-            .inc();
+            .inc_by(times);
     }
 
     /// An HTTP request refused before MCP, for `reason`.
@@ -186,7 +186,10 @@ mod tests {
             "ok",
             0.002,
         );
-        metrics.denial("denied by guardrail no-order-execution: POST http://x/orders");
+        metrics.denials(
+            "denied by guardrail no-order-execution: POST http://x/orders",
+            1,
+        );
         metrics.auth_failure("expired");
         let text = metrics.encode(3, 5, 1);
         assert!(text.contains(

@@ -12,16 +12,16 @@
 //! half-written or broken `.wasm`, a policy that does not parse — leaves the
 //! previous good version serving, and is reported.
 
-use crate::audit::Event;
-use crate::digest::{Digest, sha256};
+use crate::audit::{AuditLog, Event};
+use crate::digest::Digest;
 use crate::mcp::Shared;
-use crate::plugin::Registry;
-use crate::plugin::loader::{self, Compiled, LoadFailure, LoadedPlugin};
+use crate::plugin::loader::{self, Compiled, LoadedPlugin, Outcome};
+use crate::plugin::{Registry, Resources};
 use crate::policy::PolicyDir;
 use crate::runtime::Runtime;
-use notify::{RecursiveMode, Watcher};
-use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
-use std::collections::{HashMap, VecDeque};
+use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::{EventKind, RecursiveMode, Watcher};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,26 +44,25 @@ pub struct Change {
 impl Change {
     /// What differs between two registries, as clients see them.
     pub fn between(old: &Registry, new: &Registry) -> Change {
+        let tools = |p: &LoadedPlugin, _: &Resources| -> Vec<String> {
+            p.offer.tools.iter().map(|t| t.qualified.clone()).collect()
+        };
+        let prompts = |p: &LoadedPlugin, _: &Resources| -> Vec<String> {
+            p.offer
+                .prompts
+                .iter()
+                .map(|t| t.qualified.clone())
+                .collect()
+        };
+        let resources = |_: &LoadedPlugin, served: &Resources| -> Vec<String> {
+            let resources = served.resources.iter().map(|r| r.uri.clone());
+            let templates = served.templates.iter().map(|t| t.uri_template.clone());
+            resources.chain(templates).collect()
+        };
         Change {
-            tools: fingerprint(old, |p| {
-                p.offer.tools.iter().map(|t| t.qualified.clone()).collect()
-            }) != fingerprint(new, |p| {
-                p.offer.tools.iter().map(|t| t.qualified.clone()).collect()
-            }),
-            resources: fingerprint(old, resources_of) != fingerprint(new, resources_of),
-            prompts: fingerprint(old, |p| {
-                p.offer
-                    .prompts
-                    .iter()
-                    .map(|t| t.qualified.clone())
-                    .collect()
-            }) != fingerprint(new, |p| {
-                p.offer
-                    .prompts
-                    .iter()
-                    .map(|t| t.qualified.clone())
-                    .collect()
-            }),
+            tools: fingerprint(old, tools) != fingerprint(new, tools),
+            resources: fingerprint(old, resources) != fingerprint(new, resources),
+            prompts: fingerprint(old, prompts) != fingerprint(new, prompts),
         }
     }
 
@@ -72,46 +71,50 @@ impl Change {
     }
 }
 
-fn resources_of(plugin: &LoadedPlugin) -> Vec<String> {
-    let resources = plugin.offer.resources.iter().map(|r| r.uri.clone());
-    resources
-        .chain(
-            plugin
-                .offer
-                .templates
-                .iter()
-                .map(|t| t.uri_template.clone()),
-        )
-        .collect()
-}
-
 /// A registry's items of one kind, each with the version of the plugin
 /// (component and policy) that serves it: a new version may describe an
 /// item differently, so it counts as a change.
 fn fingerprint(
     registry: &Registry,
-    items: impl Fn(&LoadedPlugin) -> Vec<String>,
+    items: impl Fn(&LoadedPlugin, &Resources) -> Vec<String>,
 ) -> Vec<(String, Digest, Digest)> {
     registry
-        .plugins()
-        .iter()
-        .flat_map(|p| {
-            items(p)
+        .served()
+        .flat_map(|(p, served)| {
+            items(p, served)
                 .into_iter()
                 .map(|item| (item, p.compiled.hash, p.policy_digest))
         })
         .collect()
 }
 
-/// What one reload did.
-#[derive(Debug, Default)]
-pub struct Outcome {
-    pub added: Vec<String>,
-    pub updated: Vec<String>,
-    pub regranted: Vec<String>,
-    pub removed: Vec<String>,
-    pub failed: Vec<LoadFailure>,
-    pub change: Change,
+/// Records that `plugin` is served, with what it offers that is not.
+pub async fn record_served(audit: &AuditLog, plugin: &LoadedPlugin, served: &Resources) {
+    audit
+        .record(Event::Loaded {
+            plugin: plugin.name.clone(),
+            tools: plugin.offer.tools.len(),
+        })
+        .await;
+    for tool in &plugin.offer.withheld {
+        audit
+            .record(Event::Withheld {
+                plugin: plugin.name.clone(),
+                tool: tool.qualified.clone(),
+                rule: tool.reason.clone(),
+            })
+            .await;
+    }
+    for (uri, reason) in &served.withheld {
+        tracing::warn!(plugin = %plugin.name, "resource {uri} not served: {reason}");
+        audit
+            .record(Event::ResourceWithheld {
+                plugin: plugin.name.clone(),
+                uri: uri.clone(),
+                rule: reason.clone(),
+            })
+            .await;
+    }
 }
 
 /// Rebuilds the registry from the folders and swaps it in.
@@ -141,111 +144,20 @@ impl Reloader {
 
     /// Rebuilds and swaps in the registry; on an error that affects every
     /// plugin (unreadable folder, broken `host.toml`) nothing changes.
-    pub async fn reload(&mut self) -> anyhow::Result<Outcome> {
+    pub async fn reload(&mut self) -> anyhow::Result<(Outcome, Change)> {
         let current = self.shared.registry.load_full();
-        let guardrails = Arc::new(self.policies.guardrails()?);
         let files = loader::plugin_files(&self.plugins)?;
-
-        // Read everything first, then compile what is new, in parallel.
-        let mut wanted = Vec::new();
-        let mut failed = Vec::new();
-        for path in files {
-            let name = match loader::name_of(&path) {
-                Ok(name) => name,
-                Err(reason) => {
-                    failed.push(LoadFailure { path, reason });
-                    continue;
-                }
-            };
-            match tokio::fs::read(&path).await {
-                Ok(bytes) => wanted.push((name, path, sha256(&bytes), bytes)),
-                Err(e) => failed.push(LoadFailure {
-                    path,
-                    reason: format!("cannot read it: {e}"),
-                }),
-            }
-        }
-        let known = |hash: &Digest| -> Option<Arc<Compiled>> {
-            current
-                .plugins()
-                .iter()
-                .map(|p| &p.compiled)
-                .chain(&self.remembered)
-                .find(|c| c.hash == *hash)
-                .cloned()
-        };
-        let mut compiling = tokio::task::JoinSet::new();
-        let mut compiled: HashMap<Digest, Result<Arc<Compiled>, String>> = HashMap::new();
-        for (_, _, hash, bytes) in &mut wanted {
-            if let Some(found) = known(hash) {
-                compiled.insert(*hash, Ok(found));
-            } else if !compiled.contains_key(hash) {
-                compiled.insert(*hash, Err("not compiled".into()));
-                let runtime = self.runtime.clone();
-                let (hash, bytes) = (*hash, std::mem::take(bytes));
-                compiling.spawn(async move {
-                    (hash, loader::compile(&runtime, bytes).await.map(Arc::new))
-                });
-            }
-        }
-        while let Some(done) = compiling.join_next().await {
-            let (hash, result) = done?;
-            compiled.insert(hash, result);
-        }
-
-        let mut outcome = Outcome::default();
-        let mut next = Vec::new();
-        for (name, path, hash, _) in wanted {
-            let old = current.plugins().iter().find(|p| p.name == name);
-            let policy_digest = self.policies.digest_for(&name);
-            if let Some(old) = old
-                && old.compiled.hash == hash
-                && old.policy_digest == policy_digest
-            {
-                next.push(old.clone());
-                continue;
-            }
-            let assembled = compiled[&hash].clone().and_then(|component| {
-                let grants = self
-                    .policies
-                    .grants_for(&name, &guardrails)
-                    .map_err(|e| e.to_string())?;
-                loader::assemble(&name, &path, component, grants, policy_digest)
-            });
-            match (assembled, old) {
-                (Ok(plugin), old) => {
-                    match old {
-                        None => outcome.added.push(name),
-                        Some(old) if old.compiled.hash == hash => outcome.regranted.push(name),
-                        Some(_) => outcome.updated.push(name),
-                    }
-                    next.push(Arc::new(plugin));
-                }
-                (Err(reason), Some(old)) => {
-                    let reason = format!("{reason}; still serving the previous version");
-                    outcome.failed.push(LoadFailure { path, reason });
-                    next.push(old.clone());
-                }
-                (Err(reason), None) => outcome.failed.push(LoadFailure { path, reason }),
-            }
-        }
-        outcome.removed = current
-            .plugins()
-            .iter()
-            .filter(|p| !next.iter().any(|n| n.name == p.name))
-            .map(|p| p.name.clone())
-            .collect();
+        let remembered: Vec<Arc<Compiled>> = self.remembered.iter().cloned().collect();
+        let (registry, outcome) =
+            loader::build(&self.runtime, files, &self.policies, &current, &remembered).await?;
         self.remember(current.plugins());
-
-        failed.extend(outcome.failed.iter().cloned());
-        let registry = Registry::new(next, failed);
-        outcome.change = Change::between(&current, &registry);
+        let change = Change::between(&current, &registry);
         self.shared.registry.store(Arc::new(registry));
-        if outcome.change.any() {
+        if change.any() {
             // No receiver simply means no client is connected.
-            let _ = self.shared.changes.send(outcome.change);
+            let _ = self.shared.changes.send(change);
         }
-        Ok(outcome)
+        Ok((outcome, change))
     }
 
     /// Keeps the components of replaced and removed plugins for a while, so
@@ -268,15 +180,18 @@ impl Reloader {
     /// Reloads, logging and auditing what happened and how long it took.
     async fn reload_and_report(&mut self) {
         let started = Instant::now();
-        let outcome = match self.reload().await {
-            Ok(outcome) => outcome,
+        let (outcome, change) = match self.reload().await {
+            Ok(done) => done,
             Err(e) => {
                 self.shared.metrics.reload(false);
                 tracing::error!("reload failed, nothing changed: {e:#}");
-                self.shared.audit.record(Event::LoadFailed {
-                    file: self.policies.dir.display().to_string(),
-                    reason: format!("reload failed, nothing changed: {e:#}"),
-                });
+                self.shared
+                    .audit
+                    .record(Event::LoadFailed {
+                        file: self.policies.dir.display().to_string(),
+                        reason: format!("reload failed, nothing changed: {e:#}"),
+                    })
+                    .await;
                 return;
             }
         };
@@ -289,26 +204,29 @@ impl Reloader {
             .chain(&outcome.updated)
             .chain(&outcome.regranted)
         {
-            if let Some(plugin) = registry.plugins().iter().find(|p| &p.name == name) {
-                self.shared.audit.record(Event::Loaded {
-                    plugin: name.clone(),
-                    tools: plugin.offer.tools.len(),
-                });
+            if let Some((plugin, served)) = registry.served().find(|(p, _)| &p.name == name) {
+                record_served(&self.shared.audit, plugin, served).await;
             }
         }
         for name in &outcome.removed {
-            self.shared.audit.record(Event::Unloaded {
-                plugin: name.clone(),
-            });
+            self.shared
+                .audit
+                .record(Event::Unloaded {
+                    plugin: name.clone(),
+                })
+                .await;
         }
         for failure in &outcome.failed {
             tracing::error!("{failure}");
-            self.shared.audit.record(Event::LoadFailed {
-                file: failure.path.display().to_string(),
-                reason: failure.reason.clone(),
-            });
+            self.shared
+                .audit
+                .record(Event::LoadFailed {
+                    file: failure.path.display().to_string(),
+                    reason: failure.reason.clone(),
+                })
+                .await;
         }
-        if outcome.change.any() || !outcome.regranted.is_empty() || !outcome.failed.is_empty() {
+        if change.any() || !outcome.regranted.is_empty() || !outcome.failed.is_empty() {
             tracing::info!(
                 added = ?outcome.added,
                 updated = ?outcome.updated,
@@ -323,37 +241,71 @@ impl Reloader {
 
 /// Watches the plugins and policies folders and reloads on every change
 /// until the returned watch is dropped.
+///
+/// Only events that can change what is served count: a file created,
+/// written, renamed or removed. Opening, reading and closing a file without
+/// writing it (an operator's `cat`, or the reloader's own reads) and
+/// metadata changes are ignored, so reading never starts a reload.
 pub fn watch(mut reloader: Reloader) -> anyhow::Result<Watch> {
     let folders: Vec<PathBuf> = [&reloader.plugins, &reloader.policies.dir]
         .into_iter()
         .map(|folder| std::path::absolute(folder).unwrap_or_else(|_| folder.clone()))
         .collect();
     let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
-    let mut debouncer = new_debouncer(QUIET, move |result: DebounceEventResult| {
-        let _ = events.send(result);
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let _ = events.send(event);
     })
     .map_err(|e| anyhow::anyhow!("cannot watch the plugin folders: {e}"))?;
-    watch_folders(&mut debouncer, &folders)?;
+    watch_folders(&mut watcher, &folders)?;
     let task = tokio::spawn(async move {
-        while let Some(result) = received.recv().await {
-            let relevant = match result {
-                Ok(events) => events.iter().any(|e| concerns(&folders, &e.path)),
-                Err(e) => {
-                    tracing::warn!("watching the plugin folders: {e}");
-                    true
+        while let Some(first) = received.recv().await {
+            // Gather the burst (an editor's write-rename-delete) until the
+            // folders are quiet, or for at most a few quiet periods.
+            let mut relevant = matters(&folders, &first);
+            let gathering = tokio::time::Instant::now() + QUIET * 8;
+            loop {
+                let quiet = tokio::time::Instant::now() + QUIET;
+                match tokio::time::timeout_at(quiet.min(gathering), received.recv()).await {
+                    Ok(Some(next)) => relevant |= matters(&folders, &next),
+                    Ok(None) => return,
+                    Err(_) => break,
                 }
-            };
+            }
             if !relevant {
                 continue;
             }
             // A folder replaced whole is a new folder: watch it again.
-            if let Err(e) = watch_folders(&mut debouncer, &folders) {
+            if let Err(e) = watch_folders(&mut watcher, &folders) {
                 tracing::warn!("{e:#}");
             }
             reloader.reload_and_report().await;
         }
     });
     Ok(Watch(task))
+}
+
+/// Whether `event` may change what is served: it changes the content or
+/// the name of a plugin, a policy, or one of the folders. An error counts,
+/// since what it hid is unknown.
+fn matters(folders: &[PathBuf], event: &notify::Result<notify::Event>) -> bool {
+    let event = match event {
+        Ok(event) => event,
+        Err(e) => {
+            tracing::warn!("watching the plugin folders: {e}");
+            return true;
+        }
+    };
+    changes_content(&event.kind) && event.paths.iter().any(|path| concerns(folders, path))
+}
+
+/// Whether an event of `kind` can change a file's content or name.
+fn changes_content(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        _ => true,
+    }
 }
 
 /// The running watch.
@@ -369,12 +321,8 @@ impl Watch {
 }
 
 /// Watches each folder and its parent (to see the folder itself replaced).
-fn watch_folders<W: Watcher>(
-    debouncer: &mut Debouncer<W>,
-    folders: &[PathBuf],
-) -> anyhow::Result<()> {
+fn watch_folders(watcher: &mut impl Watcher, folders: &[PathBuf]) -> anyhow::Result<()> {
     for folder in folders {
-        let watcher = debouncer.watcher();
         let _ = watcher.unwatch(folder);
         watcher
             .watch(folder, RecursiveMode::NonRecursive)
@@ -398,8 +346,35 @@ fn concerns(folders: &[PathBuf], path: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::concerns;
+    use super::{changes_content, concerns};
+    use notify::EventKind;
+    use notify::event::{
+        AccessKind, AccessMode, CreateKind, DataChange, MetadataKind, ModifyKind, RemoveKind,
+        RenameMode,
+    };
     use std::path::{Path, PathBuf};
+
+    #[test]
+    fn only_events_that_change_content_or_names_count() {
+        for counts in [
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Remove(RemoveKind::File),
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Any,
+        ] {
+            assert!(changes_content(&counts), "{counts:?}");
+        }
+        for ignored in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
+        ] {
+            assert!(!changes_content(&ignored), "{ignored:?}");
+        }
+    }
 
     #[test]
     fn only_plugins_policies_and_the_folders_themselves_matter() {

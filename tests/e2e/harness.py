@@ -181,11 +181,13 @@ class BrokerStandIn:
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str]] = []
+        self.hosts: list[str] = []
         standin = self
 
         class Handler(BaseHTTPRequestHandler):
             def _record(self) -> None:
                 standin.requests.append((self.command, self.path))
+                standin.hosts.append(self.headers.get("host", ""))
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 self._record()
@@ -216,6 +218,9 @@ class BrokerStandIn:
                 self.send_header("content-length", "2")
                 self.end_headers()
                 self.wfile.write(b"{}")
+
+            # Every other method is recorded too, so a leak shows.
+            do_PUT = do_PATCH = do_DELETE = do_FROB = do_POST  # noqa: N815
 
             def log_message(self, *args) -> None:
                 pass

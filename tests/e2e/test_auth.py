@@ -103,6 +103,7 @@ def bearer(token: str) -> dict:
 @pytest.mark.parametrize("case", [
     "missing", "malformed", "expired", "not-yet-valid", "wrong-issuer", "wrong-audience",
     "wrong-signature", "alg-none", "algorithm-confusion", "no-sub", "traversing-sub", "reserved-sub",
+    "reserved-sub-upper", "reserved-sub-mixed", "reserved-anonymous",
 ])
 def test_bad_tokens_get_401_with_a_challenge(direct, keypair, case):
     public_key = base64.b64decode(keypair[1])
@@ -121,6 +122,11 @@ def test_bad_tokens_get_401_with_a_challenge(direct, keypair, case):
         "traversing-sub": hs256(claims(sub="../bob")),
         # `local` is the operator on stdio: no token may claim it.
         "reserved-sub": hs256(claims(sub="local")),
+        # In any case: `LOCAL` would be the operator's folder on a
+        # case-insensitive filesystem, and reads as the operator in the log.
+        "reserved-sub-upper": hs256(claims(sub="LOCAL")),
+        "reserved-sub-mixed": hs256(claims(sub="Local")),
+        "reserved-anonymous": hs256(claims(sub="Anonymous")),
     }
     headers = {} if case == "missing" else bearer(tokens[case])
     status, response_headers, body = post(direct.url, headers)

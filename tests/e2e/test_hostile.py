@@ -1,9 +1,13 @@
 """A plugin that misbehaves is stopped at the sandbox boundary, the client
 gets a clear error, and the host and every other plugin keep serving."""
 
+import math
+import time
+
 import anyio
 import pytest
 from mcp import Client
+from mcp.types import PromptReference
 
 from harness import audit_records, stdio_params, text_of
 
@@ -108,3 +112,54 @@ async def test_printing_past_the_capture_limit_loses_the_excess_not_the_call(roo
     stdout = next(m for m in messages if m.startswith("[stdout]"))
     assert "stdout line 0" in stdout
     assert stdout.endswith("more bytes dropped")
+
+
+async def test_a_progress_flood_reaches_the_client_as_a_trickle_of_finite_values(root):
+    reports = []
+
+    async def on_progress(progress, total, message) -> None:
+        reports.append((progress, total))
+
+    async with Client(stdio_params(root), mode="legacy") as client:
+        result = await client.call_tool("hostile__flood", {}, progress_callback=on_progress)
+        assert not result.is_error, text_of(result)
+        await indicators_still_work(client)
+    # 200,000 reports in a second or so: a burst of 100, then 20 a second.
+    assert 0 < len(reports) < 200, len(reports)
+    assert all(isinstance(p, (int, float)) and math.isfinite(p) and total is None for p, total in reports), reports
+    assert [p for p, _ in reports] == sorted({p for p, _ in reports})
+
+
+async def test_printed_newlines_cannot_forge_a_line_of_the_hosts_log(http_host):
+    async with Client(http_host.url) as client:
+        result = await client.call_tool("hostile__chatty", {"lines": 3})
+        assert not result.is_error
+    time.sleep(0.2)
+    forged = [line for line in http_host.log if line.lstrip().startswith(('{"jsonrpc"', "stderr line"))]
+    assert forged == [], forged
+    assert any("stdout line 2" in line for line in http_host.log), "the output is logged, escaped"
+
+
+async def test_validating_against_a_plugins_own_pattern_takes_linear_time(http_host):
+    """`^(a+)+$` against forty a's and a `!` takes a backtracking engine 2^40
+    steps; patterns run on a linear-time engine, so the mismatch is reported
+    at once and other calls are never stalled behind it."""
+    async with Client(http_host.url) as client:
+        with anyio.fail_after(30):
+            result = await client.call_tool("hostile__backtrack", {})
+        assert result.is_error
+        assert "does not match its output schema" in text_of(result), text_of(result)
+        await indicators_still_work(client)
+
+
+async def test_every_entry_point_answers_within_the_output_cap(root):
+    """Resources, prompts and completions are capped like tools, on what the
+    client would receive; the host and the plugin's other entries go on."""
+    async with Client(stdio_params(root), mode="legacy") as client:
+        with pytest.raises(Exception, match="over its limit of 1024 KiB"):
+            await client.read_resource("hostile://big")
+        with pytest.raises(Exception, match="over its limit of 1024 KiB"):
+            await client.get_prompt("hostile__big", {"topic": "x"})
+        with pytest.raises(Exception, match="over its limit of 1024 KiB"):
+            await client.complete(PromptReference(type="ref/prompt", name="hostile__big"), {"name": "topic", "value": ""})
+        await indicators_still_work(client)

@@ -77,6 +77,38 @@ async def test_serve_skips_broken_plugins_and_serves_the_rest(broken_root):
     assert plugins == set(EXAMPLES)
 
 
+BLOATED = {
+    "bloated-tools": "offers 100000 tools; at most 256 are served",
+    "bloated-text": "a tool description (\"dddd",
+    "bloated-total": "bytes of text and schemas; at most 2097152 are served",
+}
+
+
+@pytest.fixture(scope="module")
+def bloated_root(tmp_path_factory):
+    """The examples, plus plugins whose manifests no client should be sent."""
+    return make_root(tmp_path_factory.mktemp("bloated"), fixtures=tuple(BLOATED))
+
+
+def test_a_manifest_too_large_to_serve_is_refused_with_the_limit_it_passed(bloated_root):
+    result = run_host("check", *host_args(bloated_root))
+    assert result.returncode == 1
+    out = result.stdout
+    for name, reason in BLOATED.items():
+        line = next(line for line in out.splitlines() if line.startswith("FAILED") and f"{name}.wasm" in line)
+        assert reason in line, line
+        # The refusal quotes a little of the offending text, never all of it.
+        assert len(line) < 1000, len(line)
+    assert "is 20971520 bytes; at most 16384 are served" in out
+    assert f"{len(EXAMPLES)} plugin(s) loaded, 3 failed" in out
+
+
+async def test_serve_skips_bloated_plugins_and_serves_the_rest(bloated_root):
+    async with Client(stdio_params(bloated_root)) as client:
+        tools = {t.name for t in (await client.list_tools()).tools}
+    assert {name.split("__")[0] for name in tools} == set(EXAMPLES)
+
+
 def test_a_broken_policy_is_reported_with_its_position_and_the_plugin_skipped(tmp_path):
     root = make_root(tmp_path)
     (root / "policies" / "market-data.toml").write_text('version = 1\n\n[network]\nalow = ["GET https://x/"]\n')
@@ -156,7 +188,7 @@ def test_explain_says_what_a_plugin_may_do_and_what_was_refused():
     result = run_host("policy", "explain", "broker", "--plugins", str(REPO / "plugins"), "--policies", str(REPO / "policies"))
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "no-order-execution: on; refuses POST, PUT, PATCH, DELETE on /orders*, /v2/orders* on any host" in out
+    assert "no-order-execution: on; refuses every write (any method but GET, HEAD and OPTIONS) to a path with an `order` or `orders` segment, on any host" in out
     assert "allowed: GET http://127.0.0.1:*/positions" in out
     assert "BROKER_URL (granted; its value is not shown)" in out
     assert "broker__place_order — NOT SERVED: denied by guardrail no-order-execution" in out

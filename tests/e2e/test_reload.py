@@ -7,11 +7,13 @@ import os
 import shutil
 import threading
 import time
+import urllib.request
 
 import anyio
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from harness import FIXTURE_WASM, HttpHost, RawHttp, audit_records, make_root, stdio_params
 
@@ -276,3 +278,46 @@ async def test_subscribers_hear_when_a_resources_plugin_changes(tmp_path, connec
         if host:
             host.stop()
     assert updated == ["market://symbols"]
+
+
+def reloads(host: HttpHost) -> float:
+    """How many reloads the host has made, from its metrics."""
+    with urllib.request.urlopen(host.origin + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    if "mcp_host_reloads" not in families:  # none yet
+        return 0
+    return sum(sample.value for sample in families["mcp_host_reloads"].samples if sample.name.endswith("_total"))
+
+
+def test_reading_watched_files_never_starts_a_reload(tmp_path):
+    """Opening, reading, closing and stat-ing the watched files (an operator's
+    `cat`, an editor opening a policy, a backup) change nothing: no reload,
+    and so no reload loop fed by the reloader's own reads. A write still
+    reloads."""
+    root = make_root(tmp_path)
+    host = HttpHost(root)
+    try:
+        time.sleep(0.5)  # the start-up settles
+        before = reloads(host)
+        watched = list((root / "plugins").glob("*.wasm")) + list((root / "policies").glob("*.toml"))
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            for path in watched:
+                path.read_bytes()
+                os.stat(path)
+                os.utime(path)  # metadata only
+        time.sleep(1.0)
+        assert reloads(host) == before, "reading the watched files started reloads"
+        policy = root / "policies" / "market-data.toml"
+        policy.write_text(policy.read_text() + "\n")
+        deadline = time.monotonic() + 10
+        while reloads(host) == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert reloads(host) >= before + 1, "a write did not reload"
+        time.sleep(1.0)
+        settled = reloads(host)
+        time.sleep(1.0)
+        assert reloads(host) == settled, "the reload kept reloading"
+    finally:
+        host.stop()

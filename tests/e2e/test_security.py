@@ -4,8 +4,10 @@ and the audit log must hold a record of it."""
 
 import os
 
+import anyio
 import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from harness import HttpHost, audit_records, make_root, text_of
 
@@ -126,10 +128,120 @@ async def test_network_socket_and_env_escapes_are_denied(security, case):
     assert all(path in ("/positions", "/redirect") and method == "GET" for method, path in received), received
 
 
+ORDER_SPELLINGS = [
+    ("POST", "/%6Frders"),
+    ("POST", "/v%32/orders"),
+    ("POST", "/v2/%2e%2e/orders"),
+    ("POST", "/x/../orders"),
+    ("POST", "/x/%2E%2E/orders"),
+    ("POST", "/api/orders"),
+    ("POST", "/v1/orders"),
+    ("POST", "/ORDERS"),
+    ("POST", "/v2/Orders/1"),
+    ("POST", "/api/orders.json"),
+    ("POST", "/v2/bulk-orders"),
+    ("POST", "/api/v1/order"),
+    ("post", "/orders"),
+    ("PUT", "/orders"),
+    ("PATCH", "/v2/orders/1"),
+    ("DELETE", "/api/v1/orders/7"),
+    ("FROB", "/orders"),
+]
+
+AMBIGUOUS_PATHS = [
+    ("POST", "/x/..;/orders", "policy (the path has a ; parameter)"),
+    ("POST", "/v2;x/orders", "policy (the path has a ; parameter)"),
+    ("POST", "/v2%3bx/orders", "policy (the path has a ; parameter)"),
+    ("POST", "/v2/orders%2F1", "policy (the path has an encoded slash"),
+    ("POST", "/x/..%2forders", "policy (the path has an encoded slash"),
+    ("POST", "/x/..%5corders", "policy (the path has a backslash)"),
+    ("POST", "/x/%252e%252e/orders", "policy (the path has an encoded %"),
+    ("POST", "/x//orders", "policy (the path has an empty segment"),
+    ("POST", "/../../orders", "policy (the path climbs above /"),
+    ("GET", "/positions/..;/orders", "policy (the path has a ; parameter)"),
+]
+
+
+@pytest.mark.parametrize("method, path", ORDER_SPELLINGS, ids=[f"{m} {p}" for m, p in ORDER_SPELLINGS])
+async def test_orders_in_every_spelling_are_refused(security, method, path):
+    root, host, broker = security
+    before = len(broker.requests)
+    message = await attempt(host, "http", {"method": method, "url": f"{broker.url}{path}"})
+    assert "host: denied by guardrail no-order-execution" in message, message
+    assert broker.requests[before:] == []
+    # The attempt is named in its canonical form, in the message and the audit log.
+    attempt_text = message.split("host: denied by ", 1)[1].splitlines()[0].split("): ", 1)[1]
+    assert attempt_text.startswith(f"{method.upper()} {broker.url}/")
+    assert "%" not in attempt_text and "/./" not in attempt_text and "/../" not in attempt_text
+
+    def this(record):
+        return record["event"] == "denied" and record["attempt"] == attempt_text
+
+    records = audit_records(root, until=this)
+    assert any(this(r) and r["rule"].startswith("guardrail no-order-execution") for r in records)
+
+
+@pytest.mark.parametrize("method, path, rule", AMBIGUOUS_PATHS, ids=[f"{m} {p}" for m, p, _ in AMBIGUOUS_PATHS])
+async def test_paths_servers_read_two_ways_are_refused(security, method, path, rule):
+    root, host, broker = security
+    before = len(broker.requests)
+    message = await attempt(host, "http", {"method": method, "url": f"{broker.url}{path}"})
+    assert f"host: denied by {rule}" in message, message
+    assert broker.requests[before:] == []
+
+
+async def test_what_was_checked_is_what_is_sent(security):
+    """The canonical form is sent: escapes of unreserved characters decoded,
+    dot segments resolved, the method upper case, the Host header canonical."""
+    _, host, broker = security
+    port = broker.url.rsplit(":", 1)[1]
+    async with Client(host.url) as client:
+        for url in (f"{broker.url}/%70ositions", f"{broker.url}/x/../positions", f"http://127.0.0.1:{port}/./positions"):
+            before = len(broker.requests)
+            result = await client.call_tool("intruder__http", {"method": "GET", "url": url})
+            assert not result.is_error and text_of(result).startswith("200 "), text_of(result)
+            assert broker.requests[before:] == [("GET", "/positions")]
+            assert broker.hosts[-1] == f"127.0.0.1:{port}"
+
+
 async def test_a_response_past_the_size_cap_is_cut_off(security):
     root, host, broker = security
     message = await attempt(host, "http", {"method": "GET", "url": f"{broker.url}/big"})
     assert_denied_and_audited(root, message, "http", "limit ([network] max_response_kib = 1)", f"GET {broker.url}/big")
+
+
+def narrowed_attempts(broker_url: str):
+    return [
+        ("a mounted file, declaring no file effect", {"op": "read", "path": "/ro/data.txt"},
+         "policy (no mount holds this path)", "open /ro/data.txt"),
+        ("a granted raw socket, declaring only network-read", {"op": "tcp", "path": "127.0.0.1:9"},
+         "policy (no [sockets] grant", "TCP connect 127.0.0.1:9"),
+        ("a write a rule allows, declaring only network-read", {"op": "post", "path": f"{broker_url}/api/x"},
+         "policy (no network rule", f"POST {broker_url}/api/x"),
+    ]
+
+
+@pytest.mark.parametrize("case", [c[0] for c in narrowed_attempts("http://127.0.0.1:1")])
+async def test_a_tool_gets_only_what_it_declares(security, case):
+    """Grants are narrowed by the tool's declared effects: the plugin holds
+    a mount, a socket grant and a rule allowing POST, but its tool declaring
+    only network-read reaches none of them."""
+    root, host, broker = security
+    _, arguments, rule, attempt_text = next(c for c in narrowed_attempts(broker.url) if c[0] == case)
+    before = len(broker.requests)
+    message = await attempt(host, "reader", arguments)
+    assert_denied_and_audited(root, message, "reader", rule, attempt_text)
+    assert broker.requests[before:] == []
+
+
+async def test_the_socket_grant_holds_for_a_tool_declaring_network_write(security):
+    _, host, _ = security
+    async with Client(host.url) as client:
+        result = await client.call_tool("intruder__tcp", {"target": "127.0.0.1:9"})
+    # Granted: the connection is tried (whether anything listens on the
+    # discard port or not), never refused by the host.
+    message = text_of(result)
+    assert "denied by" not in message and (message == "connected" or "guest saw:" in message), message
 
 
 async def test_granted_network_and_env_still_work(security):
@@ -139,6 +251,90 @@ async def test_granted_network_and_env_still_work(security):
         assert not positions.is_error and text_of(positions).startswith("200 ")
         granted = await client.call_tool("intruder__env", {"target": "GRANTED"})
         assert text_of(granted) == "yes"
+
+
+MAX_DISTINCT_REFUSALS = 32  # host/src/capability/denials.rs
+
+
+async def storm(host, broker, tag: str, times: int):
+    """Buries one order attempt under `times` different refused reads; returns
+    the client's message and the order attempt as the host names it."""
+    last = f"POST {broker.url}/orders/{tag}"
+    async with Client(host.url) as client:
+        result = await client.call_tool(
+            "intruder__storm",
+            {"url": f"{broker.url}/secret/{tag}/", "times": times, "then": f"{broker.url}/orders/{tag}"},
+        )
+    assert result.is_error, text_of(result)
+    return text_of(result), last
+
+
+def storm_records(root, tag: str, last: str) -> list[dict]:
+    """This storm's refusal records, once its last attempt is in the log."""
+
+    def ours(record):
+        return record["event"] in ("denied", "denied-more") and f"/{tag}" in record.get("attempt", record.get("latest_attempt", ""))
+
+    def last_recorded(record):
+        return ours(record) and last in record.get("attempt", record.get("latest_attempt", ""))
+
+    records = audit_records(root, until=last_recorded, timeout=30)
+    assert any(last_recorded(r) for r in records), f"the audit log lost the last attempt {last!r}"
+    return [r for r in records if ours(r)]
+
+
+async def test_a_flood_of_refusals_cannot_hide_the_last_attempt(security):
+    root, host, broker = security
+    times = 3000
+    message, last = await storm(host, broker, "alone", times)
+    # The client hears of the flood in a bounded message that names the last attempt.
+    assert "more refusals, the latest denied by guardrail no-order-execution" in message, message
+    assert last in message
+    assert len(message) < 20_000, len(message)
+    # The log holds the first distinct refusals, then one record counting the rest
+    # and naming the latest: every attempt is counted, none is silently lost.
+    records = storm_records(root, "alone", last)
+    named = [r for r in records if r["event"] == "denied"]
+    more = [r for r in records if r["event"] == "denied-more"]
+    assert len(named) == MAX_DISTINCT_REFUSALS, len(named)
+    assert len(more) == 1, more
+    assert more[0]["latest_rule"].startswith("guardrail no-order-execution")
+    assert more[0]["latest_attempt"] == last
+    assert len(named) + more[0]["count"] == times + 1
+    assert not any(path.startswith("/orders") for _, path in broker.requests)
+
+
+async def test_the_same_refusal_repeated_is_one_record_with_a_count(security):
+    root, host, broker = security
+    async with Client(host.url) as client:
+        result = await client.call_tool(
+            "intruder__storm",
+            {"url": f"{broker.url}/secret/twice", "repeat": True, "times": 500, "then": f"{broker.url}/orders/twice"},
+        )
+    assert result.is_error
+    message = text_of(result)
+    read = f"GET {broker.url}/secret/twice"
+    assert f"{read} (500 times)" in message, message
+    last = f"POST {broker.url}/orders/twice"
+    records = storm_records(root, "twice", last)
+    assert [(r["attempt"], r.get("times", 1)) for r in records] == [(read, 500), (last, 1)], records
+
+
+async def test_concurrent_floods_lose_no_last_attempt(security):
+    """Many calls flooding at once fill the audit queue; the host waits for
+    room rather than dropping records."""
+    root, host, broker = security
+    results = {}
+
+    async def one(tag):
+        results[tag] = await storm(host, broker, tag, 1500)
+
+    async with anyio.create_task_group() as group:
+        for n in range(6):
+            group.start_soon(one, f"crowd{n}")
+    for tag, (_, last) in results.items():
+        records = storm_records(root, tag, last)
+        assert sum(1 for r in records if r["event"] == "denied") == MAX_DISTINCT_REFUSALS
 
 
 async def test_every_call_is_audited_with_its_client(security):
@@ -164,3 +360,34 @@ async def test_every_call_is_audited_with_its_client(security):
 
     record = next(r for r in audit_records(root, until=read) if read(r))
     assert record["plugin"] == "market-data" and record["outcome"] == "ok"
+
+
+async def test_calls_are_refused_while_the_audit_log_cannot_be_written(tmp_path, broker):
+    """A call that cannot be audited is not run: with the log on a full disk,
+    every entry point refuses, says why, and the host stays up."""
+    root = make_root(tmp_path, fixtures=("intruder",))
+    (root / "intruder" / "ro").mkdir(parents=True)
+    (root / "intruder" / "rw").mkdir()
+    host = HttpHost(root, {"BROKER_URL": broker.url}, "--audit-log", "/dev/full")
+    try:
+        async with Client(host.url) as client:
+            # The writer fails on the start-up records; a call racing it may
+            # still be served, and its own record is what fails then.
+            for _ in range(20):
+                try:
+                    await client.call_tool("intruder__env", {"target": "GRANTED"})
+                except MCPError as refused:
+                    message = refused.error.message
+                    break
+                await anyio.sleep(0.1)
+            else:
+                pytest.fail("calls are still served with an unwritable audit log")
+            assert "audit log cannot be written" in message, message
+            for _ in range(3):
+                with pytest.raises(MCPError, match="audit log cannot be written"):
+                    await client.call_tool("intruder__env", {"target": "GRANTED"})
+            assert (await client.list_tools()).tools
+        assert host.process.poll() is None
+        assert any("cannot write the audit log" in line for line in host.log), "".join(host.log)
+    finally:
+        host.stop()

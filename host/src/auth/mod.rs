@@ -303,8 +303,11 @@ impl Authenticator {
                 detail: "the user id must be 1-128 of letters, digits and . _ - @".into(),
             }));
         }
-        // Reserved: a user called `local` would share the operator's folders.
-        if id == LOCAL || id == ANONYMOUS {
+        // Reserved, in any case: a user called `local` would share the
+        // operator's folders (on a case-insensitive filesystem, `LOCAL`
+        // too), and either would read as the operator or the public in
+        // the audit log.
+        if id.eq_ignore_ascii_case(LOCAL) || id.eq_ignore_ascii_case(ANONYMOUS) {
             return Err(Refusal::unauthenticated(Rejected {
                 reason: "principal",
                 detail: format!("the user id {id:?} is reserved"),

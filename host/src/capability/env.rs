@@ -26,6 +26,26 @@ impl std::fmt::Debug for EnvGrant {
     }
 }
 
+/// What `vars` allow, for `check` and `explain`; never their values.
+pub fn describe(vars: &[EnvGrant]) -> super::Description {
+    let names: Vec<&str> = vars.iter().map(|v| v.name.as_str()).collect();
+    let mut explained: Vec<String> = names
+        .iter()
+        .map(|name| format!("{name} (granted; its value is not shown)"))
+        .collect();
+    if explained.is_empty() {
+        explained.push("none: every variable is refused".to_owned());
+    }
+    super::Description {
+        title: "Environment",
+        summary: match names.is_empty() {
+            true => Vec::new(),
+            false => vec![format!("env {}", names.join(", "))],
+        },
+        explained,
+    }
+}
+
 /// Resolves the variable `name` from `source`, reading the host environment
 /// through `lookup`. `Ok(None)` when the host variable is unset and no
 /// fallback value was given: the plugin then sees no such variable.

@@ -12,7 +12,8 @@ pub const MAX_MEMORY_MIB: u32 = 4096;
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Linear memory per call, in MiB.
+    /// Memory per call, in MiB: every linear memory and table of the call's
+    /// component together.
     pub memory_mib: u32,
     /// Wall-clock time per call, in milliseconds, including time spent
     /// waiting on the network.
@@ -39,6 +40,25 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// What the limits are, for `check` and `explain`.
+    pub fn describe(&self) -> super::Description {
+        super::Description {
+            title: "Limits",
+            summary: vec![format!(
+                "limits: {} MiB memory, {} ms per call, {} calls at once, {} KiB output",
+                self.memory_mib, self.timeout_ms, self.max_concurrency, self.max_output_kib
+            )],
+            explained: vec![format!(
+                "{} MiB of memory, {} ms per call ({} ms of CPU), {} calls at once, {} KiB per result",
+                self.memory_mib,
+                self.timeout_ms,
+                self.cpu_ms(),
+                self.max_concurrency,
+                self.max_output_kib
+            )],
+        }
+    }
+
     /// Checks the limits are usable, naming the first that is not.
     pub fn validate(&self) -> Result<(), String> {
         if !(1..=MAX_MEMORY_MIB).contains(&self.memory_mib) {

@@ -5,10 +5,10 @@
 //! and recorded; listening is never allowed. Name lookup is refused (and
 //! recorded) by the runtime unless `name_lookup = true`.
 
-use super::network::Denial;
+use super::denials::{Denial, Denials, Rule};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::sockets::SocketAddrUse;
 
@@ -62,6 +62,50 @@ pub struct SocketGrants {
 }
 
 impl SocketGrants {
+    /// What the grants allow, for `check` and `explain`.
+    pub fn describe(&self) -> super::Description {
+        let show = |a: &AddrPattern| {
+            let port = a
+                .port
+                .map_or("any port".to_owned(), |p| format!("port {p}"));
+            format!("{}, {port}", a.ip)
+        };
+        let mut explained = Vec::new();
+        if self.tcp_connect.is_empty() && self.udp.is_empty() {
+            explained.push("none: TCP and UDP are refused".to_owned());
+        }
+        explained.extend(
+            self.tcp_connect
+                .iter()
+                .map(|a| format!("TCP connect to {}", show(a))),
+        );
+        explained.extend(self.udp.iter().map(|a| format!("UDP to {}", show(a))));
+        let lookup = if self.name_lookup {
+            "allowed"
+        } else {
+            "refused"
+        };
+        explained.push(format!("name lookup: {lookup}"));
+        let mut summary: Vec<String> = self
+            .tcp_connect
+            .iter()
+            .map(|a| format!("socket TCP connect to {}", show(a)))
+            .chain(
+                self.udp
+                    .iter()
+                    .map(|a| format!("socket UDP to {}", show(a))),
+            )
+            .collect();
+        if self.name_lookup {
+            summary.push("socket name lookup".to_owned());
+        }
+        super::Description {
+            title: "Raw sockets",
+            summary,
+            explained,
+        }
+    }
+
     pub fn resolve(spec: &SocketsSpec) -> Result<SocketGrants, String> {
         let parse = |list: &[String]| -> Result<Vec<_>, String> {
             list.iter().map(|a| AddrPattern::parse(a)).collect()
@@ -91,18 +135,16 @@ impl SocketGrants {
 
     /// Switches TCP and UDP on in `wasi`, with every address checked here and
     /// each refusal recorded in `denials`.
-    pub fn apply(self: &Arc<Self>, wasi: &mut WasiCtxBuilder, denials: &Arc<Mutex<Vec<Denial>>>) {
+    pub fn apply(self: &Arc<Self>, wasi: &mut WasiCtxBuilder, denials: &Denials) {
         let grants = self.clone();
         let denials = denials.clone();
         wasi.allow_tcp(true)
             .allow_udp(true)
             .socket_addr_check(move |addr, purpose| {
                 let allowed = grants.allows(addr, purpose);
-                if !allowed && let Ok(mut denials) = denials.lock() {
-                    denials.push(Denial {
-                        rule: "policy (no [sockets] grant names it)".into(),
-                        attempt: format!("{} {addr}", describe(purpose)),
-                    });
+                if !allowed {
+                    let attempt = format!("{} {addr}", describe(purpose));
+                    denials.record(Denial::new(Rule::NoSocketGrant, attempt));
                 }
                 Box::pin(std::future::ready(allowed))
             });

@@ -68,7 +68,7 @@ impl ClientObserver {
 impl CallObserver for ClientObserver {
     fn log(&self, level: LogLevel, message: String) -> Notify<'_> {
         Box::pin(async move {
-            tracing::debug!(plugin = %self.logger, ?level, "{message}");
+            tracing::debug!(plugin = %self.logger, ?level, text = ?message, "plugin log");
             let level = logging_level(level);
             // Levels rank in declaration order, debug lowest.
             match self.level {

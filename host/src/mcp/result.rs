@@ -7,6 +7,44 @@ use crate::plugin::manifest::{self, ToolEntry};
 use crate::runtime::{Diagnostics, types};
 use rmcp::model::{CallToolResult, ContentBlock};
 
+/// Counts serialized bytes, failing as soon as they pass the cap so an
+/// oversized answer is never built whole.
+struct Counter {
+    bytes: usize,
+    cap: usize,
+}
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes += buf.len();
+        if self.bytes > self.cap {
+            return Err(std::io::Error::other("over the cap"));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Checks that `answer`, serialized as the client receives it, is at most
+/// `max_bytes`; the error says so in words.
+pub fn within_cap(answer: &impl serde::Serialize, max_bytes: usize) -> Result<(), String> {
+    let mut counter = Counter {
+        bytes: 0,
+        cap: max_bytes,
+    };
+    match serde_json::to_writer(&mut counter, answer) {
+        Ok(()) => Ok(()),
+        Err(_) if counter.bytes > max_bytes => Err(format!(
+            "the plugin's answer is over its limit of {} KiB ([limits] max_output_kib)",
+            max_bytes / 1024
+        )),
+        Err(e) => Err(format!("the plugin's answer cannot be sent: {e}")),
+    }
+}
+
 /// The client's result for `result`, or an error result explaining what the
 /// plugin got wrong. Requests the sandbox refused are always reported.
 pub fn tool_result(
@@ -17,8 +55,9 @@ pub fn tool_result(
 ) -> CallToolResult {
     let denials: Vec<ContentBlock> = diagnostics
         .denials
-        .iter()
-        .map(|denial| ContentBlock::text(format!("host: {denial}")))
+        .lines()
+        .into_iter()
+        .map(|line| ContentBlock::text(format!("host: {line}")))
         .collect();
     let fail = |message: String| {
         let mut content = vec![ContentBlock::text(format!(
@@ -66,12 +105,16 @@ pub fn tool_result(
     }
 
     let mut content: Vec<ContentBlock> = result.content.into_iter().map(convert::content).collect();
-    content.extend(denials);
+    content.extend(denials.iter().cloned());
     let mut converted = if result.is_error {
         CallToolResult::error(content)
     } else {
         CallToolResult::success(content)
     };
     converted.structured_content = structured;
-    converted
+    // What the client receives, host-added text included, is what counts.
+    match within_cap(&converted, max_bytes) {
+        Ok(()) => converted,
+        Err(why) => fail(why),
+    }
 }

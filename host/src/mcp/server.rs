@@ -8,9 +8,10 @@ use super::tasks::{Outcome, TaskObserver, Tasks};
 use crate::audit::{AuditLog, Client, Event};
 use crate::auth::rate::Limiter;
 use crate::auth::{self, Principal};
+use crate::capability::denials::Refusals;
 use crate::metrics::Metrics;
 use crate::plugin::manifest::{self, ToolEntry};
-use crate::plugin::{LoadedPlugin, Registry};
+use crate::plugin::{LoadedPlugin, Registry, Resources};
 use crate::policy::Grants;
 use crate::policy::access;
 use crate::reload::Change;
@@ -155,6 +156,17 @@ fn usable<'a>(
         .filter(move |plugin| access::decide(&plugin.grants.access, principal, false).is_ok())
 }
 
+/// The resources served by the plugins `principal` may use.
+fn usable_resources<'a>(
+    registry: &'a Registry,
+    principal: &'a Principal,
+) -> impl Iterator<Item = &'a Resources> + 'a {
+    registry
+        .served()
+        .filter(move |(plugin, _)| access::decide(&plugin.grants.access, principal, false).is_ok())
+        .map(|(_, served)| served)
+}
+
 /// Who made a request, running as `principal`, for the audit log.
 fn client_of(context: &RequestContext<RoleServer>, principal: &Principal) -> Client {
     let http = context.extensions.get::<http::request::Parts>();
@@ -236,39 +248,78 @@ impl McpServer {
         let outcome = self
             .shared
             .runtime
-            .run(&plugin.prepared, grants, caller.call.clone(), entry)
+            .run(
+                &plugin.prepared,
+                &grants.sandbox,
+                caller.call.clone(),
+                entry,
+            )
             .await;
         let diagnostics = match &outcome {
             Ok((_, diagnostics)) => diagnostics,
             Err(error) => &error.diagnostics,
         };
-        for denial in &diagnostics.denials {
-            self.shared.metrics.denial(&denial.rule);
-            if !self.shared.audit.enabled() {
-                continue;
-            }
-            self.shared.audit.record(Event::Denied {
-                plugin: plugin.name.clone(),
-                target: request.target.to_owned(),
-                rule: denial.rule.clone(),
-                attempt: denial.attempt.clone(),
-                client: caller.client.clone(),
-            });
-        }
+        self.record_denials(plugin, request.target, &diagnostics.denials, &caller.client)
+            .await;
         for (stream, text, level) in [
             ("stdout", &diagnostics.stdout, types::LogLevel::Info),
             ("stderr", &diagnostics.stderr, types::LogLevel::Warning),
         ] {
             let text = text.trim_end();
             if !text.is_empty() {
-                tracing::info!(plugin = %plugin.name, stream, "{text}");
+                // A field, not the message: escaped, so a newline in the
+                // plugin's output cannot start a line of the host's log.
+                tracing::info!(plugin = %plugin.name, stream, output = ?text, "plugin output");
                 observer.log(level, format!("[{stream}] {text}")).await;
             }
         }
         if let Err(error) = &outcome {
-            self.record_call(&plugin.name, request, error.kind.as_str(), &caller.client);
+            self.record_call(&plugin.name, request, error.kind.as_str(), &caller.client)
+                .await;
         }
         outcome
+    }
+
+    /// Counts and records what the sandbox refused during one call.
+    async fn record_denials(
+        &self,
+        plugin: &LoadedPlugin,
+        target: &str,
+        refusals: &Refusals,
+        client: &Client,
+    ) {
+        let metrics = &self.shared.metrics;
+        for refused in &refusals.distinct {
+            metrics.denials(refused.denial.rule.label(), refused.times);
+        }
+        if let Some(beyond) = &refusals.beyond {
+            metrics.denials(beyond.latest.rule.label(), beyond.count);
+        }
+        let audit = &self.shared.audit;
+        for refused in &refusals.distinct {
+            audit
+                .record(Event::Denied {
+                    plugin: plugin.name.clone(),
+                    target: target.to_owned(),
+                    rule: refused.denial.rule.to_string(),
+                    attempt: refused.denial.attempt.clone(),
+                    times: refused.times,
+                    client: client.clone(),
+                })
+                .await;
+        }
+        if let Some(beyond) = &refusals.beyond {
+            audit
+                .record(Event::DeniedMore {
+                    plugin: plugin.name.clone(),
+                    target: target.to_owned(),
+                    count: beyond.count,
+                    latest_rule: beyond.latest.rule.to_string(),
+                    latest_attempt: beyond.latest.attempt.clone(),
+                    client: client.clone(),
+                })
+                .await;
+        }
     }
 }
 
@@ -303,25 +354,28 @@ impl McpServer {
             client: client_of(context, &principal),
         };
         let access = &plugin.grants.access;
-        self.check_access(
+        self.admit(
             plugin,
             access,
             &principal,
             false,
             request.target,
             &caller.client,
-        )?;
+        )
+        .await?;
         let grants = &plugin.offer.reading;
         let outcome = self.run(plugin, request, grants, &caller, entry).await;
-        Ok(outcome.map(|(result, _)| {
-            self.record_call(&plugin.name, request, "ok", &caller.client);
-            result
-        }))
+        if outcome.is_ok() {
+            self.record_call(&plugin.name, request, "ok", &caller.client)
+                .await;
+        }
+        Ok(outcome.map(|(result, _)| result))
     }
 
     /// Refuses `principal` the use of `target` of `plugin` (a tool that
-    /// `writes`, or not) when `access` says so, recording the refusal.
-    fn check_access(
+    /// `writes`, or not) when `access` says so, recording the refusal; and
+    /// refuses every call while the audit log cannot record it.
+    async fn admit(
         &self,
         plugin: &LoadedPlugin,
         access: &access::AccessSpec,
@@ -330,18 +384,42 @@ impl McpServer {
         target: &str,
         client: &Client,
     ) -> Result<(), McpError> {
-        access::decide(access, principal, writes).map_err(|rule| {
-            self.shared.metrics.denial(&rule);
-            let message = format!("{target} is not available to {}: {rule}", principal.id);
-            self.shared.audit.record(Event::Denied {
+        if self.shared.audit.unwritable() {
+            self.shared.metrics.denials("audit log unwritable", 1);
+            // Recording the refusal is also how the writer learns that the
+            // log can be written again: the next call after that is served.
+            self.shared
+                .audit
+                .record(Event::Denied {
+                    plugin: plugin.name.clone(),
+                    target: target.to_owned(),
+                    rule: "audit log unwritable".to_owned(),
+                    attempt: format!("use {target}"),
+                    times: 1,
+                    client: client.clone(),
+                })
+                .await;
+            let message = "the audit log cannot be written (see the host's log); calls are \
+                           refused until it can";
+            return Err(McpError::internal_error(message, None));
+        }
+        let Err(rule) = access::decide(access, principal, writes) else {
+            return Ok(());
+        };
+        self.shared.metrics.denials(&rule, 1);
+        let message = format!("{target} is not available to {}: {rule}", principal.id);
+        self.shared
+            .audit
+            .record(Event::Denied {
                 plugin: plugin.name.clone(),
                 target: target.to_owned(),
                 rule,
                 attempt: format!("use {target}"),
+                times: 1,
                 client: client.clone(),
-            });
-            McpError::invalid_params(message, None)
-        })
+            })
+            .await;
+        Err(McpError::invalid_params(message, None))
     }
 
     /// Calls the tool `entry` of `plugin` with the request's arguments and
@@ -369,14 +447,15 @@ impl McpServer {
             .inspect_err(|error| {
                 tracing::warn!(plugin = %plugin.name, tool = %entry.tool.name, %error, "call failed");
             })?;
-        let limit = entry.grants.limits.max_output_bytes();
+        let limit = entry.grants.sandbox.limits.max_output_bytes();
         let result = super::result::tool_result(entry, result, &diagnostics, limit);
         let outcome = if result.is_error == Some(true) {
             "tool-error"
         } else {
             "ok"
         };
-        self.record_call(&plugin.name, request, outcome, &caller.client);
+        self.record_call(&plugin.name, request, outcome, &caller.client)
+            .await;
         Ok(result)
     }
 
@@ -423,7 +502,13 @@ impl McpServer {
     }
 
     /// Records a finished request in the audit log.
-    fn record_call(&self, plugin: &str, request: Audited<'_>, outcome: &str, client: &Client) {
+    async fn record_call(
+        &self,
+        plugin: &str,
+        request: Audited<'_>,
+        outcome: &str,
+        client: &Client,
+    ) {
         let seconds = request.started.elapsed().as_secs_f64();
         let metrics = &self.shared.metrics;
         metrics.call(plugin, request.method, request.target, outcome, seconds);
@@ -434,16 +519,19 @@ impl McpServer {
             Some(arguments) => self.shared.audit.arguments(arguments),
             None => (None, None),
         };
-        self.shared.audit.record(Event::Call {
-            plugin: plugin.to_owned(),
-            method: request.method,
-            target: request.target.to_owned(),
-            outcome: outcome.to_owned(),
-            duration_ms: seconds * 1000.0,
-            arguments,
-            arguments_sha256,
-            client: client.clone(),
-        });
+        self.shared
+            .audit
+            .record(Event::Call {
+                plugin: plugin.to_owned(),
+                method: request.method,
+                target: request.target.to_owned(),
+                outcome: outcome.to_owned(),
+                duration_ms: seconds * 1000.0,
+                arguments,
+                arguments_sha256,
+                client: client.clone(),
+            })
+            .await;
     }
 }
 
@@ -515,14 +603,18 @@ impl ServerHandler for McpServer {
         let Some((plugin, entry)) = registry.tool(&request.name) else {
             let message = match registry.withheld(&request.name) {
                 Some((owner, reason)) => {
-                    self.shared.metrics.denial(reason);
-                    self.shared.audit.record(Event::Denied {
-                        plugin: owner.to_owned(),
-                        target: request.name.to_string(),
-                        rule: reason.to_owned(),
-                        attempt: format!("call {}", request.name),
-                        client,
-                    });
+                    self.shared.metrics.denials(reason, 1);
+                    self.shared
+                        .audit
+                        .record(Event::Denied {
+                            plugin: owner.to_owned(),
+                            target: request.name.to_string(),
+                            rule: reason.to_owned(),
+                            attempt: format!("call {}", request.name),
+                            times: 1,
+                            client,
+                        })
+                        .await;
                     format!("tool {} is not served: {reason}", request.name)
                 }
                 None => {
@@ -531,7 +623,8 @@ impl ServerHandler for McpServer {
                         Some((owner, _)) => owner,
                         None => "",
                     };
-                    self.record_call(owner, audited, "unknown-tool", &client);
+                    self.record_call(owner, audited, "unknown-tool", &client)
+                        .await;
                     format!(
                         "unknown tool {:?}; tools/list gives the tools served",
                         request.name
@@ -541,19 +634,21 @@ impl ServerHandler for McpServer {
             return Err(McpError::invalid_params(message, None));
         };
         let writes = !entry.annotations.read_only;
-        self.check_access(
+        self.admit(
             plugin,
             &entry.grants.access,
             &principal,
             writes,
             &request.name,
             &client,
-        )?;
+        )
+        .await?;
         if !principal.local {
             let budget = format!("{}\n{}", principal.id, entry.qualified);
             if let Err(wait) = self.shared.tool_calls.take(&budget, Instant::now()) {
-                self.shared.metrics.denial("rate limit");
-                self.record_call(&plugin.name, audited, "rate-limited", &client);
+                self.shared.metrics.denials("rate limit", 1);
+                self.record_call(&plugin.name, audited, "rate-limited", &client)
+                    .await;
                 return Ok(tool_error(format!(
                     "rate limit: {} calls {} too often; retry after {} s",
                     principal.id,
@@ -564,7 +659,8 @@ impl ServerHandler for McpServer {
         }
 
         if let Err(problems) = manifest::validate(&entry.input, &arguments) {
-            self.record_call(&plugin.name, audited, "invalid-arguments", &client);
+            self.record_call(&plugin.name, audited, "invalid-arguments", &client)
+                .await;
             return Ok(tool_error(format!(
                 "invalid arguments for {}: {problems}",
                 entry.qualified
@@ -615,8 +711,8 @@ impl ServerHandler for McpServer {
         let registry = self.shared.registry.load();
         let principal = principal_of(&context);
         Ok(ListResourcesResult::with_all_items(
-            usable(&registry, &principal)
-                .flat_map(|plugin| plugin.offer.resources.iter())
+            usable_resources(&registry, &principal)
+                .flat_map(|served| served.resources.iter())
                 .map(convert::resource)
                 .collect(),
         ))
@@ -630,8 +726,8 @@ impl ServerHandler for McpServer {
         let registry = self.shared.registry.load();
         let principal = principal_of(&context);
         Ok(ListResourceTemplatesResult::with_all_items(
-            usable(&registry, &principal)
-                .flat_map(|plugin| plugin.offer.templates.iter())
+            usable_resources(&registry, &principal)
+                .flat_map(|served| served.templates.iter())
                 .map(convert::template)
                 .collect(),
         ))
@@ -673,7 +769,12 @@ impl ServerHandler for McpServer {
             types::Error::NotFound(why) => not_found(format!("{uri}: {why}")),
             other => plugin_error(other, &uri),
         })?;
-        Ok(ReadResourceResult::new(contents.into_iter().map(convert::contents).collect()).into())
+        let result = ReadResourceResult::new(contents.into_iter().map(convert::contents).collect());
+        super::result::within_cap(&result, plugin.grants.sandbox.limits.max_output_bytes())
+            .map_err(|why| {
+                McpError::internal_error(format!("reading {uri} failed: {why}"), None)
+            })?;
+        Ok(result.into())
     }
 
     async fn list_prompts(
@@ -734,6 +835,10 @@ impl ServerHandler for McpServer {
         if let Some(description) = prompt.description {
             result = result.with_description(description);
         }
+        super::result::within_cap(&result, plugin.grants.sandbox.limits.max_output_bytes())
+            .map_err(|why| {
+                McpError::internal_error(format!("{} failed: {why}", request.name), None)
+            })?;
         Ok(result.into())
     }
 
@@ -815,7 +920,10 @@ impl ServerHandler for McpServer {
             completion.has_more || truncated,
         )
         .map_err(|e| McpError::internal_error(e, None))?;
-        Ok(CompleteResult::new(info))
+        let result = CompleteResult::new(info);
+        super::result::within_cap(&result, plugin.grants.sandbox.limits.max_output_bytes())
+            .map_err(|why| McpError::internal_error(format!("completion failed: {why}"), None))?;
+        Ok(result)
     }
 
     /// Clients with a session learn of reloads through their peer.

@@ -5,11 +5,13 @@
 //! 2. [`assemble`]: check the offer under the plugin's grants — cheap, so a
 //!    policy change re-grants a plugin without recompiling it.
 
+use super::Registry;
 use super::manifest::{self, Offer};
+use crate::capability::SandboxGrants;
 use crate::digest::{Digest, sha256};
-use crate::policy::guardrails::Guardrails;
 use crate::policy::{Grants, PolicyDir};
 use crate::runtime::{CallContext, Prepared, Runtime, types};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -147,7 +149,7 @@ pub fn assemble(
         path: path.to_owned(),
         prepared: compiled
             .prepared
-            .with_concurrency(grants.limits.max_concurrency),
+            .with_concurrency(grants.sandbox.limits.max_concurrency),
         compiled,
         offer,
         grants,
@@ -155,61 +157,131 @@ pub fn assemble(
     })
 }
 
-/// Loads the plugin at `path` under its policy from `policies` and the
-/// host-wide `guardrails`.
-pub async fn load(
-    runtime: &Arc<Runtime>,
-    path: &Path,
-    policies: &PolicyDir,
-    guardrails: &Arc<Guardrails>,
-) -> Result<LoadedPlugin, LoadFailure> {
-    let failure = |reason: String| LoadFailure {
-        path: path.to_owned(),
-        reason,
-    };
-    let name = name_of(path).map_err(failure)?;
-    let grants = policies
-        .grants_for(&name, guardrails)
-        .map_err(|e| failure(e.to_string()))?;
-    let bytes = tokio::fs::read(path)
-        .await
-        .map_err(|e| failure(format!("cannot read it: {e}")))?;
-    let compiled = compile(runtime, bytes).await.map_err(failure)?;
-    let policy_digest = policies.digest_for(&name);
-    assemble(&name, path, Arc::new(compiled), grants, policy_digest).map_err(failure)
-}
-
 /// Describing runs with no grants at all, and a short time limit.
-fn describe_grants() -> Arc<Grants> {
-    let mut grants = Grants::default();
+fn describe_grants() -> Arc<SandboxGrants> {
+    let mut grants = SandboxGrants::default();
     grants.limits.timeout_ms = DESCRIBE_TIMEOUT_MS;
     Arc::new(grants)
 }
 
-/// Loads `files`, compiling them in parallel. Guardrails that cannot be read
-/// stop everything: the host never runs plugins without them.
-pub async fn load_all(
+/// What building a registry changed, plugin by plugin.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub added: Vec<String>,
+    pub updated: Vec<String>,
+    /// Same component, new policy: re-granted without recompiling.
+    pub regranted: Vec<String>,
+    pub removed: Vec<String>,
+    pub failed: Vec<LoadFailure>,
+}
+
+/// Builds the registry that the plugin `files` and their policies describe.
+///
+/// This is the one load path: start-up, `host check` and `host policy
+/// explain` build from an empty registry, a reload from the one being
+/// served. A plugin of `current` whose component and policy are unchanged is
+/// kept as it is; one whose policy alone changed is re-granted without
+/// recompiling; one whose new version fails keeps serving. Each file and
+/// policy is read once; each distinct component not in `current` or `known`
+/// is compiled once, in parallel. Guardrails that cannot be read stop
+/// everything: the host never runs plugins without them.
+pub async fn build(
     runtime: &Arc<Runtime>,
     files: Vec<PathBuf>,
     policies: &PolicyDir,
-) -> anyhow::Result<(Vec<LoadedPlugin>, Vec<LoadFailure>)> {
+    current: &Registry,
+    known: &[Arc<Compiled>],
+) -> anyhow::Result<(Registry, Outcome)> {
     let guardrails = Arc::new(policies.guardrails()?);
-    let mut tasks = tokio::task::JoinSet::new();
+
+    // Read everything first, then compile what is new, in parallel.
+    let mut wanted = Vec::new();
+    let mut failed = Vec::new();
     for path in files {
-        let runtime = runtime.clone();
-        let policies = policies.clone();
-        let guardrails = guardrails.clone();
-        tasks.spawn(async move { load(&runtime, &path, &policies, &guardrails).await });
-    }
-    let (mut loaded, mut failed) = (Vec::new(), Vec::new());
-    while let Some(result) = tasks.join_next().await {
-        match result {
-            Ok(Ok(plugin)) => loaded.push(plugin),
-            Ok(Err(failure)) => failed.push(failure),
-            Err(e) => anyhow::bail!("a plugin load task failed: {e}"),
+        let name = match name_of(&path) {
+            Ok(name) => name,
+            Err(reason) => {
+                failed.push(LoadFailure { path, reason });
+                continue;
+            }
+        };
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => wanted.push((name, path, sha256(&bytes), bytes)),
+            Err(e) => failed.push(LoadFailure {
+                path,
+                reason: format!("cannot read it: {e}"),
+            }),
         }
     }
-    loaded.sort_by(|a, b| a.name.cmp(&b.name));
-    failed.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok((loaded, failed))
+    let reusable = |hash: &Digest| -> Option<Arc<Compiled>> {
+        current
+            .plugins()
+            .iter()
+            .map(|p| &p.compiled)
+            .chain(known)
+            .find(|c| c.hash == *hash)
+            .cloned()
+    };
+    let mut compiling = tokio::task::JoinSet::new();
+    let mut compiled: HashMap<Digest, Result<Arc<Compiled>, String>> = HashMap::new();
+    for (_, _, hash, bytes) in &mut wanted {
+        if let Some(found) = reusable(hash) {
+            compiled.insert(*hash, Ok(found));
+        } else if !compiled.contains_key(hash) {
+            compiled.insert(*hash, Err("not compiled".into()));
+            let runtime = runtime.clone();
+            let (hash, bytes) = (*hash, std::mem::take(bytes));
+            compiling.spawn(async move { (hash, compile(&runtime, bytes).await.map(Arc::new)) });
+        }
+    }
+    while let Some(done) = compiling.join_next().await {
+        let (hash, result) = done?;
+        compiled.insert(hash, result);
+    }
+
+    let mut outcome = Outcome::default();
+    let mut next = Vec::new();
+    for (name, path, hash, _) in wanted {
+        let old = current.plugins().iter().find(|p| p.name == name);
+        let policy = policies.read(&name, &guardrails);
+        if let (Some(old), Ok(policy)) = (old, &policy)
+            && old.compiled.hash == hash
+            && old.policy_digest == policy.digest
+        {
+            next.push(old.clone());
+            continue;
+        }
+        let assembled = compiled[&hash].clone().and_then(|component| {
+            let policy = policy.map_err(|e| e.to_string())?;
+            let grants = policies
+                .grants(&policy, &guardrails)
+                .map_err(|e| e.to_string())?;
+            assemble(&name, &path, component, grants, policy.digest)
+        });
+        match (assembled, old) {
+            (Ok(plugin), old) => {
+                match old {
+                    None => outcome.added.push(name),
+                    Some(old) if old.compiled.hash == hash => outcome.regranted.push(name),
+                    Some(_) => outcome.updated.push(name),
+                }
+                next.push(Arc::new(plugin));
+            }
+            (Err(reason), Some(old)) => {
+                let reason = format!("{reason}; still serving the previous version");
+                outcome.failed.push(LoadFailure { path, reason });
+                next.push(old.clone());
+            }
+            (Err(reason), None) => outcome.failed.push(LoadFailure { path, reason }),
+        }
+    }
+    outcome.removed = current
+        .plugins()
+        .iter()
+        .filter(|p| !next.iter().any(|n| n.name == p.name))
+        .map(|p| p.name.clone())
+        .collect();
+    next.sort_by(|a, b| a.name.cmp(&b.name));
+    failed.extend(outcome.failed.iter().cloned());
+    Ok((Registry::new(next, failed, current), outcome))
 }

@@ -92,9 +92,136 @@ fn valid_item_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// The most tools, and the most prompts, one plugin may offer.
+pub const MAX_TOOLS: usize = 256;
+/// The most resources and templates, together, one plugin may offer.
+pub const MAX_RESOURCES: usize = 1024;
+/// The most arguments one prompt may take.
+const MAX_PROMPT_ARGUMENTS: usize = 64;
+/// The longest description, title, name, URI or MIME type, in bytes.
+pub const MAX_TEXT_BYTES: usize = 16 * 1024;
+/// The longest input or output schema, in bytes.
+pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
+/// The most text a whole manifest may hold, in bytes.
+pub const MAX_MANIFEST_BYTES: usize = 2 * 1024 * 1024;
+
+/// Refuses a manifest too large to serve: every client lists it, and puts
+/// its descriptions and schemas in a model's context, on every connection.
+fn check_size(manifest: &types::Manifest) -> Result<(), String> {
+    let count = |what: &str, n: usize, max: usize| match n > max {
+        true => Err(format!("offers {n} {what}; at most {max} are served")),
+        false => Ok(()),
+    };
+    count("tools", manifest.tools.len(), MAX_TOOLS)?;
+    count("prompts", manifest.prompts.len(), MAX_TOOLS)?;
+    let resources = manifest.resources.len() + manifest.resource_templates.len();
+    count("resources and templates", resources, MAX_RESOURCES)?;
+    if let Some(prompt) = manifest
+        .prompts
+        .iter()
+        .find(|p| p.arguments.len() > MAX_PROMPT_ARGUMENTS)
+    {
+        return Err(format!(
+            "prompt {:?} takes {} arguments; at most {MAX_PROMPT_ARGUMENTS} are served",
+            truncated(&prompt.name),
+            prompt.arguments.len()
+        ));
+    }
+
+    let mut texts: Vec<(&str, &str)> =
+        vec![("name", &manifest.name), ("version", &manifest.version)];
+    texts.extend(manifest.description.as_deref().map(|d| ("description", d)));
+    for tool in &manifest.tools {
+        texts.extend([
+            ("tool name", &*tool.name),
+            ("tool description", &*tool.description),
+        ]);
+        texts.extend(tool.title.as_deref().map(|t| ("tool title", t)));
+    }
+    for r in &manifest.resources {
+        texts.extend([("resource URI", &*r.uri), ("resource name", &*r.name)]);
+        for (what, text) in [
+            ("resource title", &r.title),
+            ("resource description", &r.description),
+            ("resource MIME type", &r.mime_type),
+        ] {
+            texts.extend(text.as_deref().map(|t| (what, t)));
+        }
+    }
+    for t in &manifest.resource_templates {
+        texts.extend([
+            ("resource template", &*t.uri_template),
+            ("template name", &*t.name),
+        ]);
+        for (what, text) in [
+            ("template title", &t.title),
+            ("template description", &t.description),
+            ("template MIME type", &t.mime_type),
+        ] {
+            texts.extend(text.as_deref().map(|t| (what, t)));
+        }
+    }
+    for p in &manifest.prompts {
+        texts.push(("prompt name", &p.name));
+        for (what, text) in [
+            ("prompt title", &p.title),
+            ("prompt description", &p.description),
+        ] {
+            texts.extend(text.as_deref().map(|t| (what, t)));
+        }
+        for a in &p.arguments {
+            texts.push(("prompt argument name", &a.name));
+            for (what, text) in [
+                ("prompt argument title", &a.title),
+                ("prompt argument description", &a.description),
+            ] {
+                texts.extend(text.as_deref().map(|t| (what, t)));
+            }
+        }
+    }
+    if let Some((what, text)) = texts.iter().find(|(_, text)| text.len() > MAX_TEXT_BYTES) {
+        return Err(format!(
+            "a {what} ({:?}…) is {} bytes; at most {MAX_TEXT_BYTES} are served",
+            truncated(text),
+            text.len()
+        ));
+    }
+    let schemas = manifest.tools.iter().flat_map(|tool| {
+        std::iter::once(("input", tool, &tool.input_schema))
+            .chain(tool.output_schema.as_ref().map(|s| ("output", tool, s)))
+    });
+    let mut total: usize = texts.iter().map(|(_, text)| text.len()).sum();
+    for (which, tool, schema) in schemas {
+        if schema.len() > MAX_SCHEMA_BYTES {
+            return Err(format!(
+                "tool {:?}'s {which} schema is {} bytes; at most {MAX_SCHEMA_BYTES} are served",
+                truncated(&tool.name),
+                schema.len()
+            ));
+        }
+        total += schema.len();
+    }
+    if total > MAX_MANIFEST_BYTES {
+        return Err(format!(
+            "the manifest holds {total} bytes of text and schemas; at most {MAX_MANIFEST_BYTES} are served"
+        ));
+    }
+    Ok(())
+}
+
+/// The start of `text`, for an error message.
+fn truncated(text: &str) -> &str {
+    let mut end = text.len().min(40);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// Checks `manifest` for plugin `plugin`, whose policy grants `grants`; the
 /// first problem is the error.
 pub fn check(plugin: &str, manifest: &types::Manifest, grants: &Grants) -> Result<Offer, String> {
+    check_size(manifest)?;
     let mut names = HashSet::new();
     let mut tools = Vec::new();
     let mut withheld = Vec::new();
@@ -237,9 +364,22 @@ fn schema(text: &str) -> Result<Schema, String> {
     if object.get("type").and_then(|t| t.as_str()) != Some("object") {
         return Err(r#"must describe an object ("type": "object")"#.into());
     }
-    let validator = jsonschema::validator_for(&value).map_err(|e| format!("is invalid: {e}"))?;
+    let validator = jsonschema::options()
+        .with_pattern_options(jsonschema::PatternOptions::regex().size_limit(MAX_PATTERN_BYTES))
+        .build(&value)
+        .map_err(|e| {
+            format!(
+                "is invalid: {e} (patterns use a regex engine that runs in linear time, \
+                 so lookaround and backreferences are not supported)"
+            )
+        })?;
     Ok((Arc::new(validator), Arc::new(object.clone())))
 }
+
+/// The largest a schema's compiled pattern may be. Patterns compile to
+/// automata without backtracking, so validating takes time linear in the
+/// input whatever a plugin's schema says.
+const MAX_PATTERN_BYTES: usize = 1 << 20;
 
 /// Checks `value` against a compiled schema; the error names each failing
 /// field by its JSON pointer.
@@ -307,6 +447,26 @@ mod tests {
     }
 
     const OBJECT: &str = r#"{"type":"object","properties":{"symbol":{"type":"string","pattern":"^[A-Z]+$"}},"required":["symbol"]}"#;
+
+    #[test]
+    fn patterns_run_in_linear_time_and_lookaround_is_refused_with_the_reason() {
+        let (validator, _) =
+            schema(r#"{"type":"object","properties":{"s":{"type":"string","pattern":"^(a+)+$"}}}"#)
+                .unwrap();
+        // Catastrophic for a backtracking engine; one pass for this one.
+        let evil = serde_json::json!({"s": format!("{}!", "a".repeat(100_000))});
+        assert!(validate(&validator, &evil).is_err());
+        assert!(validate(&validator, &serde_json::json!({"s": "aaaa"})).is_ok());
+        for pattern in ["^(?=a)a$", "^(?!a)b$", r"(a)\1"] {
+            let text = format!(
+                r#"{{"type":"object","properties":{{"s":{{"type":"string","pattern":{pattern:?}}}}}}}"#
+            );
+            let error = schema(&text)
+                .err()
+                .unwrap_or_else(|| panic!("{pattern} accepted"));
+            assert!(error.contains("linear time"), "{error}");
+        }
+    }
 
     #[test]
     fn tools_are_namespaced_by_plugin() {

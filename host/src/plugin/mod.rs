@@ -6,4 +6,4 @@ pub mod manifest;
 pub mod registry;
 
 pub use loader::{LoadFailure, LoadedPlugin};
-pub use registry::Registry;
+pub use registry::{Registry, Resources};

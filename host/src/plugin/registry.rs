@@ -2,42 +2,55 @@
 //!
 //! A registry is immutable once built; serving code holds an `Arc` to one,
 //! so a call always sees one consistent set of plugins.
+//!
+//! Resource URIs are namespaced by scheme: a plugin serves only URIs whose
+//! scheme it owns ([`claim_schemes`]), so no plugin can take over, shadow or
+//! get refused another's resources by declaring their URIs.
 
 use super::loader::{LoadFailure, LoadedPlugin};
 use super::manifest::{PromptEntry, ToolEntry};
 use crate::runtime::types;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// What is being served, and what failed to load.
 #[derive(Default)]
 pub struct Registry {
     plugins: Vec<Arc<LoadedPlugin>>,
+    /// The resources each plugin (same index) serves.
+    served: Vec<Resources>,
     tools: HashMap<String, (usize, usize)>,
     prompts: HashMap<String, (usize, usize)>,
-    resources: HashMap<String, usize>,
+    /// URI scheme → the plugin owning it.
+    schemes: HashMap<String, usize>,
     /// Withheld tool → (its plugin, why).
     withheld: HashMap<String, (usize, String)>,
     failures: Vec<LoadFailure>,
 }
 
+/// A plugin's resources and templates the registry serves, and those it
+/// does not with why.
+#[derive(Default)]
+pub struct Resources {
+    pub resources: Vec<types::Resource>,
+    pub templates: Vec<types::ResourceTemplate>,
+    /// URI or template → why it is not served.
+    pub withheld: Vec<(String, String)>,
+}
+
 impl Registry {
-    /// Indexes `loaded`. A plugin offering a resource URI or template, or
-    /// (served unprefixed) a tool or prompt name, that an earlier plugin (by
-    /// name) already offers is refused whole: what a name reaches never
-    /// depends on load order.
-    pub fn new(loaded: Vec<Arc<LoadedPlugin>>, mut failures: Vec<LoadFailure>) -> Registry {
+    /// Indexes `loaded`, with `previous` the registry being replaced (empty
+    /// at start-up). A plugin offering (served unprefixed) a tool or prompt
+    /// name that an earlier plugin (by name) already offers is refused
+    /// whole: what a name reaches never depends on load order. Resources
+    /// are served by URI scheme, as [`claim_schemes`] decides.
+    pub fn new(
+        loaded: Vec<Arc<LoadedPlugin>>,
+        mut failures: Vec<LoadFailure>,
+        previous: &Registry,
+    ) -> Registry {
         let mut registry = Registry::default();
         for plugin in loaded {
-            let uris = plugin
-                .offer
-                .resources
-                .iter()
-                .map(|r| &r.uri)
-                .chain(plugin.offer.templates.iter().map(|t| &t.uri_template));
-            let resource = uris
-                .filter_map(|uri| Some((format!("resource {uri}"), *registry.resources.get(uri)?)))
-                .next();
             let tools = plugin
                 .offer
                 .tools
@@ -56,7 +69,7 @@ impl Registry {
                     Some((format!("prompt {}", p.qualified), owner))
                 })
                 .next();
-            if let Some((what, owner)) = resource.or(tool).or(prompt) {
+            if let Some((what, owner)) = tool.or(prompt) {
                 let owner = &registry.plugins[owner].name;
                 failures.push(LoadFailure {
                     path: plugin.path.clone(),
@@ -78,16 +91,68 @@ impl Registry {
                     .withheld
                     .insert(tool.qualified.clone(), (index, tool.reason.clone()));
             }
-            for resource in &plugin.offer.resources {
-                registry.resources.insert(resource.uri.clone(), index);
-            }
-            for template in &plugin.offer.templates {
-                registry
-                    .resources
-                    .insert(template.uri_template.clone(), index);
-            }
             registry.plugins.push(plugin);
         }
+
+        let claims: Vec<Claim> = registry
+            .plugins
+            .iter()
+            .map(|plugin| Claim {
+                plugin: &plugin.name,
+                listed: &plugin.grants.uri_schemes,
+            })
+            .collect();
+        let incumbents: HashMap<&str, &str> = previous
+            .schemes
+            .iter()
+            .map(|(scheme, &owner)| (scheme.as_str(), previous.plugins[owner].name.as_str()))
+            .collect();
+        let (schemes, refused) = claim_schemes(&claims, &incumbents);
+        registry.served = registry
+            .plugins
+            .iter()
+            .enumerate()
+            .map(|(index, plugin)| {
+                let mut served = Resources::default();
+                let why_not = |uri: &str| -> Option<String> {
+                    let scheme = scheme_of(uri).unwrap_or_default();
+                    if schemes.get(&scheme) == Some(&index) {
+                        return None;
+                    }
+                    let lost = refused
+                        .iter()
+                        .find(|r| r.plugin == index && r.scheme == scheme);
+                    let whose = match schemes.get(&scheme) {
+                        Some(&owner) => {
+                            format!("served by plugin {}", registry.plugins[owner].name)
+                        }
+                        None => "not the plugin's".to_owned(),
+                    };
+                    Some(match lost {
+                        Some(lost) => lost.reason.clone(),
+                        None => format!(
+                            "its URI scheme {scheme}: is {whose} (a plugin serves {}: and \
+                             the schemes its policy's [resources] schemes lists)",
+                            plugin.name
+                        ),
+                    })
+                };
+                for resource in &plugin.offer.resources {
+                    match why_not(&resource.uri) {
+                        None => served.resources.push(resource.clone()),
+                        Some(why) => served.withheld.push((resource.uri.clone(), why)),
+                    }
+                }
+                for template in &plugin.offer.templates {
+                    match why_not(&template.uri_template) {
+                        None => served.templates.push(template.clone()),
+                        Some(why) => served.withheld.push((template.uri_template.clone(), why)),
+                    }
+                }
+                served
+            })
+            .collect();
+        registry.schemes = schemes;
         failures.sort_by(|a, b| a.path.cmp(&b.path));
         registry.failures = failures;
         registry
@@ -96,6 +161,11 @@ impl Registry {
     /// The loaded plugins, by name.
     pub fn plugins(&self) -> &[Arc<LoadedPlugin>] {
         &self.plugins
+    }
+
+    /// Each loaded plugin with the resources it serves.
+    pub fn served(&self) -> impl Iterator<Item = (&Arc<LoadedPlugin>, &Resources)> {
+        self.plugins.iter().zip(&self.served)
     }
 
     /// The plugins that failed to load.
@@ -130,36 +200,27 @@ impl Registry {
         Some((plugin, &plugin.offer.prompts[prompt]))
     }
 
-    /// The plugin serving `uri`: the one with that exact resource, else the
-    /// one whose template matches it.
+    /// The plugin serving `uri`: the owner of its scheme, if it serves that
+    /// resource or a template matching it.
     pub fn resource_owner(&self, uri: &str) -> Option<&Arc<LoadedPlugin>> {
-        if let Some(&index) = self.resources.get(uri) {
-            return Some(&self.plugins[index]);
-        }
-        self.plugins.iter().find(|plugin| {
-            plugin
-                .offer
+        let owner = *self.schemes.get(&scheme_of(uri)?)?;
+        let served = &self.served[owner];
+        let found = served.resources.iter().any(|r| r.uri == uri)
+            || served
                 .templates
                 .iter()
-                .any(|t| template_matches(&t.uri_template, uri))
-        })
+                .any(|t| template_matches(&t.uri_template, uri));
+        found.then(|| &self.plugins[owner])
     }
 
-    /// The plugin owning the resource template `uri_template`.
+    /// The plugin serving the resource template `uri_template`.
     pub fn template_owner(&self, uri_template: &str) -> Option<&Arc<LoadedPlugin>> {
-        self.resources
-            .get(uri_template)
-            .map(|&index| &self.plugins[index])
-    }
-
-    /// Every resource, with the plugin serving it.
-    pub fn resources(&self) -> impl Iterator<Item = &types::Resource> {
-        self.plugins.iter().flat_map(|p| p.offer.resources.iter())
-    }
-
-    /// Every resource template.
-    pub fn templates(&self) -> impl Iterator<Item = &types::ResourceTemplate> {
-        self.plugins.iter().flat_map(|p| p.offer.templates.iter())
+        let owner = *self.schemes.get(&scheme_of(uri_template)?)?;
+        let served = &self.served[owner].templates;
+        served
+            .iter()
+            .any(|t| t.uri_template == uri_template)
+            .then(|| &self.plugins[owner])
     }
 
     /// Every tool, in plugin then declaration order.
@@ -171,6 +232,95 @@ impl Registry {
     pub fn prompts(&self) -> impl Iterator<Item = &PromptEntry> {
         self.plugins.iter().flat_map(|p| p.offer.prompts.iter())
     }
+}
+
+/// The canonical (lower-case) scheme of `uri`, if it has one.
+fn scheme_of(uri: &str) -> Option<String> {
+    let (scheme, _) = uri.split_once(':')?;
+    crate::policy::uri_scheme(scheme)
+}
+
+/// A plugin's claim to URI schemes: its own name, and those its policy lists.
+struct Claim<'a> {
+    plugin: &'a str,
+    listed: &'a [String],
+}
+
+/// A scheme a plugin claimed and did not get.
+#[derive(Debug, PartialEq)]
+struct Refused {
+    plugin: usize,
+    scheme: String,
+    reason: String,
+}
+
+/// Decides which plugin owns each URI scheme, given each plugin's `claims`
+/// and the `incumbents` (scheme → plugin) of the registry being replaced.
+/// A scheme one plugin claims is its. A scheme several claim goes to the
+/// one that served it already, so a newcomer's claim never displaces an
+/// incumbent; failing that, to the plugin of that name; failing that, to
+/// none of them (which of two policies the operator meant cannot be
+/// guessed). Every losing claim is returned with why.
+fn claim_schemes(
+    claims: &[Claim<'_>],
+    incumbents: &HashMap<&str, &str>,
+) -> (HashMap<String, usize>, Vec<Refused>) {
+    let mut claimants: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (index, claim) in claims.iter().enumerate() {
+        let own = crate::policy::uri_scheme(claim.plugin).into_iter();
+        for scheme in own.chain(claim.listed.iter().cloned()) {
+            let those = claimants.entry(scheme).or_default();
+            if !those.contains(&index) {
+                those.push(index);
+            }
+        }
+    }
+    let mut owners = HashMap::new();
+    let mut refused = Vec::new();
+    for (scheme, those) in claimants {
+        let named = |name: Option<&&str>| {
+            those
+                .iter()
+                .copied()
+                .find(|&i| name.is_some_and(|name| claims[i].plugin == *name))
+        };
+        let owner = match those[..] {
+            [only] => Some(only),
+            _ => named(incumbents.get(scheme.as_str())).or_else(|| named(Some(&scheme.as_str()))),
+        };
+        for &index in &those {
+            if Some(index) == owner {
+                continue;
+            }
+            let reason = match owner {
+                Some(owner) => format!(
+                    "its URI scheme {scheme}: is served by plugin {}",
+                    claims[owner].plugin
+                ),
+                None => {
+                    let others: Vec<&str> = those
+                        .iter()
+                        .filter(|&&i| i != index)
+                        .map(|&i| claims[i].plugin)
+                        .collect();
+                    format!(
+                        "its URI scheme {scheme}: is also listed by the policy of plugin {}, \
+                         so none of them serves it",
+                        others.join(", ")
+                    )
+                }
+            };
+            refused.push(Refused {
+                plugin: index,
+                scheme: scheme.clone(),
+                reason,
+            });
+        }
+        if let Some(owner) = owner {
+            owners.insert(scheme, owner);
+        }
+    }
+    (owners, refused)
 }
 
 /// Whether `uri` matches a template whose `{name}` parts each stand for one
@@ -208,7 +358,101 @@ pub fn template_matches(template: &str, uri: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::template_matches;
+    use super::*;
+
+    fn owners(claims: &[(&str, &[&str])], incumbents: &[(&str, &str)]) -> Vec<(String, String)> {
+        let listed: Vec<Vec<String>> = claims
+            .iter()
+            .map(|(_, listed)| listed.iter().map(|s| s.to_string()).collect())
+            .collect();
+        let claims: Vec<Claim> = claims
+            .iter()
+            .zip(&listed)
+            .map(|((plugin, _), listed)| Claim { plugin, listed })
+            .collect();
+        let incumbents = incumbents.iter().copied().collect();
+        let (owners, _) = claim_schemes(&claims, &incumbents);
+        let mut owners: Vec<(String, String)> = owners
+            .into_iter()
+            .map(|(scheme, i)| (scheme, claims[i].plugin.to_owned()))
+            .collect();
+        owners.sort();
+        owners
+    }
+
+    fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+        expected
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_plugin_owns_its_name_and_the_schemes_its_policy_lists() {
+        let got = owners(&[("market-data", &["market"]), ("strategies", &[])], &[]);
+        assert_eq!(
+            got,
+            pairs(&[
+                ("market", "market-data"),
+                ("market-data", "market-data"),
+                ("strategies", "strategies")
+            ])
+        );
+    }
+
+    #[test]
+    fn a_newcomer_never_displaces_the_incumbent() {
+        // `aaa` sorts first and lists the victim's scheme; the victim keeps it.
+        let claims: &[(&str, &[&str])] = &[("aaa", &["market"]), ("market-data", &["market"])];
+        let got = owners(claims, &[("market", "market-data")]);
+        assert!(
+            got.contains(&("market".into(), "market-data".into())),
+            "{got:?}"
+        );
+        // Even against a plugin named after the scheme, added later.
+        let claims: &[(&str, &[&str])] = &[("market", &[]), ("market-data", &["market"])];
+        let got = owners(claims, &[("market", "market-data")]);
+        assert!(
+            got.contains(&("market".into(), "market-data".into())),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn without_an_incumbent_the_name_wins_and_otherwise_nobody() {
+        let claims: &[(&str, &[&str])] = &[("market", &[]), ("market-data", &["market"])];
+        assert!(owners(claims, &[]).contains(&("market".into(), "market".into())));
+        let claims: &[(&str, &[&str])] = &[("a", &["quotes"]), ("b", &["quotes"])];
+        assert!(
+            !owners(claims, &[])
+                .iter()
+                .any(|(scheme, _)| scheme == "quotes")
+        );
+    }
+
+    #[test]
+    fn every_losing_claim_says_who_won() {
+        let listed = ["market".to_owned()];
+        let claims = [
+            Claim {
+                plugin: "aaa",
+                listed: &listed,
+            },
+            Claim {
+                plugin: "market",
+                listed: &[],
+            },
+        ];
+        let (_, refused) = claim_schemes(&claims, &HashMap::new());
+        assert_eq!(
+            refused,
+            vec![Refused {
+                plugin: 0,
+                scheme: "market".into(),
+                reason: "its URI scheme market: is served by plugin market".into(),
+            }]
+        );
+    }
 
     #[test]
     fn templates_match_whole_segments() {

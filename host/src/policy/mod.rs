@@ -10,8 +10,9 @@ pub mod access;
 pub mod guardrails;
 pub mod narrow;
 
-use crate::capability::env::{self, EnvGrant, EnvSource};
-use crate::capability::filesystem::{self, Mount, MountSpec, Protected};
+use crate::capability::SandboxGrants;
+use crate::capability::env::{self, EnvSource};
+use crate::capability::filesystem::{self, MountSpec, Protected, Root};
 use crate::capability::limits::Limits;
 use crate::capability::network::HttpRule;
 use crate::capability::sockets::{SocketGrants, SocketsSpec};
@@ -57,6 +58,28 @@ pub struct PolicyFile {
     /// Which principals may use it (over authenticated HTTP).
     #[serde(default)]
     pub access: access::AccessSpec,
+    /// The URI schemes its resources may use.
+    #[serde(default)]
+    pub resources: ResourcesSpec,
+}
+
+/// The `[resources]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesSpec {
+    /// URI schemes the plugin may serve resources under, besides its own
+    /// name (`market-data://…` is always the `market-data` plugin's).
+    #[serde(default)]
+    pub schemes: Vec<String>,
+}
+
+/// `scheme` in its canonical (lower-case) form, if it is a URI scheme
+/// (RFC 3986: a letter, then letters, digits, `+`, `-` and `.`).
+pub fn uri_scheme(scheme: &str) -> Option<String> {
+    let mut bytes = scheme.bytes();
+    let valid = bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    valid.then(|| scheme.to_ascii_lowercase())
 }
 
 /// The `[names]` table.
@@ -151,13 +174,8 @@ fn default_max_response_kib() -> u64 {
 pub struct Grants {
     /// The policy file they came from; `None` for the deny-all default.
     pub source: Option<PathBuf>,
-    pub mounts: Vec<Mount>,
-    pub http: Arc<[HttpRule]>,
-    /// The largest response body one request may receive, in bytes.
-    pub max_response_bytes: u64,
-    pub sockets: Arc<SocketGrants>,
-    pub env: Vec<EnvGrant>,
-    pub limits: Limits,
+    /// What its calls' sandboxes hold.
+    pub sandbox: Arc<SandboxGrants>,
     /// The host-wide guardrails, enforced on every call.
     pub guardrails: Arc<Guardrails>,
     /// Which of its tools the plugin may serve.
@@ -166,6 +184,9 @@ pub struct Grants {
     pub prefix_names: bool,
     /// Which principals may use it.
     pub access: Arc<access::AccessSpec>,
+    /// URI schemes its policy lets it serve resources under, besides its
+    /// own name; canonical, without repeats.
+    pub uri_schemes: Arc<[String]>,
 }
 
 impl Default for Grants {
@@ -173,16 +194,12 @@ impl Default for Grants {
     fn default() -> Self {
         Grants {
             source: None,
-            mounts: Vec::new(),
-            http: Vec::new().into(),
-            max_response_bytes: default_max_response_kib() * 1024,
-            sockets: Arc::default(),
-            env: Vec::new(),
-            limits: Limits::default(),
+            sandbox: Arc::default(),
             guardrails: Arc::default(),
             tools: Arc::default(),
             prefix_names: true,
             access: Arc::default(),
+            uri_schemes: Arc::new([]),
         }
     }
 }
@@ -209,15 +226,17 @@ pub fn parse(text: &str) -> Result<PolicyFile, String> {
 
 /// Resolves a parsed policy against the host's `root` folder under
 /// `guardrails`, reading granted variables from the host environment
-/// through `lookup`.
+/// through `lookup`. Missing read-write folders are created only when
+/// `create` is set, and only once every check has passed.
 pub fn resolve(
     file: PolicyFile,
-    root: &Path,
+    root: &Root,
     protected: &[Protected],
     guardrails: &Arc<Guardrails>,
     lookup: impl Fn(&str) -> Option<String>,
+    create: bool,
 ) -> Result<Grants, String> {
-    let mounts = file
+    let mut mounts = file
         .mounts
         .iter()
         .map(|spec| filesystem::resolve(spec, root))
@@ -239,18 +258,35 @@ pub fn resolve(
     file.limits
         .validate()
         .map_err(|e| format!("[limits] {e}"))?;
-    Ok(Grants {
-        source: None,
+    let mut uri_schemes = Vec::new();
+    for scheme in &file.resources.schemes {
+        let canonical = uri_scheme(scheme).ok_or_else(|| {
+            format!("[resources] schemes: {scheme:?} is not a URI scheme (a letter, then letters, digits, +, - and .)")
+        })?;
+        if !uri_schemes.contains(&canonical) {
+            uri_schemes.push(canonical);
+        }
+    }
+    if create {
+        filesystem::create_missing(&mut mounts, root)?;
+    }
+    let sandbox = SandboxGrants {
         mounts,
         http: http.into(),
         max_response_bytes: file.network.max_response_kib.saturating_mul(1024),
         sockets: Arc::new(sockets),
         env,
         limits: file.limits,
+        orders: guardrails.orders.clone(),
+    };
+    Ok(Grants {
+        source: None,
+        sandbox: Arc::new(sandbox),
         guardrails: guardrails.clone(),
         tools: Arc::new(file.tools),
         prefix_names: file.names.prefix,
         access: Arc::new(file.access),
+        uri_schemes: uri_schemes.into(),
     })
 }
 
@@ -262,6 +298,19 @@ pub struct PolicyDir {
     pub root: PathBuf,
     /// The host's own files (the policies folder itself among them).
     pub protected: Vec<Protected>,
+    /// Whether loading creates missing read-write folders: serving does;
+    /// `host check` and `host policy explain` create nothing.
+    pub create_folders: bool,
+}
+
+/// A plugin's policy as read, once: its text and the digest of everything
+/// its grants come from.
+pub struct PolicyText {
+    path: PathBuf,
+    /// `None` when the plugin has no policy file.
+    text: Option<String>,
+    /// Of `host.toml` and this text: equal digests mean equal grants.
+    pub digest: crate::digest::Digest,
 }
 
 impl PolicyDir {
@@ -288,44 +337,60 @@ impl PolicyDir {
                 file.version
             )));
         }
-        Guardrails::resolve(&file.guardrails, &self.root).map_err(error)
+        let mut guardrails = Guardrails::resolve(&file.guardrails, &self.root).map_err(error)?;
+        guardrails.digest = crate::digest::sha256(text.as_bytes());
+        Ok(guardrails)
     }
 
-    /// The effective grants of `plugin` under `guardrails`: its policy
-    /// file's, or nothing at all when it has none.
-    pub fn grants_for(
-        &self,
-        plugin: &str,
-        guardrails: &Arc<Guardrails>,
-    ) -> Result<Grants, PolicyError> {
+    /// Reads `plugin`'s policy file, once, with the digest of it and of the
+    /// `host.toml` that `guardrails` came from.
+    pub fn read(&self, plugin: &str, guardrails: &Guardrails) -> Result<PolicyText, PolicyError> {
         let path = self.path_for(plugin);
-        let error = |message| PolicyError {
+        let text = read_if_present(&path).map_err(|message| PolicyError {
             path: path.clone(),
             message,
+        })?;
+        let mut both = guardrails.digest.to_vec();
+        both.push(0);
+        both.extend(text.as_deref().unwrap_or_default().as_bytes());
+        Ok(PolicyText {
+            path,
+            text,
+            digest: crate::digest::sha256(&both),
+        })
+    }
+
+    /// The effective grants `policy` gives under `guardrails`; nothing at
+    /// all when the plugin has no policy.
+    pub fn grants(
+        &self,
+        policy: &PolicyText,
+        guardrails: &Arc<Guardrails>,
+    ) -> Result<Grants, PolicyError> {
+        let error = |message| PolicyError {
+            path: policy.path.clone(),
+            message,
         };
-        let Some(text) = read_if_present(&path).map_err(error)? else {
+        let Some(text) = &policy.text else {
             return Ok(Grants {
                 guardrails: guardrails.clone(),
                 ..Grants::default()
             });
         };
-        let file = parse(&text).map_err(error)?;
+        let file = parse(text).map_err(error)?;
+        let root = Root::open(&self.root).map_err(error)?;
         let lookup = |name: &str| std::env::var(name).ok();
-        let mut grants =
-            resolve(file, &self.root, &self.protected, guardrails, lookup).map_err(error)?;
-        grants.source = Some(path);
+        let mut grants = resolve(
+            file,
+            &root,
+            &self.protected,
+            guardrails,
+            lookup,
+            self.create_folders,
+        )
+        .map_err(error)?;
+        grants.source = Some(policy.path.clone());
         Ok(grants)
-    }
-
-    /// The digest of everything `plugin`'s grants come from: `host.toml` and
-    /// its own policy (an absent file counts as empty). Equal digests mean
-    /// equal grants, so a reload can keep a plugin as it is.
-    pub fn digest_for(&self, plugin: &str) -> crate::digest::Digest {
-        let read = |path: PathBuf| std::fs::read(path).unwrap_or_default();
-        let mut text = read(self.dir.join(HOST_POLICY));
-        text.push(0);
-        text.extend(read(self.path_for(plugin)));
-        crate::digest::sha256(&text)
     }
 
     /// Policy files whose name matches none of `plugins`: most likely typos.
@@ -411,13 +476,45 @@ mod tests {
 
     #[test]
     fn resolving_checks_rules_and_limits() {
-        let root = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::open(dir.path()).unwrap();
         let guardrails = Arc::new(Guardrails::default());
         let bad_rule = parse("version = 1\n[network]\nallow = [\"GET nowhere\"]\n").unwrap();
-        assert!(resolve(bad_rule, root.path(), &[], &guardrails, |_| None).is_err());
+        assert!(resolve(bad_rule, &root, &[], &guardrails, |_| None, true).is_err());
         let bad_limit = parse("version = 1\n[limits]\nmemory_mib = 0\n").unwrap();
-        let error = resolve(bad_limit, root.path(), &[], &guardrails, |_| None).unwrap_err();
+        let error = resolve(bad_limit, &root, &[], &guardrails, |_| None, true).unwrap_err();
         assert!(error.contains("memory_mib"));
+    }
+
+    #[test]
+    fn resource_schemes_and_quotas_are_checked_and_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        let guardrails = Arc::new(Guardrails::default());
+        let resolved = |text: &str| {
+            resolve(
+                parse(text).unwrap(),
+                &root,
+                &[],
+                &guardrails,
+                |_| None,
+                false,
+            )
+        };
+        let bad = resolved("version = 1\n[resources]\nschemes = [\"1x\"]\n").unwrap_err();
+        assert!(bad.contains("\"1x\" is not a URI scheme"), "{bad}");
+        let grants =
+            resolved("version = 1\n[resources]\nschemes = [\"Market\", \"market\"]\n").unwrap();
+        assert_eq!(&*grants.uri_schemes, ["market".to_owned()]);
+        let read_only_quota = resolved(
+            "version = 1\n[[mounts]]\nhost = \"data\"\nguest = \"/d\"\naccess = \"read-only\"\nmax_mib = 1\n",
+        )
+        .unwrap_err();
+        assert!(
+            read_only_quota.contains("a read-only mount holds what it holds"),
+            "{read_only_quota}"
+        );
     }
 
     #[test]
@@ -427,11 +524,17 @@ mod tests {
             dir: dir.path().into(),
             root: dir.path().into(),
             protected: Vec::new(),
+            create_folders: false,
         };
         let guardrails = Arc::new(policies.guardrails().unwrap());
-        let grants = policies.grants_for("anything", &guardrails).unwrap();
-        assert!(grants.mounts.is_empty() && grants.http.is_empty() && grants.env.is_empty());
-        assert_eq!(grants.limits, Limits::default());
+        let policy = policies.read("anything", &guardrails).unwrap();
+        let grants = policies.grants(&policy, &guardrails).unwrap();
+        assert!(
+            grants.sandbox.mounts.is_empty()
+                && grants.sandbox.http.is_empty()
+                && grants.sandbox.env.is_empty()
+        );
+        assert_eq!(grants.sandbox.limits, Limits::default());
     }
 
     #[test]
@@ -452,6 +555,7 @@ mod tests {
             dir: dir.path().into(),
             root: dir.path().into(),
             protected: Vec::new(),
+            create_folders: false,
         };
         std::fs::write(
             dir.path().join(HOST_POLICY),
@@ -460,7 +564,7 @@ mod tests {
         )
         .unwrap();
         let guardrails = policies.guardrails().unwrap();
-        assert_eq!(guardrails.market_data.unwrap().len(), 1);
+        assert_eq!(guardrails.market_data.unwrap().folders().len(), 1);
         assert!(guardrails.orders.is_none());
         std::fs::write(
             dir.path().join(HOST_POLICY),

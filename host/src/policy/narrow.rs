@@ -1,35 +1,45 @@
 //! Per-tool grants and the annotations they justify.
 //!
 //! A tool runs with its plugin's grants narrowed by what it declares: a tool
-//! that does not declare `write-files` sees every mount read-only; one that
-//! declares no network effect gets no network, and one that does not
-//! declare `network-write` may only GET and HEAD. The sandbox enforces the
+//! that declares no file effect sees no mount, one that does not declare
+//! `write-files` sees every mount read-only; one that declares no network
+//! effect gets no network, and one that does not declare `network-write` may
+//! only GET and HEAD, and gets no raw socket or name lookup. The sandbox enforces the
 //! narrowed grants, so the annotations computed from them are facts, not a
 //! plugin's claims.
 
 use super::Grants;
 use crate::capability::filesystem::Access;
 use crate::runtime::types::{Effects, ToolHints};
+use std::sync::Arc;
 
 /// The grants a tool declaring `effects` runs with.
 pub fn for_tool(grants: &Grants, effects: Effects) -> Grants {
-    let mut narrowed = grants.clone();
-    if !effects.contains(Effects::WRITE_FILES) {
-        for mount in &mut narrowed.mounts {
+    let mut sandbox = (*grants.sandbox).clone();
+    if !effects.intersects(Effects::READ_FILES | Effects::WRITE_FILES) {
+        sandbox.mounts = Vec::new();
+    } else if !effects.contains(Effects::WRITE_FILES) {
+        for mount in &mut sandbox.mounts {
             mount.access = Access::ReadOnly;
         }
     }
+    // Raw sockets and name lookups carry anything both ways: they are writes.
+    if !effects.contains(Effects::NETWORK_WRITE) {
+        sandbox.sockets = Default::default();
+    }
     if !effects.intersects(Effects::NETWORK_READ | Effects::NETWORK_WRITE) {
-        narrowed.http = Vec::new().into();
-        narrowed.sockets = Default::default();
+        sandbox.http = Vec::new().into();
     } else if !effects.contains(Effects::NETWORK_WRITE) {
-        narrowed.http = grants
+        sandbox.http = sandbox
             .http
             .iter()
             .filter_map(|rule| rule.read_only_part())
             .collect();
     }
-    narrowed
+    Grants {
+        sandbox: Arc::new(sandbox),
+        ..grants.clone()
+    }
 }
 
 /// The grants resource reads, prompts and completions run with: reading
@@ -54,9 +64,14 @@ pub struct Annotations {
 /// Hints only matter where the grants leave room.
 pub fn annotations(grants: &Grants, hints: &ToolHints) -> Annotations {
     // Raw sockets carry anything in both directions: they count as writes.
-    let sockets = !grants.sockets.tcp_connect.is_empty() || !grants.sockets.udp.is_empty();
-    let can_write = grants.mounts.iter().any(|m| m.access == Access::ReadWrite)
-        || grants.http.iter().any(|rule| !rule.is_read_only())
+    let sockets =
+        !grants.sandbox.sockets.tcp_connect.is_empty() || !grants.sandbox.sockets.udp.is_empty();
+    let can_write = grants
+        .sandbox
+        .mounts
+        .iter()
+        .any(|m| m.access == Access::ReadWrite)
+        || grants.sandbox.http.iter().any(|rule| !rule.is_read_only())
         || sockets;
     let read_only = !can_write;
     Annotations {
@@ -65,7 +80,9 @@ pub fn annotations(grants: &Grants, hints: &ToolHints) -> Annotations {
         // say its writes only add.
         destructive: can_write && hints.destructive.unwrap_or(true),
         idempotent: read_only || hints.idempotent.unwrap_or(false),
-        open_world: (!grants.http.is_empty() || sockets || grants.sockets.name_lookup)
+        open_world: (!grants.sandbox.http.is_empty()
+            || sockets
+            || grants.sandbox.sockets.name_lookup)
             && hints.open_world.unwrap_or(true),
     }
 }
@@ -73,18 +90,18 @@ pub fn annotations(grants: &Grants, hints: &ToolHints) -> Annotations {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capability::SandboxGrants;
     use crate::capability::filesystem::Mount;
     use crate::capability::network::HttpRule;
 
     fn grants(access: Access, rules: &[&str]) -> Grants {
-        Grants {
-            mounts: vec![Mount {
-                host: "/r/data".into(),
-                guest: "/data".into(),
-                access,
-                per_user: false,
-            }],
+        let sandbox = SandboxGrants {
+            mounts: vec![Mount::unheld("/r/data", "/data", access)],
             http: rules.iter().map(|r| HttpRule::parse(r).unwrap()).collect(),
+            ..SandboxGrants::default()
+        };
+        Grants {
+            sandbox: Arc::new(sandbox),
             ..Grants::default()
         }
     }
@@ -100,18 +117,48 @@ mod tests {
     fn undeclared_writes_become_read_only() {
         let g = grants(Access::ReadWrite, &["* https://api.example.com/*"]);
         let reader = for_tool(&g, Effects::READ_FILES | Effects::NETWORK_READ);
-        assert_eq!(reader.mounts[0].access, Access::ReadOnly);
-        assert!(reader.http.iter().all(HttpRule::is_read_only));
-        assert!(!reader.http.is_empty());
+        assert_eq!(reader.sandbox.mounts[0].access, Access::ReadOnly);
+        assert!(reader.sandbox.http.iter().all(HttpRule::is_read_only));
+        assert!(!reader.sandbox.http.is_empty());
         let writer = for_tool(&g, Effects::WRITE_FILES | Effects::NETWORK_WRITE);
-        assert_eq!(writer.mounts[0].access, Access::ReadWrite);
-        assert!(!writer.http[0].is_read_only());
+        assert_eq!(writer.sandbox.mounts[0].access, Access::ReadWrite);
+        assert!(!writer.sandbox.http[0].is_read_only());
     }
 
     #[test]
     fn no_network_effect_means_no_network() {
         let g = grants(Access::ReadOnly, &["GET https://api.example.com/*"]);
-        assert!(for_tool(&g, Effects::READ_FILES).http.is_empty());
+        assert!(for_tool(&g, Effects::READ_FILES).sandbox.http.is_empty());
+    }
+
+    #[test]
+    fn no_file_effect_means_no_mounts() {
+        let g = grants(Access::ReadWrite, &[]);
+        assert!(
+            for_tool(&g, Effects::NETWORK_READ)
+                .sandbox
+                .mounts
+                .is_empty()
+        );
+        assert!(for_tool(&g, Effects::empty()).sandbox.mounts.is_empty());
+        assert_eq!(for_tool(&g, Effects::READ_FILES).sandbox.mounts.len(), 1);
+    }
+
+    #[test]
+    fn raw_sockets_need_network_write() {
+        let mut g = grants(Access::ReadOnly, &[]);
+        let spec: crate::capability::sockets::SocketsSpec =
+            toml::from_str("tcp_connect = [\"127.0.0.1:9\"]\nname_lookup = true\n").unwrap();
+        let sockets = crate::capability::sockets::SocketGrants::resolve(&spec).unwrap();
+        Arc::make_mut(&mut g.sandbox).sockets = Arc::new(sockets);
+        let reader = for_tool(&g, Effects::NETWORK_READ);
+        assert!(
+            reader.sandbox.sockets.tcp_connect.is_empty() && !reader.sandbox.sockets.name_lookup
+        );
+        let writer = for_tool(&g, Effects::NETWORK_WRITE);
+        assert!(
+            !writer.sandbox.sockets.tcp_connect.is_empty() && writer.sandbox.sockets.name_lookup
+        );
     }
 
     #[test]

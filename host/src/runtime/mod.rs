@@ -5,6 +5,7 @@ pub mod cache;
 mod capture;
 pub mod engine;
 mod handler;
+mod metering;
 mod sandbox;
 mod shadow;
 mod state;

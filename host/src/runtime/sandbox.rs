@@ -11,10 +11,10 @@ use super::capture::Capture;
 use super::engine::{self, EPOCH_TICK, EngineConfig, EpochTicker};
 use super::handler::{Exports, Handler};
 use super::shadow;
-use super::state::{CallContext, CallState, Denials, MemoryLimiter};
-use crate::capability::network::Denial;
+use super::state::{CallContext, CallState, MemoryLimiter, Preopen};
+use crate::capability::SandboxGrants;
+use crate::capability::denials::{Denials, Refusals};
 use crate::digest::Digest;
-use crate::policy::Grants;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -74,7 +74,7 @@ impl Prepared {
 pub struct Diagnostics {
     pub stdout: String,
     pub stderr: String,
-    pub denials: Vec<Denial>,
+    pub denials: Refusals,
 }
 
 /// Why a call produced no result.
@@ -122,8 +122,8 @@ pub struct CallError {
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)?;
-        for denial in &self.diagnostics.denials {
-            write!(f, "\n{denial}")?;
+        for line in self.diagnostics.denials.lines() {
+            write!(f, "\n{line}")?;
         }
         let stderr = self.diagnostics.stderr.trim();
         if !stderr.is_empty() {
@@ -232,7 +232,7 @@ impl Runtime {
     pub async fn run<R: Send + 'static>(
         &self,
         plugin: &Prepared,
-        grants: &Arc<Grants>,
+        grants: &Arc<SandboxGrants>,
         call: CallContext,
         entry: Entry<R>,
     ) -> Result<(R, Diagnostics), CallError> {
@@ -297,7 +297,7 @@ impl Runtime {
         let diagnostics = Diagnostics {
             stdout: stdout.text(),
             stderr: stderr.text(),
-            denials: denials.lock().map(|d| d.clone()).unwrap_or_default(),
+            denials: denials.snapshot(),
         };
         match outcome {
             Some(Ok(Ok(value))) => Ok((value, diagnostics)),
@@ -337,7 +337,7 @@ impl Runtime {
     /// A store holding exactly what `grants` allow.
     fn store(
         &self,
-        grants: &Arc<Grants>,
+        grants: &Arc<SandboxGrants>,
         call: CallContext,
         stdout: &Capture,
         stderr: &Capture,
@@ -346,18 +346,24 @@ impl Runtime {
         // `new` inherits nothing: no stdin, env, args, preopens or sockets.
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone()).stderr(stderr.clone());
-        // Mounts are opened per call, so that a call sees the folder at each
-        // path as it is now; the empty root beside them is added by `shadow`.
-        for mount in &grants.mounts {
-            mount.apply(&mut wasi, call.user.as_deref())?;
-        }
+        // Each call gets the folders held since the policy was loaded (a
+        // per-user one opened beneath its held parent); `shadow` hands them
+        // to the guest, with the empty root beside them.
+        let mounts = grants
+            .mounts
+            .iter()
+            .map(|mount| {
+                let (dir, quota) = mount.open_for(call.user.as_deref())?;
+                let guest = mount.guest.clone();
+                Ok(Preopen { dir, guest, quota })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         grants.sockets.apply(&mut wasi, denials);
         for var in &grants.env {
             wasi.env(&var.name, &var.value);
         }
         wasi.max_random_size(1 << 20);
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(grants.limits.memory_bytes())
+        let counts = StoreLimitsBuilder::new()
             .instances(64)
             .tables(64)
             .memories(8)
@@ -365,9 +371,10 @@ impl Runtime {
         let wasi = wasi.build();
         let state = CallState::new(
             wasi,
+            mounts,
             grants.clone(),
             denials.clone(),
-            MemoryLimiter::new(limits),
+            MemoryLimiter::new(counts, grants.limits.memory_bytes()),
             call,
         );
         let mut store = Store::new(&self.engine, state);

@@ -12,7 +12,10 @@
 //! - name lookup is refused here unless the policy grants it, instead of
 //!   failing silently inside wasmtime-wasi.
 
-use super::state::CallState;
+use super::metering;
+use super::state::{CallState, Preopen};
+use crate::capability::denials::Rule;
+use crate::capability::filesystem::quota::{Ledger, OverQuota};
 use wasmtime::component::{Linker, Resource};
 use wasmtime::{Result, StoreContextMut};
 use wasmtime_wasi::filesystem::{Descriptor, Dir, WasiFilesystemCtxView, WasiFilesystemView};
@@ -67,10 +70,6 @@ const FS_TYPES: &str = "wasi:filesystem/types@0.2.12";
 const FS_PREOPENS: &str = "wasi:filesystem/preopens@0.2.12";
 const NAME_LOOKUP: &str = "wasi:sockets/ip-name-lookup@0.2.12";
 
-/// The rule named when wasmtime-wasi refuses: a path leaving its mount (by
-/// `..` or a symlink) or a change in a read-only mount.
-const SANDBOX_REFUSAL: &str = "the sandbox (the path leaves its mount, or the mount is read-only)";
-
 /// Whether `code` means the sandbox refused, rather than that the operation
 /// failed for an ordinary reason (no such file, not empty, ...).
 fn is_refusal(code: ErrorCode) -> bool {
@@ -81,27 +80,51 @@ fn is_refusal(code: ErrorCode) -> bool {
 }
 
 /// Wraps a `descriptor.<method>-at` function: refuses outright on the
-/// catch-all descriptor, else calls through and records a refusal.
+/// catch-all descriptor, else calls through and records a refusal. With a
+/// `quota` plan, the operation's disk-quota charges are made first (refused
+/// with `quota` if they do not fit) and settled by its outcome; with
+/// `inherit_quota`, the descriptor it opens shares its folder's quota.
 macro_rules! watch_at {
+    (@plan $store:ident, $fd:ident, $attempt:ident) => {
+        Ok::<Ledger, OverQuota>(Ledger::default())
+    };
+    (@plan $store:ident, $fd:ident, $attempt:ident, |$st:ident, $dir:ident, $att:ident| $plan:expr) => {{
+        let $st = &mut $store;
+        let $dir = $fd.rep();
+        let $att = $attempt.as_str();
+        $plan.await
+    }};
     ($types:ident, $name:literal, $verb:literal, $method:ident,
-     ($($arg:ident: $ty:ty),*), path: $path:ident, returns $ret:ty) => {
+     ($($arg:ident: $ty:ty),*), path: $path:ident, returns $ret:ty
+     $(, quota: |$st:ident, $dir:ident, $att:ident| $plan:expr)?
+     $(, inherit_quota: $inherit:ident)?) => {
         $types.func_wrap_async(
             $name,
             |mut store: StoreContextMut<'_, CallState>, (fd, $($arg,)*): (Resource<Descriptor>, $($ty,)*)| {
                 Box::new(async move {
                     let attempt = store.data().describe_path(&fd, $verb, &$path);
                     if store.data().is_outside_mounts(&fd) {
-                        store.data().deny("policy (no mount holds this path)", attempt);
+                        store.data().deny(Rule::NoMount, attempt);
                         return Ok((Err(ErrorCode::NotPermitted),));
                     }
+                    let planned = watch_at!(@plan store, fd, attempt $(, |$st, $dir, $att| $plan)?);
+                    let Ok(ledger) = planned else {
+                        return Ok((Err(ErrorCode::Quota),));
+                    };
+                    $(let $inherit = fd.rep();)?
                     let mut view = store.data_mut().filesystem();
                     let result: std::result::Result<$ret, _> =
                         match HostDescriptor::$method(&mut view, fd, $($arg),*).await {
                             Ok(value) => Ok(value),
                             Err(error) => Err(fs::Host::convert_error_code(&mut view, error)?),
                         };
+                    ledger.settle(result.is_ok());
+                    $(if let Ok(opened) = &result {
+                        let quota = store.data().quota_of($inherit);
+                        store.data_mut().set_quota(opened.rep(), quota);
+                    })?
                     if let Err(code) = &result && is_refusal(*code) {
-                        store.data().deny(SANDBOX_REFUSAL, attempt);
+                        store.data().deny(Rule::Sandbox, attempt);
                     }
                     Ok((result,))
                 })
@@ -120,12 +143,19 @@ pub fn add_to_linker(linker: &mut Linker<CallState>, outside_mounts: Dir) -> Res
     preopens.func_wrap(
         "get-directories",
         move |mut store: StoreContextMut<'_, CallState>, (): ()| {
-            let mut view = store.data_mut().filesystem();
-            let mut directories = preopens::Host::get_directories(&mut view)?;
-            let root = view.table.push(Descriptor::Dir(outside_mounts.clone()))?;
-            directories.push((root, OUTSIDE_MOUNTS.to_owned()));
-            for (fd, guest) in &directories {
-                store.data_mut().remember_mount(fd.rep(), guest.clone());
+            let state = store.data_mut();
+            let held = state.preopens.iter().cloned();
+            let outside = std::iter::once(Preopen {
+                dir: outside_mounts.clone(),
+                guest: OUTSIDE_MOUNTS.to_owned(),
+                quota: None,
+            });
+            let mut directories = Vec::new();
+            for preopen in held.chain(outside).collect::<Vec<_>>() {
+                let fd = state.table.push(Descriptor::Dir(preopen.dir))?;
+                state.remember_mount(fd.rep(), preopen.guest.clone());
+                state.set_quota(fd.rep(), preopen.quota);
+                directories.push((fd, preopen.guest));
             }
             Ok((directories,))
         },
@@ -134,7 +164,9 @@ pub fn add_to_linker(linker: &mut Linker<CallState>, outside_mounts: Dir) -> Res
     let mut types = linker.instance(FS_TYPES)?;
     watch_at!(types, "[method]descriptor.open-at", "open", open_at,
         (path_flags: PathFlags, path: String, open_flags: OpenFlags, flags: DescriptorFlags),
-        path: path, returns Resource<Descriptor>);
+        path: path, returns Resource<Descriptor>,
+        quota: |st, dir, att| metering::open_at(st, dir, &path, open_flags, att),
+        inherit_quota: parent);
     watch_at!(types, "[method]descriptor.stat-at", "stat", stat_at,
         (path_flags: PathFlags, path: String), path: path, returns DescriptorStat);
     watch_at!(types, "[method]descriptor.set-times-at", "set the times of", set_times_at,
@@ -143,19 +175,103 @@ pub fn add_to_linker(linker: &mut Linker<CallState>, outside_mounts: Dir) -> Res
     watch_at!(types, "[method]descriptor.readlink-at", "read the link", readlink_at,
         (path: String), path: path, returns String);
     watch_at!(types, "[method]descriptor.create-directory-at", "create the directory",
-        create_directory_at, (path: String), path: path, returns ());
+        create_directory_at, (path: String), path: path, returns (),
+        quota: |st, dir, att| async { metering::add_entry(st, dir, att) });
     watch_at!(types, "[method]descriptor.remove-directory-at", "remove the directory",
-        remove_directory_at, (path: String), path: path, returns ());
+        remove_directory_at, (path: String), path: path, returns (),
+        quota: |st, dir, _att| async { Ok::<_, OverQuota>(metering::remove(st, dir, &path).await) });
     watch_at!(types, "[method]descriptor.unlink-file-at", "delete", unlink_file_at,
-        (path: String), path: path, returns ());
+        (path: String), path: path, returns (),
+        quota: |st, dir, _att| async { Ok::<_, OverQuota>(metering::remove(st, dir, &path).await) });
     watch_at!(types, "[method]descriptor.symlink-at", "create a symlink at", symlink_at,
-        (old_path: String, new_path: String), path: new_path, returns ());
+        (old_path: String, new_path: String), path: new_path, returns (),
+        quota: |st, dir, att| async { metering::add_entry(st, dir, att) });
     watch_at!(types, "[method]descriptor.rename-at", "rename", rename_at,
         (old_path: String, new_fd: Resource<Descriptor>, new_path: String),
-        path: old_path, returns ());
+        path: old_path, returns (),
+        quota: |st, dir, att| metering::rename(st, (dir, &old_path), (new_fd.rep(), &new_path), att));
     watch_at!(types, "[method]descriptor.link-at", "hard-link", link_at,
         (old_flags: PathFlags, old_path: String, new_fd: Resource<Descriptor>, new_path: String),
-        path: old_path, returns ());
+        path: old_path, returns (),
+        quota: |st, _dir, att| async { metering::add_entry(st, new_fd.rep(), att) });
+
+    types.func_wrap_async(
+        "[method]descriptor.write",
+        |mut store: StoreContextMut<'_, CallState>,
+         (fd, buffer, offset): (Resource<Descriptor>, Vec<u8>, u64)| {
+            Box::new(async move {
+                let end = offset.saturating_add(buffer.len() as u64);
+                let attempt = format!("write {} bytes to a file", buffer.len());
+                let Ok(ledger) = metering::grow_to(&mut store, fd.rep(), end, &attempt).await
+                else {
+                    return Ok((Err(ErrorCode::Quota),));
+                };
+                let mut view = store.data_mut().filesystem();
+                let result = match HostDescriptor::write(&mut view, fd, buffer, offset).await {
+                    Ok(written) => Ok(written),
+                    Err(error) => Err(fs::Host::convert_error_code(&mut view, error)?),
+                };
+                ledger.settle(result.is_ok());
+                Ok((result,))
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.set-size",
+        |mut store: StoreContextMut<'_, CallState>, (fd, size): (Resource<Descriptor>, u64)| {
+            Box::new(async move {
+                let attempt = format!("set a file's size to {size} bytes");
+                let Ok(ledger) = metering::set_size(&mut store, fd.rep(), size, &attempt).await
+                else {
+                    return Ok((Err(ErrorCode::Quota),));
+                };
+                let mut view = store.data_mut().filesystem();
+                let result = match HostDescriptor::set_size(&mut view, fd, size).await {
+                    Ok(()) => Ok(()),
+                    Err(error) => Err(fs::Host::convert_error_code(&mut view, error)?),
+                };
+                ledger.settle(result.is_ok());
+                Ok((result,))
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.write-via-stream",
+        |mut store: StoreContextMut<'_, CallState>, (fd, offset): (Resource<Descriptor>, u64)| {
+            Box::new(async move {
+                let rep = fd.rep();
+                let mut view = store.data_mut().filesystem();
+                let stream = match HostDescriptor::write_via_stream(&mut view, fd, offset) {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        return Ok((Err(fs::Host::convert_error_code(&mut view, error)?),));
+                    }
+                };
+                let attempt = format!("write to a file past the quota, from offset {offset}");
+                let stream =
+                    metering::meter_stream(&mut store, rep, stream, Some(offset), attempt).await?;
+                Ok((Ok(stream),))
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.append-via-stream",
+        |mut store: StoreContextMut<'_, CallState>, (fd,): (Resource<Descriptor>,)| {
+            Box::new(async move {
+                let rep = fd.rep();
+                let mut view = store.data_mut().filesystem();
+                let stream = match HostDescriptor::append_via_stream(&mut view, fd) {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        return Ok((Err(fs::Host::convert_error_code(&mut view, error)?),));
+                    }
+                };
+                let attempt = "append to a file past the quota".to_owned();
+                let stream = metering::meter_stream(&mut store, rep, stream, None, attempt).await?;
+                Ok((Ok(stream),))
+            })
+        },
+    )?;
 
     let mut lookup = linker.instance(NAME_LOOKUP)?;
     lookup.func_wrap(
@@ -163,9 +279,7 @@ pub fn add_to_linker(linker: &mut Linker<CallState>, outside_mounts: Dir) -> Res
         |mut store: StoreContextMut<'_, CallState>, (net, name): (Resource<Network>, String)| {
             if !store.data().name_lookup_granted() {
                 let attempt = format!("resolve the host name {name}");
-                store
-                    .data()
-                    .deny("policy (no [sockets] name_lookup grant)", attempt);
+                store.data().deny(Rule::NoNameLookupGrant, attempt);
                 return Ok((Err::<Resource<ResolveAddressStream>, _>(
                     network::ErrorCode::PermanentResolverFailure,
                 ),));

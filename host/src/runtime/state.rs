@@ -2,14 +2,18 @@
 
 use super::bindings::mcp_host::plugin::{host, types};
 use super::shadow::OUTSIDE_MOUNTS;
-use crate::capability::network::{Denial, NetworkHooks};
-use crate::policy::Grants;
+use crate::capability::SandboxGrants;
+use crate::capability::denials::{Denial, Denials, Rule, truncate};
+use crate::capability::filesystem::quota::Quota;
+use crate::capability::network::NetworkHooks;
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits};
+use wasmtime_wasi::filesystem::Dir;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -62,6 +66,41 @@ impl Default for CallContext {
 const MAX_LOG_LINES: usize = 1000;
 const MAX_LOG_LINE_BYTES: usize = 8 * 1024;
 
+/// Progress reports a call sends freely before they are rate limited.
+const PROGRESS_BURST: u32 = 100;
+/// The shortest time between two progress reports past the burst.
+const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Which of a plugin's progress reports reach the client: finite values
+/// that go up (as MCP requires); past the first [`PROGRESS_BURST`], at most
+/// one per [`PROGRESS_INTERVAL`] besides the one that reaches the total. A
+/// plugin reporting in a tight loop sends a few notifications a second, not
+/// hundreds of thousands.
+#[derive(Default)]
+pub(super) struct ProgressGate {
+    sent: u32,
+    last: Option<(f64, std::time::Instant)>,
+}
+
+impl ProgressGate {
+    /// Whether a report of `progress` out of `total` at `now` is sent;
+    /// records it if so.
+    fn admits(&mut self, progress: f64, total: Option<f64>, now: std::time::Instant) -> bool {
+        let rising = progress.is_finite() && self.last.is_none_or(|(value, _)| progress > value);
+        let done = total.is_some_and(|total| progress >= total);
+        let due = self.sent < PROGRESS_BURST
+            || self
+                .last
+                .is_none_or(|(_, at)| now.duration_since(at) >= PROGRESS_INTERVAL);
+        let admitted = rising && (due || done);
+        if admitted {
+            self.sent += 1;
+            self.last = Some((progress, now));
+        }
+        admitted
+    }
+}
+
 /// Store data of one sandbox.
 pub struct CallState {
     pub(super) wasi: WasiCtx,
@@ -71,18 +110,34 @@ pub struct CallState {
     pub(super) limiter: MemoryLimiter,
     pub(super) call: CallContext,
     pub(super) log_lines: usize,
+    progress: ProgressGate,
     /// Set when the call used up its CPU budget.
     pub(super) cpu_exhausted: bool,
-    grants: Arc<Grants>,
+    grants: Arc<SandboxGrants>,
     denials: Denials,
+    /// The folders this call's guest finds preopened.
+    pub(super) preopens: Vec<Preopen>,
     /// Preopened descriptors (by resource rep) and their guest paths.
     mounts: Vec<(u32, String)>,
+    /// Descriptors (by resource rep) in a folder with a disk quota, and it.
+    quotas: HashMap<u32, Arc<Quota>>,
+}
+
+/// A folder the guest finds preopened.
+#[derive(Clone)]
+pub struct Preopen {
+    pub dir: Dir,
+    /// Where the guest finds it.
+    pub guest: String,
+    /// What it may hold, when it is writable.
+    pub quota: Option<Arc<Quota>>,
 }
 
 impl CallState {
     pub(super) fn new(
         wasi: WasiCtx,
-        grants: Arc<Grants>,
+        preopens: Vec<Preopen>,
+        grants: Arc<SandboxGrants>,
         denials: Denials,
         limiter: MemoryLimiter,
         call: CallContext,
@@ -90,7 +145,7 @@ impl CallState {
         let mut table = ResourceTable::new();
         table.set_max_capacity(10_000);
         let hooks = NetworkHooks::new(
-            grants.guardrails.clone(),
+            grants.orders.clone(),
             grants.http.clone(),
             grants.max_response_bytes,
             denials.clone(),
@@ -103,27 +158,53 @@ impl CallState {
             limiter,
             call,
             log_lines: 0,
+            progress: ProgressGate::default(),
             cpu_exhausted: false,
             grants,
             denials,
+            preopens,
             mounts: Vec::new(),
+            quotas: HashMap::new(),
         }
     }
 
     /// Records that `rule` refused `attempt`.
-    pub(super) fn deny(&self, rule: &str, attempt: String) {
-        tracing::info!(rule, attempt, "denied");
-        if let Ok(mut denials) = self.denials.lock() {
-            denials.push(Denial {
-                rule: rule.to_owned(),
-                attempt,
-            });
-        }
+    pub(super) fn deny(&self, rule: Rule, attempt: String) {
+        self.denials.record(Denial::new(rule, attempt));
     }
 
     /// Remembers that the descriptor `rep` is the mount at `guest`.
     pub(super) fn remember_mount(&mut self, rep: u32, guest: String) {
         self.mounts.push((rep, guest));
+    }
+
+    /// The disk quota of what the descriptor `rep` reaches, if it has one.
+    pub(super) fn quota_of(&self, rep: u32) -> Option<Arc<Quota>> {
+        self.quotas.get(&rep).cloned()
+    }
+
+    /// Sets (or clears) the disk quota of the descriptor `rep`: resource
+    /// reps are reused, so every new descriptor sets its own.
+    pub(super) fn set_quota(&mut self, rep: u32, quota: Option<Arc<Quota>>) {
+        match quota {
+            Some(quota) => self.quotas.insert(rep, quota),
+            None => self.quotas.remove(&rep),
+        };
+    }
+
+    /// Records that writing past the quota of the folder at `quota.guest`
+    /// was refused.
+    pub(super) fn deny_quota(&self, quota: &Quota, attempt: String) {
+        let rule = Rule::DiskQuota {
+            max_mib: quota.limits.max_bytes >> 20,
+            max_entries: quota.limits.max_entries,
+        };
+        self.deny(rule, attempt);
+    }
+
+    /// The call's refusal log, for what records refusals outside the store.
+    pub(super) fn denials(&self) -> &Denials {
+        &self.denials
     }
 
     /// Whether `fd` is the catch-all mount standing for "outside every mount".
@@ -196,6 +277,13 @@ impl host::Host for CallState {
         total: Option<f64>,
         message: Option<String>,
     ) -> wasmtime::Result<()> {
+        let total = total.filter(|total| total.is_finite());
+        if !self
+            .progress
+            .admits(progress, total, std::time::Instant::now())
+        {
+            return Ok(());
+        }
         let message = message.map(|mut m| {
             truncate(&mut m, MAX_LOG_LINE_BYTES);
             m
@@ -208,7 +296,7 @@ impl host::Host for CallState {
         let granted = self.grants.env.iter().find(|var| var.name == name);
         if granted.is_none() {
             self.deny(
-                "policy (no [env] grant)",
+                Rule::NoEnvGrant,
                 format!("read the environment variable {name}"),
             );
         }
@@ -220,30 +308,44 @@ impl host::Host for CallState {
     }
 }
 
-/// Cuts `text` to at most `max` bytes, on a character boundary.
-fn truncate(text: &mut String, max: usize) {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
-}
-
-/// Store limits that also remember whether a memory grow was refused, so a
-/// crash after it can be reported as what it is: the memory limit.
+/// One memory budget for a whole call: every linear memory and table of
+/// every core instance in the component counts against it, so a component
+/// with several memories gets no more than one with a single memory. It also
+/// remembers whether a grow was refused, so a crash after it can be reported
+/// as what it is: the memory limit.
 pub struct MemoryLimiter {
+    /// Counts of instances, tables and memories.
     limits: StoreLimits,
+    budget: usize,
+    used: usize,
     pub(super) refused: bool,
 }
 
+/// What one table element is charged: a reference the host stores.
+const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
+
 impl MemoryLimiter {
-    pub fn new(limits: StoreLimits) -> Self {
+    /// A limiter allowing `budget` bytes across all memories and tables.
+    pub fn new(limits: StoreLimits, budget: usize) -> Self {
         MemoryLimiter {
             limits,
+            budget,
+            used: 0,
             refused: false,
+        }
+    }
+
+    /// Charges growing by `bytes`, if the budget has room.
+    fn charge(&mut self, bytes: usize) -> bool {
+        match self.used.checked_add(bytes) {
+            Some(used) if used <= self.budget => {
+                self.used = used;
+                true
+            }
+            _ => {
+                self.refused = true;
+                false
+            }
         }
     }
 }
@@ -255,9 +357,10 @@ impl ResourceLimiter for MemoryLimiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let allowed = self.limits.memory_growing(current, desired, maximum)?;
-        self.refused |= !allowed;
-        Ok(allowed)
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        Ok(self.charge(desired.saturating_sub(current)))
     }
 
     fn table_growing(
@@ -266,7 +369,11 @@ impl ResourceLimiter for MemoryLimiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        self.limits.table_growing(current, desired, maximum)
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        let elements = desired.saturating_sub(current);
+        Ok(self.charge(elements.saturating_mul(TABLE_ELEMENT_BYTES)))
     }
 
     fn instances(&self) -> usize {
@@ -282,5 +389,74 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// Requests a call's network hooks refused, shared with the hooks.
-pub type Denials = Arc<Mutex<Vec<Denial>>>;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::{Engine, Instance, Module, Store, StoreLimitsBuilder};
+
+    /// A core module with one memory of 200 pages (12.5 MiB).
+    const ONE_MEMORY: &[u8] = b"\0asm\x01\0\0\0\x05\x04\x01\x00\xc8\x01";
+
+    fn limiter(mib: usize) -> MemoryLimiter {
+        let counts = StoreLimitsBuilder::new()
+            .instances(64)
+            .memories(8)
+            .tables(64)
+            .build();
+        MemoryLimiter::new(counts, mib << 20)
+    }
+
+    #[test]
+    fn several_memories_share_one_budget() {
+        let engine = Engine::default();
+        let module = Module::new(&engine, ONE_MEMORY).unwrap();
+        let mut store = Store::new(&engine, limiter(16));
+        store.limiter(|limiter| limiter);
+        Instance::new(&mut store, &module, &[]).expect("12.5 MiB fits in 16");
+        assert!(
+            Instance::new(&mut store, &module, &[]).is_err(),
+            "25 MiB does not"
+        );
+        assert!(store.data().refused);
+        let mut roomy = Store::new(&engine, limiter(64));
+        roomy.limiter(|limiter| limiter);
+        for _ in 0..5 {
+            Instance::new(&mut roomy, &module, &[]).expect("5 x 12.5 MiB fit in 64");
+        }
+        assert!(Instance::new(&mut roomy, &module, &[]).is_err());
+    }
+
+    #[test]
+    fn progress_is_finite_rising_and_rate_limited_past_a_burst() {
+        let mut gate = ProgressGate::default();
+        let start = std::time::Instant::now();
+        let at = |ms| start + std::time::Duration::from_millis(ms);
+        assert!(!gate.admits(f64::NAN, None, at(0)));
+        assert!(!gate.admits(f64::INFINITY, None, at(0)));
+        assert!(gate.admits(1.0, None, at(0)));
+        assert!(!gate.admits(1.0, None, at(0)), "not rising");
+        let burst = (2..200)
+            .filter(|i| gate.admits(f64::from(*i), None, at(0)))
+            .count();
+        assert_eq!(burst as u32, PROGRESS_BURST - 1);
+        assert!(!gate.admits(500.0, None, at(10)), "too soon");
+        assert!(
+            gate.admits(501.0, Some(501.0), at(10)),
+            "the last report always goes"
+        );
+        let flood = (0..100_000)
+            .filter(|i| gate.admits(f64::from(*i) + 1000.0, None, at(100 + *i as u64 / 100)))
+            .count();
+        assert!(flood <= 21, "{flood} reports in a second");
+    }
+
+    #[test]
+    fn tables_count_against_the_same_budget() {
+        let mut limiter = limiter(1);
+        assert!(limiter.memory_growing(0, 1 << 19, None).unwrap());
+        assert!(!limiter.table_growing(0, 1 << 17, None).unwrap());
+        assert!(limiter.table_growing(0, 1 << 10, None).unwrap());
+        assert!(!limiter.memory_growing(1 << 19, 1 << 20, None).unwrap());
+        assert!(limiter.refused);
+    }
+}

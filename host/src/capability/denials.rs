@@ -1,0 +1,267 @@
+//! What the sandbox refused during one call: each refusal as a typed
+//! [`Rule`] and the attempt it stopped, kept in a log whose size is bounded
+//! whatever the plugin does.
+//!
+//! A plugin can make millions of refused attempts in one call. The log keeps
+//! the first [`MAX_DISTINCT`] distinct ones, each with how often it was
+//! repeated, and folds the rest into one count that names the latest: the
+//! caller's error and the audit log stay a few dozen lines, and the attempt a
+//! flood was meant to hide is still the one named.
+
+use super::network::orders::{self, OrderRoute};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+/// How many distinct refusals one call keeps by name.
+pub const MAX_DISTINCT: usize = 32;
+
+/// How many refusals the caller's error names; the rest are counted.
+const NAMED_FOR_CALLER: usize = 20;
+
+/// The longest attempt kept, in bytes: a refused URL can be megabytes.
+const MAX_ATTEMPT_BYTES: usize = 512;
+
+/// The rule that refused something.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// A path outside every mount of the plugin.
+    NoMount,
+    /// WASI itself: the path leaves its mount, or the mount is read-only.
+    Sandbox,
+    /// An environment variable the policy does not name.
+    NoEnvGrant,
+    /// A socket address no `[sockets]` grant names.
+    NoSocketGrant,
+    /// A host name lookup without the `[sockets]` grant for it.
+    NoNameLookupGrant,
+    /// An HTTP request from a plugin with no network grant at all.
+    NoNetworkGrant,
+    /// An HTTP request none of the plugin's rules allows.
+    NoHttpRule,
+    /// The host-wide order guardrail, and what in the request it matched.
+    OrderGuardrail(OrderRoute),
+    /// A URL with no single canonical form.
+    AmbiguousUrl(String),
+    /// A checked request that could not be rebuilt in its checked form.
+    CannotSendAsChecked(String),
+    /// A response past `[network] max_response_kib`.
+    ResponseTooLarge { max_kib: u64 },
+    /// A change that would take a read-write mount past its quota.
+    DiskQuota { max_mib: u64, max_entries: u64 },
+}
+
+impl Rule {
+    /// A short, fixed name for metrics labels: never carries request data.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Rule::NoMount => "policy no-mount",
+            Rule::Sandbox => "sandbox",
+            Rule::NoEnvGrant => "policy no-env-grant",
+            Rule::NoSocketGrant => "policy no-socket-grant",
+            Rule::NoNameLookupGrant => "policy no-name-lookup-grant",
+            Rule::NoNetworkGrant => "policy no-network-grant",
+            Rule::NoHttpRule => "policy no-http-rule",
+            Rule::OrderGuardrail(_) => "guardrail no-order-execution",
+            Rule::AmbiguousUrl(_) => "policy ambiguous-url",
+            Rule::CannotSendAsChecked(_) => "policy cannot-send-as-checked",
+            Rule::ResponseTooLarge { .. } => "limit max-response-kib",
+            Rule::DiskQuota { .. } => "limit disk-quota",
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rule::NoMount => f.write_str("policy (no mount holds this path)"),
+            Rule::Sandbox => {
+                f.write_str("the sandbox (the path leaves its mount, or the mount is read-only)")
+            }
+            Rule::NoEnvGrant => f.write_str("policy (no [env] grant)"),
+            Rule::NoSocketGrant => f.write_str("policy (no [sockets] grant names it)"),
+            Rule::NoNameLookupGrant => f.write_str("policy (no [sockets] name_lookup grant)"),
+            Rule::NoNetworkGrant => f.write_str("policy (the plugin has no network grant)"),
+            Rule::NoHttpRule => f.write_str("policy (no network rule of the plugin allows it)"),
+            Rule::OrderGuardrail(route) => write!(f, "guardrail {} ({route})", orders::NAME),
+            Rule::AmbiguousUrl(why) => write!(f, "policy ({why})"),
+            Rule::CannotSendAsChecked(why) => {
+                write!(f, "policy (the request cannot be sent as checked: {why})")
+            }
+            Rule::ResponseTooLarge { max_kib } => {
+                write!(f, "limit ([network] max_response_kib = {max_kib})")
+            }
+            Rule::DiskQuota {
+                max_mib,
+                max_entries,
+            } => write!(
+                f,
+                "limit (the mount's quota: max_mib = {max_mib}, max_entries = {max_entries})"
+            ),
+        }
+    }
+}
+
+/// Something the sandbox refused, for the caller's error and the audit log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denial {
+    pub rule: Rule,
+    /// What was attempted: `POST http://127.0.0.1:8787/orders`, cut to
+    /// [`MAX_ATTEMPT_BYTES`].
+    pub attempt: String,
+}
+
+impl Denial {
+    pub fn new(rule: Rule, attempt: impl Into<String>) -> Denial {
+        let mut attempt = attempt.into();
+        truncate(&mut attempt, MAX_ATTEMPT_BYTES);
+        Denial { rule, attempt }
+    }
+}
+
+/// Cuts `text` to at most `max` bytes, on a character boundary, marking the
+/// cut with `…`.
+pub fn truncate(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "denied by {}: {}", self.rule, self.attempt)
+    }
+}
+
+/// A refusal and how many times the call made it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub denial: Denial,
+    pub times: u64,
+}
+
+/// Refusals past the first [`MAX_DISTINCT`] distinct ones: how many, and
+/// the latest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Beyond {
+    pub count: u64,
+    pub latest: Denial,
+}
+
+/// What one call had refused, in the order first made.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Refusals {
+    pub distinct: Vec<Refused>,
+    pub beyond: Option<Beyond>,
+}
+
+impl Refusals {
+    pub fn is_empty(&self) -> bool {
+        self.distinct.is_empty() && self.beyond.is_none()
+    }
+
+    /// One line per refusal for the caller, the first
+    /// [`NAMED_FOR_CALLER`] by name and the rest counted, with the latest
+    /// named.
+    pub fn lines(&self) -> Vec<String> {
+        let named = NAMED_FOR_CALLER;
+        let mut lines: Vec<String> = self
+            .distinct
+            .iter()
+            .take(named)
+            .map(|refused| match refused.times {
+                1 => refused.denial.to_string(),
+                times => format!("{} ({times} times)", refused.denial),
+            })
+            .collect();
+        let unnamed: u64 = self
+            .distinct
+            .iter()
+            .skip(named)
+            .map(|refused| refused.times)
+            .sum::<u64>()
+            + self.beyond.as_ref().map_or(0, |beyond| beyond.count);
+        let latest = match &self.beyond {
+            Some(beyond) => Some(&beyond.latest),
+            None => self.distinct.iter().skip(named).last().map(|r| &r.denial),
+        };
+        if let Some(latest) = latest {
+            lines.push(format!(
+                "and {unnamed} more refusals, the latest {latest} (the audit log counts each)"
+            ));
+        }
+        lines
+    }
+}
+
+/// The refusal log of one call; clones share it, so every enforcement point
+/// of the call writes to the same log.
+#[derive(Clone, Debug, Default)]
+pub struct Denials(Arc<Mutex<Refusals>>);
+
+impl Denials {
+    /// Records `denial`, and logs it the first time it is made.
+    pub fn record(&self, denial: Denial) {
+        let Ok(mut log) = self.0.lock() else {
+            return;
+        };
+        if let Some(seen) = log.distinct.iter_mut().find(|r| r.denial == denial) {
+            seen.times += 1;
+        } else if log.distinct.len() < MAX_DISTINCT {
+            tracing::info!(rule = %denial.rule, attempt = %denial.attempt, "denied");
+            log.distinct.push(Refused { denial, times: 1 });
+        } else {
+            let count = log.beyond.as_ref().map_or(0, |b| b.count) + 1;
+            log.beyond = Some(Beyond {
+                count,
+                latest: denial,
+            });
+        }
+    }
+
+    /// What was refused so far.
+    pub fn snapshot(&self) -> Refusals {
+        self.0.lock().map(|log| log.clone()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_keeps_the_first_distinct_refusals_and_names_the_latest() {
+        let denials = Denials::default();
+        for _ in 0..1000 {
+            denials.record(Denial::new(Rule::NoEnvGrant, "read SECRET"));
+        }
+        for i in 0..100_000 {
+            denials.record(Denial::new(Rule::NoHttpRule, format!("GET http://x/{i}")));
+        }
+        denials.record(Denial::new(Rule::NoEnvGrant, "read OTHER"));
+        let refusals = denials.snapshot();
+        assert_eq!(refusals.distinct.len(), MAX_DISTINCT);
+        assert_eq!(refusals.distinct[0].times, 1000);
+        let beyond = refusals.beyond.unwrap();
+        assert_eq!(beyond.count, 100_000 - (MAX_DISTINCT as u64 - 1) + 1);
+        assert_eq!(beyond.latest.attempt, "read OTHER");
+    }
+
+    #[test]
+    fn attempts_are_cut_on_a_character_boundary() {
+        let denial = Denial::new(Rule::NoMount, "é".repeat(1000));
+        assert!(denial.attempt.len() <= MAX_ATTEMPT_BYTES + '…'.len_utf8());
+        assert!(denial.attempt.ends_with('…'));
+    }
+
+    #[test]
+    fn labels_carry_no_request_data() {
+        let rule = Rule::AmbiguousUrl("the path /secret has a ; parameter".into());
+        assert_eq!(rule.label(), "policy ambiguous-url");
+        assert!(rule.to_string().contains("/secret"));
+    }
+}

@@ -1,0 +1,260 @@
+//! Disk quotas: how much a read-write mount may hold, in bytes and entries.
+//!
+//! A quota is measured when a call first gets its folder writable (walking
+//! it beneath the held descriptor, never following a link, and stopping
+//! once past the limit), then kept up to date by the sandbox's own changes:
+//! every create, write past a file's end, size change, delete and replace is
+//! charged before it happens, and refused with `quota` when it would pass
+//! the limit. What other programs write there is seen at the next
+//! measurement, when the policy is next loaded.
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+/// A read-write mount's default limit, in MiB.
+pub const DEFAULT_MAX_MIB: u64 = 256;
+/// A read-write mount's default limit on files, folders and links.
+pub const DEFAULT_MAX_ENTRIES: u64 = 10_000;
+
+/// What a mount may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuotaLimits {
+    pub max_bytes: u64,
+    pub max_entries: u64,
+}
+
+impl QuotaLimits {
+    /// Limits from a policy's `max_mib` and `max_entries`.
+    pub fn new(max_mib: Option<u64>, max_entries: Option<u64>) -> QuotaLimits {
+        QuotaLimits {
+            max_bytes: max_mib.unwrap_or(DEFAULT_MAX_MIB).saturating_mul(1 << 20),
+            max_entries: max_entries.unwrap_or(DEFAULT_MAX_ENTRIES),
+        }
+    }
+}
+
+/// Bytes and entries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub bytes: u64,
+    pub entries: u64,
+}
+
+impl Usage {
+    pub fn bytes(bytes: u64) -> Usage {
+        Usage { bytes, entries: 0 }
+    }
+
+    pub fn entry(bytes: u64) -> Usage {
+        Usage { bytes, entries: 1 }
+    }
+}
+
+/// A change refused because it would pass a quota.
+#[derive(Debug)]
+pub struct OverQuota;
+
+/// One folder's quota and what it holds now.
+#[derive(Debug)]
+pub struct Quota {
+    /// The mount's guest path, for refusals.
+    pub guest: String,
+    pub limits: QuotaLimits,
+    used: Mutex<Usage>,
+}
+
+impl Quota {
+    /// The quota of the folder `dir`, measured now.
+    pub fn measure(dir: &impl AsFd, guest: &str, limits: QuotaLimits) -> Quota {
+        let mut used = Usage::default();
+        walk(dir.as_fd(), &limits, &mut used, 0);
+        Quota {
+            guest: guest.to_owned(),
+            limits,
+            used: Mutex::new(used),
+        }
+    }
+
+    /// What the folder holds now.
+    pub fn used(&self) -> Usage {
+        *self.used.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes `usage` from the quota, or nothing if it would pass a limit.
+    pub fn charge(&self, usage: Usage) -> Result<(), OverQuota> {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        let bytes = used.bytes.saturating_add(usage.bytes);
+        let entries = used.entries.saturating_add(usage.entries);
+        if (usage.bytes > 0 && bytes > self.limits.max_bytes)
+            || (usage.entries > 0 && entries > self.limits.max_entries)
+        {
+            return Err(OverQuota);
+        }
+        *used = Usage { bytes, entries };
+        Ok(())
+    }
+
+    /// Gives `usage` back (a delete, a shrink, or a charge not used).
+    pub fn credit(&self, usage: Usage) {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        used.bytes = used.bytes.saturating_sub(usage.bytes);
+        used.entries = used.entries.saturating_sub(usage.entries);
+    }
+}
+
+/// The quota changes of one filesystem operation: charged before it runs,
+/// and settled once it is known whether it did.
+#[derive(Default)]
+pub struct Ledger {
+    charged: Vec<(Arc<Quota>, Usage)>,
+    freed: Vec<(Arc<Quota>, Usage)>,
+}
+
+impl Ledger {
+    /// Charges `usage` to `quota` now; `Err` if that would pass its limit.
+    pub fn charge(&mut self, quota: &Arc<Quota>, usage: Usage) -> Result<(), OverQuota> {
+        quota.charge(usage)?;
+        self.charged.push((quota.clone(), usage));
+        Ok(())
+    }
+
+    /// Credits `usage` to `quota` if the operation succeeds.
+    pub fn free_on_success(&mut self, quota: &Arc<Quota>, usage: Usage) {
+        self.freed.push((quota.clone(), usage));
+    }
+
+    /// Keeps the charges and applies the credits if the operation
+    /// `succeeded`; otherwise gives the charges back.
+    pub fn settle(self, succeeded: bool) {
+        let settled = if succeeded { self.freed } else { self.charged };
+        for (quota, usage) in settled {
+            quota.credit(usage);
+        }
+    }
+}
+
+/// The deepest a measurement descends; deeper folders count as entries only.
+const MAX_DEPTH: usize = 64;
+
+/// Adds what `dir` holds to `used`, stopping once past `limits`.
+fn walk(dir: std::os::fd::BorrowedFd<'_>, limits: &QuotaLimits, used: &mut Usage, depth: usize) {
+    let Ok(mut entries) = rustix::fs::Dir::read_from(dir) else {
+        return;
+    };
+    while let Some(Ok(entry)) = entries.next() {
+        if used.entries > limits.max_entries || used.bytes > limits.max_bytes {
+            return;
+        }
+        let name = entry.file_name();
+        if name.to_bytes() == b"." || name.to_bytes() == b".." {
+            continue;
+        }
+        used.entries += 1;
+        let Ok(stat) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        match FileType::from_raw_mode(stat.st_mode) {
+            FileType::RegularFile => used.bytes += stat.st_size.max(0) as u64,
+            FileType::Directory if depth < MAX_DEPTH => {
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                let sub: Result<OwnedFd, _> = rustix::fs::openat(dir, name, flags, Mode::empty());
+                if let Ok(sub) = sub {
+                    walk(sub.as_fd(), limits, used, depth + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_bytes: u64, max_entries: u64) -> QuotaLimits {
+        QuotaLimits {
+            max_bytes,
+            max_entries,
+        }
+    }
+
+    #[test]
+    fn measures_files_and_folders_beneath_without_following_links() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), vec![0u8; 100]).unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/b"), vec![0u8; 50]).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("big"), vec![0u8; 10_000]).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
+        let held = std::fs::File::open(dir.path()).unwrap();
+        let quota = Quota::measure(&held, "/rw", limits(1 << 20, 100));
+        assert_eq!(
+            quota.used(),
+            Usage {
+                bytes: 150,
+                entries: 4
+            }
+        );
+    }
+
+    #[test]
+    fn measuring_stops_once_past_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..50 {
+            std::fs::write(dir.path().join(i.to_string()), b"x").unwrap();
+        }
+        let held = std::fs::File::open(dir.path()).unwrap();
+        let quota = Quota::measure(&held, "/rw", limits(1 << 20, 10));
+        assert_eq!(quota.used().entries, 11);
+        assert!(quota.charge(Usage::entry(0)).is_err());
+    }
+
+    #[test]
+    fn a_charge_past_either_limit_takes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = std::fs::File::open(dir.path()).unwrap();
+        let quota = Quota::measure(&held, "/rw", limits(100, 2));
+        assert!(quota.charge(Usage::entry(60)).is_ok());
+        assert!(quota.charge(Usage::entry(60)).is_err());
+        assert_eq!(
+            quota.used(),
+            Usage {
+                bytes: 60,
+                entries: 1
+            }
+        );
+        assert!(quota.charge(Usage::entry(40)).is_ok());
+        assert!(quota.charge(Usage::entry(0)).is_err());
+        // Freeing is always allowed, and makes room again.
+        quota.credit(Usage::entry(60));
+        assert!(quota.charge(Usage::bytes(60)).is_ok());
+        assert_eq!(
+            quota.used(),
+            Usage {
+                bytes: 100,
+                entries: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_ledger_keeps_charges_of_what_succeeded_and_refunds_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = std::fs::File::open(dir.path()).unwrap();
+        let quota = Arc::new(Quota::measure(&held, "/rw", limits(100, 10)));
+        let mut failed = Ledger::default();
+        failed.charge(&quota, Usage::entry(30)).unwrap();
+        failed.settle(false);
+        assert_eq!(quota.used(), Usage::default());
+        let mut done = Ledger::default();
+        done.charge(&quota, Usage::entry(30)).unwrap();
+        done.settle(true);
+        let mut deleted = Ledger::default();
+        deleted.free_on_success(&quota, Usage::entry(30));
+        assert_eq!(quota.used(), Usage::entry(30));
+        deleted.settle(true);
+        assert_eq!(quota.used(), Usage::default());
+    }
+}
