@@ -90,6 +90,14 @@ pub enum Event {
         latest_attempt: String,
         client: Client,
     },
+    /// An HTTP request on a session was refused: the session is another
+    /// principal's. `client.session` is the session it named.
+    SessionRefused {
+        /// The HTTP method: `POST`, `GET` or `DELETE`.
+        request: String,
+        reason: &'static str,
+        client: Client,
+    },
     /// A call finished (or failed to start).
     Call {
         plugin: String,

@@ -2,6 +2,7 @@
 
 use crate::capability::filesystem::Protected;
 use crate::cli::Locations;
+use crate::mcp::sessions::SessionLimits;
 use crate::policy::PolicyDir;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -25,6 +26,9 @@ pub struct ConfigFile {
     /// Who may call over HTTP.
     #[serde(default)]
     pub auth: crate::auth::AuthConfig,
+    /// Seconds a shutdown (SIGTERM, SIGINT) waits for calls in flight
+    /// [default: 30].
+    pub shutdown_deadline_s: Option<u64>,
 }
 
 /// The `[engine]` table: sizing of the sandbox pool.
@@ -75,6 +79,39 @@ pub struct HttpConfig {
     /// Extra browser origins to accept.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// Sessions open at once, across all users [default: 1000].
+    pub max_sessions: Option<usize>,
+    /// Sessions open at once per user (per address for anonymous
+    /// clients) [default: 32]; a user past it loses its least recently
+    /// used session.
+    pub max_sessions_per_user: Option<usize>,
+    /// Seconds after which a session its client has not used is closed
+    /// [default: 600].
+    pub session_idle_s: Option<u64>,
+}
+
+impl HttpConfig {
+    /// The session limits this table asks for.
+    fn sessions(&self) -> anyhow::Result<SessionLimits> {
+        let defaults = SessionLimits::default();
+        let limits = SessionLimits {
+            max: self.max_sessions.unwrap_or(defaults.max),
+            per_owner: self.max_sessions_per_user.unwrap_or(defaults.per_owner),
+            idle: self
+                .session_idle_s
+                .map_or(defaults.idle, std::time::Duration::from_secs),
+        };
+        if !(1..=1_000_000).contains(&limits.max) {
+            anyhow::bail!("config: [http] max_sessions must be 1 to 1000000");
+        }
+        if !(1..=limits.max).contains(&limits.per_owner) {
+            anyhow::bail!("config: [http] max_sessions_per_user must be 1 to max_sessions");
+        }
+        if !(1..=86_400).contains(&limits.idle.as_secs()) {
+            anyhow::bail!("config: [http] session_idle_s must be 1 to 86400");
+        }
+        Ok(limits)
+    }
 }
 
 /// Where everything is, resolved.
@@ -84,6 +121,10 @@ pub struct Settings {
     pub policies: PolicyDir,
     pub http: Option<SocketAddr>,
     pub allowed_origins: Vec<String>,
+    /// How many HTTP sessions, and for how long.
+    pub sessions: SessionLimits,
+    /// How long a shutdown waits for calls in flight.
+    pub shutdown_deadline: std::time::Duration,
     /// The audit log's file; `None` keeps none.
     pub audit_log: Option<PathBuf>,
     pub audit_arguments: bool,
@@ -177,6 +218,10 @@ impl Settings {
                 create_folders: false,
             },
             http: file.http.listen,
+            sessions: file.http.sessions()?,
+            shutdown_deadline: std::time::Duration::from_secs(
+                file.shutdown_deadline_s.unwrap_or(30),
+            ),
             allowed_origins: file.http.allowed_origins,
             audit_log,
             audit_arguments: file.audit.arguments,

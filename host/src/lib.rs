@@ -20,6 +20,7 @@ pub mod plugin;
 pub mod policy;
 pub mod reload;
 pub mod runtime;
+pub mod shutdown;
 pub mod tokens;
 
 use audit::{AuditLog, Event};
@@ -32,7 +33,6 @@ use runtime::Runtime;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 /// Runs the command line; the exit code says whether it succeeded.
 pub fn main(cli: Cli) -> ExitCode {
@@ -162,14 +162,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(reload::watch(reloader)?)
     };
 
+    let shutdown = shutdown::on_signals()?;
     let served = match http {
         Some(addr) => {
-            let shutdown = CancellationToken::new();
-            let on_signal = shutdown.clone();
-            tokio::spawn(async move {
-                let _ = tokio::signal::ctrl_c().await;
-                on_signal.cancel();
-            });
             let mut origins = settings.allowed_origins.clone();
             origins.extend(args.allowed_origins);
             let auth = auth::Authenticator::new(&settings.auth, |name| std::env::var(name).ok())
@@ -180,6 +175,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 allowed_origins: origins,
                 auth,
                 rate: settings.auth.rate_limit.clone(),
+                sessions: settings.sessions,
+                shutdown_deadline: settings.shutdown_deadline,
             };
             transport::serve_http(shared, options, shutdown, |bound| {
                 tracing::info!("serving MCP over Streamable HTTP at http://{bound}/mcp");
@@ -188,7 +185,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => {
             tracing::info!("serving MCP over stdio");
-            transport::serve_stdio(shared).await
+            transport::serve_stdio(shared, shutdown, settings.shutdown_deadline).await
         }
     };
     if let Some(watch) = watch {

@@ -4,6 +4,7 @@
 
 use super::rate::Limiter;
 use super::{Authenticator, Credentials, Mode, Principal, Refusal, gateway};
+use crate::mcp::http_errors::{self, MAX_BODY};
 use crate::metrics::Metrics;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -13,9 +14,6 @@ use http::{HeaderValue, StatusCode, header};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
-
-/// The largest request body read (the same bound the MCP service keeps).
-pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// The path of the protected-resource metadata.
 pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
@@ -49,14 +47,21 @@ pub async fn authenticate(
     next: Next,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
-    // The body is read here so a gateway signature can cover it.
-    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "the request body is too large",
-        )
-            .into_response();
+    // A gateway signature covers the body, so in gateway mode it is read
+    // first; otherwise nothing of it is read before the credentials pass.
+    let body = if gate.auth.mode == Mode::Gateway {
+        let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+            return http_errors::jsonrpc_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                http_errors::INVALID_REQUEST,
+                format!("the request body is larger than {MAX_BODY} bytes"),
+            );
+        };
+        Ok(bytes)
+    } else {
+        Err(body)
     };
+    let signed_body = body.as_ref().map_or(&[][..], |bytes| &bytes[..]);
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let credentials = Credentials {
         authorization: header(header::AUTHORIZATION.as_str()),
@@ -65,7 +70,7 @@ pub async fn authenticate(
             timestamp: header(gateway::TIMESTAMP),
             signature: header(gateway::SIGNATURE),
         },
-        body: &body,
+        body: signed_body,
     };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -88,7 +93,8 @@ pub async fn authenticate(
         return refuse(&gate, refusal);
     }
     parts.extensions.insert(principal);
-    next.run(Request::from_parts(parts, Body::from(body))).await
+    let body = body.map_or_else(|unread| unread, Body::from);
+    next.run(Request::from_parts(parts, body)).await
 }
 
 /// The answer to a refused request.
@@ -101,7 +107,13 @@ fn refuse(gate: &Gate, refusal: Refusal) -> Response {
         refusal.detail
     );
     let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::UNAUTHORIZED);
-    let mut response = (status, refusal.detail.clone()).into_response();
+    // A JSON-RPC error body, so clients can show why, beside the
+    // WWW-Authenticate challenge that says what to do.
+    let code = match refusal.status {
+        429 => http_errors::SERVER_BUSY,
+        _ => http_errors::UNAUTHORIZED,
+    };
+    let mut response = http_errors::jsonrpc_error(status, code, refusal.detail.clone());
     let headers = response.headers_mut();
     let metadata = gate
         .metadata_url()

@@ -112,6 +112,12 @@ impl Principal {
         }
     }
 
+    /// Whether this is the anonymous principal of public mode, which every
+    /// anonymous client shares.
+    pub fn is_anonymous(&self) -> bool {
+        !self.local && self.id == ANONYMOUS
+    }
+
     fn anonymous() -> Principal {
         Principal {
             id: ANONYMOUS.into(),

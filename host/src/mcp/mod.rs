@@ -2,9 +2,12 @@
 //! between the plugin interface and MCP.
 
 mod convert;
+pub mod drain;
+pub mod http_errors;
 mod observer;
 mod result;
 pub mod server;
+pub mod sessions;
 mod subscriptions;
 mod tasks;
 pub mod transport;

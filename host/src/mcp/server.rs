@@ -2,6 +2,7 @@
 //! plugin call run in a fresh sandbox.
 
 use super::convert;
+use super::drain::InFlight;
 use super::observer::ClientObserver;
 use super::subscriptions::Watched;
 use super::tasks::{Outcome, TaskObserver, Tasks};
@@ -25,9 +26,9 @@ use rmcp::model::{
     ReadResourceResult, Reference, ServerCapabilities, ServerConfig,
 };
 use rmcp::model::{
-    CancelTaskParams, ClientCapabilities, CreateTaskResult, GetTaskParams, GetTaskResult,
-    ResourceUpdatedNotificationParam, SubscribeRequestParams, SubscriptionFilter,
-    UnsubscribeRequestParams, UpdateTaskParams,
+    CancelTaskParams, ClientCapabilities, CreateTaskResult, CustomRequest, CustomResult,
+    GetTaskParams, GetTaskResult, ResourceUpdatedNotificationParam, SubscribeRequestParams,
+    SubscriptionFilter, UnsubscribeRequestParams, UpdateTaskParams,
 };
 use rmcp::service::{NotificationContext, Peer, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -51,6 +52,8 @@ pub struct Shared {
     pub tool_calls: Limiter,
     /// What `/metrics` reports.
     pub metrics: Arc<Metrics>,
+    /// Plugin calls running now, which shutdown waits for.
+    pub in_flight: InFlight,
 }
 
 impl Shared {
@@ -64,6 +67,7 @@ impl Shared {
             tasks: Arc::default(),
             tool_calls: Limiter::new(0),
             metrics: Arc::default(),
+            in_flight: InFlight::default(),
         }
     }
 }
@@ -244,6 +248,7 @@ impl McpServer {
         caller: &Caller,
         entry: Entry<R>,
     ) -> Result<(R, Diagnostics), CallError> {
+        let _in_flight = self.shared.in_flight.enter();
         let observer = caller.call.observer.clone();
         let outcome = self
             .shared
@@ -510,8 +515,14 @@ impl McpServer {
         client: &Client,
     ) {
         let seconds = request.started.elapsed().as_secs_f64();
+        // Only served names label metrics: a name nothing serves would
+        // otherwise become a label for good, one per typo or attack.
+        let (label_plugin, label_target) = match outcome {
+            UNKNOWN_TOOL => ("unknown", "unknown"),
+            _ => (plugin, request.target),
+        };
         let metrics = &self.shared.metrics;
-        metrics.call(plugin, request.method, request.target, outcome, seconds);
+        metrics.call(label_plugin, request.method, label_target, outcome, seconds);
         if !self.shared.audit.enabled() {
             return;
         }
@@ -623,11 +634,11 @@ impl ServerHandler for McpServer {
                         Some((owner, _)) => owner,
                         None => "",
                     };
-                    self.record_call(owner, audited, "unknown-tool", &client)
+                    self.record_call(owner, audited, UNKNOWN_TOOL, &client)
                         .await;
                     format!(
-                        "unknown tool {:?}; tools/list gives the tools served",
-                        request.name
+                        "unknown tool {}; tools/list gives the tools served",
+                        shown(&request.name)
                     )
                 }
             };
@@ -799,7 +810,7 @@ impl ServerHandler for McpServer {
     ) -> Result<GetPromptResponse, McpError> {
         let registry = self.shared.registry.load_full();
         let (plugin, entry) = registry.prompt(&request.name).ok_or_else(|| {
-            McpError::invalid_params(format!("unknown prompt {:?}", request.name), None)
+            McpError::invalid_params(format!("unknown prompt {}", shown(&request.name)), None)
         })?;
         let name = entry.prompt.name.clone();
         // Prompt arguments are strings; anything else is passed as its JSON text.
@@ -856,7 +867,10 @@ impl ServerHandler for McpServer {
         let (plugin, target) = match &request.r#ref {
             Reference::Prompt(prompt) => {
                 let (plugin, entry) = registry.prompt(&prompt.name).ok_or_else(|| {
-                    McpError::invalid_params(format!("unknown prompt {:?}", prompt.name), None)
+                    McpError::invalid_params(
+                        format!("unknown prompt {}", shown(&prompt.name)),
+                        None,
+                    )
                 })?;
                 (
                     plugin,
@@ -866,7 +880,7 @@ impl ServerHandler for McpServer {
             Reference::Resource(template) => {
                 let plugin = registry.template_owner(&template.uri).ok_or_else(|| {
                     McpError::invalid_params(
-                        format!("unknown resource template {}", template.uri),
+                        format!("unknown resource template {}", shown(&template.uri)),
                         None,
                     )
                 })?;
@@ -1080,6 +1094,25 @@ impl ServerHandler for McpServer {
         Err(McpError::invalid_params(message, None))
     }
 
+    /// A method rmcp could not match: unknown (-32601), or a standard one
+    /// whose params did not fit its schema (-32602, as JSON-RPC says).
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, McpError> {
+        let method = shown(&request.method);
+        if SERVED_METHODS.contains(&request.method.as_str()) {
+            let message = format!("invalid params for {method}: they do not fit its schema");
+            return Err(McpError::invalid_params(message, None));
+        }
+        Err(McpError::new(
+            rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+            format!("method {method} not found"),
+            None,
+        ))
+    }
+
     #[allow(deprecated)] // Logging is deprecated for 2026-07-28 but still served to older clients.
     async fn set_level(
         &self,
@@ -1090,6 +1123,41 @@ impl ServerHandler for McpServer {
         Ok(())
     }
 }
+
+/// The outcome of a call to a tool no plugin serves.
+const UNKNOWN_TOOL: &str = "unknown-tool";
+
+/// A name or URI a client sent, quoted for an error message, cut short: a
+/// 4 MB name is not echoed back whole.
+fn shown(name: &str) -> String {
+    let mut quoted = format!("{name:?}");
+    crate::capability::denials::truncate(&mut quoted, 200);
+    quoted
+}
+
+/// The standard methods the host serves. rmcp hands a request whose
+/// params do not deserialise to [`ServerHandler::on_custom_request`], as if
+/// its method were unknown.
+pub(super) const SERVED_METHODS: [&str; 18] = [
+    "initialize",
+    "ping",
+    "server/discover",
+    "subscriptions/listen",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+    "tasks/get",
+    "tasks/list",
+    "tasks/cancel",
+];
 
 fn unknown_task(id: &str) -> McpError {
     McpError::invalid_params(format!("no task {id} (tasks are kept for an hour)"), None)

@@ -1,34 +1,90 @@
 //! Serving MCP over stdio and Streamable HTTP.
 
+use super::drain::{self, InFlight};
+use super::http_errors::{self, MAX_BODY};
+use super::sessions::{self, SessionLimits, Sessions};
 use super::{McpServer, Shared};
 use crate::auth::http::{Gate, METADATA_PATH};
 use crate::auth::rate::Limiter;
 use crate::auth::{self, Authenticator, Mode};
-use axum::response::IntoResponse;
+use axum::extract::{Request, State};
+use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use rmcp::ServiceExt;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 /// Browser origins accepted by default: pages served from this machine.
 pub const LOOPBACK_ORIGINS: [&str; 3] =
     ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"];
 
-/// Serves one client on stdin/stdout until it disconnects. Nothing but
-/// JSON-RPC is written to stdout: plugins' output is captured, and the
-/// host's own log goes to stderr.
-pub async fn serve_stdio(shared: Arc<Shared>) -> anyhow::Result<()> {
-    let transport = rmcp::transport::io::stdio_pipes();
+/// Serves one client on stdin/stdout until it disconnects or `shutdown`
+/// is cancelled. Nothing but JSON-RPC is written to stdout: plugins'
+/// output is captured, and the host's own log goes to stderr.
+///
+/// On shutdown no further request is read; calls in flight finish (up to
+/// `deadline`) and their answers are written before the host exits.
+pub async fn serve_stdio(
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    let (stdin, stdout) = rmcp::transport::io::stdio_pipes();
+    let in_flight = shared.in_flight.clone();
+    let stopping = shutdown.clone();
+    let stdin = UntilStopped {
+        inner: stdin,
+        stopping: shutdown,
+        stopped: Box::pin(async move {
+            stopping.cancelled().await;
+            if !in_flight.drained(deadline).await {
+                tracing::warn!(
+                    calls = in_flight.count(),
+                    "shutdown deadline passed with calls in flight"
+                );
+            }
+        }),
+    };
     let running = McpServer::new(shared)
-        .serve(transport)
+        .serve((stdin, stdout))
         .await
         .map_err(|e| anyhow::anyhow!("the stdio client did not initialise: {e}"))?;
     running.waiting().await?;
     Ok(())
+}
+
+/// Standard input that stops delivering requests once shutdown starts,
+/// and ends (as if the client had closed it) once the calls in flight are
+/// done: rmcp then writes their answers and stops.
+struct UntilStopped<R> {
+    inner: R,
+    stopping: CancellationToken,
+    stopped: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for UntilStopped<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.stopped.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Ok(()));
+        }
+        if self.stopping.is_cancelled() {
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
 }
 
 /// Options of the HTTP endpoint.
@@ -40,6 +96,10 @@ pub struct HttpOptions {
     pub auth: Authenticator,
     /// Request budgets.
     pub rate: auth::rate::RateConfig,
+    /// How many sessions, and for how long.
+    pub sessions: SessionLimits,
+    /// How long shutdown waits for calls in flight.
+    pub shutdown_deadline: Duration,
 }
 
 /// Refuses addresses other clients could reach unless clients are
@@ -57,6 +117,10 @@ pub fn check_listen_address(addr: SocketAddr, mode: Mode) -> anyhow::Result<()> 
 
 /// Serves Streamable HTTP at `/mcp` until `shutdown` is cancelled. Calls
 /// `on_bound` with the address actually bound (the port may have been 0).
+///
+/// On shutdown the listener closes and new requests are refused (503);
+/// requests in flight finish (up to the deadline) and their answers are
+/// sent; then sessions and their event streams end.
 pub async fn serve_http(
     shared: Arc<Shared>,
     options: HttpOptions,
@@ -75,34 +139,54 @@ pub async fn serve_http(
         .map(|o| o.to_string())
         .chain(options.allowed_origins);
     // Requests name this host as loopback, or by the configured resource's name.
-    let hosts = ["localhost", "127.0.0.1", "::1"]
+    let hosts: Arc<[String]> = ["localhost", "127.0.0.1", "::1"]
         .map(str::to_owned)
         .into_iter()
-        .chain(resource_host(&options.auth));
+        .chain(resource_host(&options.auth))
+        .collect();
+    // Sessions (and their open event streams) end only once the requests
+    // in flight have been answered.
+    let end_sessions = CancellationToken::new();
+    let in_flight = InFlight::default();
     let config = StreamableHttpServerConfig::default()
-        .with_allowed_hosts(hosts)
+        .with_allowed_hosts(hosts.iter().cloned())
         .with_allowed_origins(origins)
         .enforce_origin_validation()
-        .with_cancellation_token(shutdown.child_token())
-        .with_max_request_body_bytes(4 * 1024 * 1024);
-    let serving = shared.clone();
-    let service = StreamableHttpService::new(
-        move || Ok(McpServer::new(serving.clone())),
-        Arc::new(LocalSessionManager::default()),
-        config,
+        .with_cancellation_token(end_sessions.clone())
+        .with_max_request_body_bytes(MAX_BODY);
+    // Sessions expire by the table in front (only their client's own use
+    // counts), not by rmcp's timer, which any notification resets.
+    let mut manager = LocalSessionManager::default();
+    manager.session_config.keep_alive = None;
+    let manager = Arc::new(manager);
+    let sessions = Sessions::new(
+        manager.clone(),
+        options.sessions,
+        shared.audit.clone(),
+        shared.metrics.clone(),
     );
+    let serving = shared.clone();
+    let service =
+        StreamableHttpService::new(move || Ok(McpServer::new(serving.clone())), manager, config);
     let gate = Arc::new(Gate {
         auth: options.auth,
         requests: Limiter::new(options.rate.requests_per_minute),
         metrics: shared.metrics.clone(),
     });
-    let mut mcp = axum::Router::new().nest_service("/mcp", service);
+    // Layers run outside in: the Host check, authentication, the body's
+    // framing, then the session table, then rmcp.
+    let mut mcp = axum::Router::new()
+        .nest_service("/mcp", service)
+        .layer(from_fn_with_state(sessions, sessions::guard))
+        .layer(from_fn(http_errors::frame));
     if mode != Mode::None {
-        mcp = mcp.layer(axum::middleware::from_fn_with_state(
-            gate.clone(),
-            auth::http::authenticate,
-        ));
+        mcp = mcp.layer(from_fn_with_state(gate.clone(), auth::http::authenticate));
     }
+    let draining = Draining {
+        stopping: shutdown.clone(),
+        in_flight: in_flight.clone(),
+    };
+    let mcp = mcp.layer(from_fn_with_state(draining, refuse_when_stopping));
     let health = shared.clone();
     let metrics = shared;
     let router = mcp
@@ -113,7 +197,8 @@ pub async fn serve_http(
                 .route(METADATA_PATH, get(auth::http::metadata))
                 .route(&format!("{METADATA_PATH}/mcp"), get(auth::http::metadata))
                 .with_state(gate),
-        );
+        )
+        .layer(from_fn_with_state(hosts, allowed_host));
     on_bound(bound);
     // Responses go out in several small writes (headers, then events):
     // without TCP_NODELAY, Nagle's algorithm holds them back ~40 ms.
@@ -123,10 +208,103 @@ pub async fn serve_http(
         }
     });
     let router = router.into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
+    let deadline = options.shutdown_deadline;
+    let stopping = shutdown.clone();
+    tokio::spawn(async move {
+        stopping.cancelled().await;
+        if !in_flight.drained(deadline).await {
+            tracing::warn!(
+                requests = in_flight.count(),
+                "shutdown deadline passed with requests in flight"
+            );
+        }
+        end_sessions.cancel();
+    });
+    let stopping = shutdown.clone();
+    let serving = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { stopping.cancelled().await });
+    // A client that never reads its stream cannot hold the host open.
+    let overdue = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(deadline + Duration::from_secs(5)).await;
+    };
+    tokio::select! {
+        served = serving => served?,
+        () = overdue => tracing::warn!("connections still open after the shutdown deadline: closing them"),
+    }
     Ok(())
+}
+
+/// What [`refuse_when_stopping`] needs.
+#[derive(Clone)]
+struct Draining {
+    stopping: CancellationToken,
+    in_flight: InFlight,
+}
+
+/// Refuses requests once shutdown has started, and counts the POSTs in
+/// flight until their answers have been sent.
+async fn refuse_when_stopping(
+    State(draining): State<Draining>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if draining.stopping.is_cancelled() {
+        return http_errors::jsonrpc_error(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            http_errors::SERVER_BUSY,
+            "the host is shutting down".into(),
+        );
+    }
+    if request.method() != http::Method::POST {
+        return next.run(request).await;
+    }
+    let entered = draining.in_flight.enter();
+    let response = next.run(request).await;
+    drain::held_until_sent(response, entered)
+}
+
+/// Refuses requests that do not name this host (DNS rebinding: a page on
+/// another site whose name resolves to loopback), on every path, and
+/// absolute-form targets (`GET http://elsewhere/health`), which only
+/// proxies take.
+async fn allowed_host(
+    State(hosts): State<Arc<[String]>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let http2 = request.version() >= http::Version::HTTP_2;
+    if request.uri().authority().is_some() && !http2 {
+        return http_errors::jsonrpc_error(
+            http::StatusCode::BAD_REQUEST,
+            http_errors::INVALID_REQUEST,
+            "absolute-form request targets are not served; send the path only".into(),
+        );
+    }
+    // HTTP/2 names the host in the `:authority` pseudo-header, which is
+    // the request URI's authority.
+    let host = match request.uri().authority() {
+        Some(authority) if http2 => Some(authority.clone()),
+        _ => request
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<http::uri::Authority>().ok()),
+    };
+    let allowed = host.is_some_and(|authority| {
+        let name = authority.host().trim_matches(['[', ']']);
+        hosts
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(name))
+    });
+    if !allowed {
+        return http_errors::jsonrpc_error(
+            http::StatusCode::FORBIDDEN,
+            http_errors::INVALID_REQUEST,
+            "the Host header does not name this server".into(),
+        );
+    }
+    next.run(request).await
 }
 
 /// The host name of the configured resource URL, if any.

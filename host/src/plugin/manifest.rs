@@ -381,8 +381,11 @@ fn schema(text: &str) -> Result<Schema, String> {
 /// input whatever a plugin's schema says.
 const MAX_PATTERN_BYTES: usize = 1 << 20;
 
+/// The longest description of one invalid argument.
+const MAX_PROBLEM: usize = 300;
+
 /// Checks `value` against a compiled schema; the error names each failing
-/// field by its JSON pointer.
+/// field (up to ten) by its JSON pointer.
 pub fn validate(validator: &Validator, value: &serde_json::Value) -> Result<(), String> {
     // The common case, valid input, takes the fast path.
     if validator.is_valid(value) {
@@ -398,7 +401,10 @@ pub fn validate(validator: &Validator, value: &serde_json::Value) -> Result<(), 
             } else {
                 path
             };
-            format!("{at}: {error}")
+            // The message quotes the value, which may be megabytes.
+            let mut problem = format!("{at}: {error}");
+            crate::capability::denials::truncate(&mut problem, MAX_PROBLEM);
+            problem
         })
         .collect();
     if problems.is_empty() {

@@ -1,0 +1,144 @@
+//! JSON-RPC errors on the HTTP transport, as the specification says: every
+//! refusal is a JSON-RPC error object with `"id"` (the request's when it
+//! can be read, else `null`), never a plain-text body that clients can
+//! only report as "the server returned an error".
+//!
+//! [`frame`] reads each POST body before rmcp does (bounded), answers
+//! bodies that are not JSON with -32700, and after rmcp answers, turns its
+//! plain-text refusals into JSON-RPC errors.
+
+use super::server::SERVED_METHODS;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{Method, StatusCode, header};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The body was not JSON.
+pub const PARSE_ERROR: i64 = -32700;
+/// The body was JSON but not a request this endpoint takes.
+pub const INVALID_REQUEST: i64 = -32600;
+/// The method is one the host serves but its params do not fit it.
+const INVALID_PARAMS: i64 = -32602;
+/// The host cannot take the request now (too many sessions, rate limit).
+pub const SERVER_BUSY: i64 = -32000;
+/// The request's credentials were missing, invalid or insufficient.
+pub const UNAUTHORIZED: i64 = -32001;
+
+/// The largest request body read (the same bound the MCP service keeps).
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// The largest plain-text refusal from rmcp carried into a JSON error.
+const MAX_REFUSAL_TEXT: usize = 64 * 1024;
+
+/// The method a POST body names, for the layers behind [`frame`].
+#[derive(Clone, Debug)]
+pub struct JsonRpcMethod(pub String);
+
+/// What [`frame`] reads of a body before rmcp parses all of it.
+#[derive(Deserialize)]
+struct Peek {
+    method: Option<String>,
+    #[serde(default)]
+    id: Value,
+}
+
+/// A JSON-RPC error response with `id` null.
+pub fn jsonrpc_error(status: StatusCode, code: i64, message: String) -> Response {
+    jsonrpc_error_for(status, Value::Null, code, message)
+}
+
+fn jsonrpc_error_for(status: StatusCode, id: Value, code: i64, message: String) -> Response {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": { "code": code, "message": message },
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+/// The middleware: see the module's documentation.
+pub async fn frame(request: Request, next: Next) -> Response {
+    if request.method() != Method::POST {
+        return into_jsonrpc(next.run(request).await, Value::Null, None).await;
+    }
+    let (mut parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return jsonrpc_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            INVALID_REQUEST,
+            format!("the request body is larger than {MAX_BODY} bytes"),
+        );
+    };
+    let peek = match serde_json::from_slice::<Peek>(&bytes) {
+        Ok(peek) => peek,
+        Err(e) if e.is_data() => {
+            let message = "the body is JSON but not a JSON-RPC message (an object with \
+                           \"jsonrpc\": \"2.0\")";
+            return jsonrpc_error(StatusCode::BAD_REQUEST, INVALID_REQUEST, message.into());
+        }
+        Err(e) => {
+            return jsonrpc_error(
+                StatusCode::BAD_REQUEST,
+                PARSE_ERROR,
+                format!("the body is not JSON: {e}"),
+            );
+        }
+    };
+    // An id that is not a string or number makes the whole message
+    // invalid, whatever its params.
+    let (id, method) = match peek.id {
+        id @ (Value::String(_) | Value::Number(_)) => (id, peek.method.clone()),
+        Value::Null => (Value::Null, peek.method.clone()),
+        _ => (Value::Null, None),
+    };
+    if let Some(method) = &peek.method {
+        parts.extensions.insert(JsonRpcMethod(method.clone()));
+    }
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    into_jsonrpc(response, id, method.as_deref()).await
+}
+
+/// rmcp's answer, with plain-text refusals made JSON-RPC errors.
+async fn into_jsonrpc(response: Response, id: Value, method: Option<&str>) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, MAX_REFUSAL_TEXT).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) => status.canonical_reason().unwrap_or("refused").to_owned(),
+    };
+    // rmcp says 415 both for a wrong Content-Type and for JSON that is not
+    // a message; by now the body is known to be JSON. A message naming a
+    // method the host serves failed on its params.
+    let not_a_message =
+        status == StatusCode::UNSUPPORTED_MEDIA_TYPE && text.starts_with("fail to deserialize");
+    let (status, code, text) = match method {
+        Some(method) if not_a_message && SERVED_METHODS.contains(&method) => (
+            StatusCode::BAD_REQUEST,
+            INVALID_PARAMS,
+            format!("invalid params for {method:?}: they do not fit its schema"),
+        ),
+        _ if not_a_message => (StatusCode::BAD_REQUEST, INVALID_REQUEST, text),
+        _ => (status, INVALID_REQUEST, text),
+    };
+    let mut answer = jsonrpc_error_for(status, id, code, text);
+    // Headers rmcp set (Allow on 405, say) stay.
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name, value.clone());
+        }
+    }
+    answer
+}

@@ -1,0 +1,468 @@
+//! Streamable HTTP sessions (2025-11-25), held to bounds and to their owner.
+//!
+//! rmcp's session manager keeps a session until someone deletes it, and
+//! lets anyone who names it use it. This layer sits in front of it and
+//! guarantees:
+//! - a session belongs to the principal that opened it: a request on it by
+//!   another principal is answered 404, exactly as for a session that does
+//!   not exist, and is audited;
+//! - at most [`SessionLimits::max`] sessions at once and
+//!   [`SessionLimits::per_owner`] per principal: a principal past its share
+//!   loses its own least recently used session, never someone else's; a
+//!   new session past the global bound is refused with 503;
+//! - a session its owner has not used for [`SessionLimits::idle`] (no
+//!   request, no open stream) is closed and freed. Only the owner's own
+//!   requests count: notifications the host sends (a plugin reloaded) do
+//!   not keep a session alive.
+
+use super::{drain, http_errors};
+use crate::audit::{AuditLog, Client, Event};
+use crate::auth::Principal;
+use crate::metrics::Metrics;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use http::{Method, StatusCode};
+use rmcp::transport::streamable_http_server::SessionManager;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// The header naming a request's session.
+const SESSION_HEADER: &str = "mcp-session-id";
+
+/// How many sessions, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Sessions open at once, across all principals.
+    pub max: usize,
+    /// Sessions open at once per principal (per address, for anonymous
+    /// clients).
+    pub per_owner: usize,
+    /// A session unused this long is closed.
+    pub idle: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            max: 1000,
+            per_owner: 32,
+            idle: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The session table in front of rmcp's session manager.
+pub struct Sessions {
+    manager: Arc<LocalSessionManager>,
+    limits: SessionLimits,
+    table: Mutex<Table>,
+    audit: AuditLog,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Default)]
+struct Table {
+    sessions: HashMap<Arc<str>, Entry>,
+    /// Sessions being opened: counted against the bound until they are.
+    opening: usize,
+}
+
+struct Entry {
+    owner: Arc<str>,
+    last_used: Instant,
+    /// Requests and streams on the session still open.
+    open: usize,
+}
+
+/// Who may use a session, as a request shows it.
+enum Claim {
+    Owned,
+    Unknown,
+    Foreign,
+}
+
+/// A place for one session being opened; given back on drop if the
+/// session never opened.
+struct Opening {
+    sessions: Arc<Sessions>,
+    owner: Arc<str>,
+    /// The owner's sessions to close to make room.
+    evicted: Vec<Arc<str>>,
+    bound: bool,
+}
+
+/// One request or stream on a session: while it lives the session is in
+/// use and does not expire.
+struct InUse {
+    sessions: Arc<Sessions>,
+    id: Arc<str>,
+}
+
+impl Sessions {
+    /// A table in front of `manager`, and the task that expires idle
+    /// sessions (it ends when the table is dropped).
+    pub fn new(
+        manager: Arc<LocalSessionManager>,
+        limits: SessionLimits,
+        audit: AuditLog,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Sessions> {
+        let sessions = Arc::new(Sessions {
+            manager,
+            limits,
+            table: Mutex::new(Table::default()),
+            audit,
+            metrics,
+        });
+        let weak = Arc::downgrade(&sessions);
+        let period = (limits.idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            loop {
+                ticks.tick().await;
+                let Some(sessions) = weak.upgrade() else {
+                    return;
+                };
+                sessions.expire(Instant::now()).await;
+            }
+        });
+        sessions
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        // A panic elsewhere while holding the lock leaves the table as it
+        // was between two whole updates: still usable.
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn claim(&self, id: &str, owner: &str, now: Instant) -> Claim {
+        let mut table = self.lock();
+        match table.sessions.get_mut(id) {
+            None => Claim::Unknown,
+            Some(entry) if *entry.owner != *owner => Claim::Foreign,
+            Some(entry) => {
+                entry.last_used = now;
+                entry.open += 1;
+                Claim::Owned
+            }
+        }
+    }
+
+    fn release(&self, id: &str) {
+        if let Some(entry) = self.lock().sessions.get_mut(id) {
+            entry.open = entry.open.saturating_sub(1);
+            entry.last_used = Instant::now();
+        }
+    }
+
+    /// A place for a new session of `owner`, making room among its own
+    /// sessions if it has its share; `None` when the host has no room.
+    fn admit(self: &Arc<Self>, owner: Arc<str>) -> Option<Opening> {
+        let mut table = self.lock();
+        let mut own: Vec<(Instant, Arc<str>)> = table
+            .sessions
+            .iter()
+            .filter(|(_, entry)| entry.owner == owner)
+            .map(|(id, entry)| (entry.last_used, id.clone()))
+            .collect();
+        let excess = (own.len() + 1).saturating_sub(self.limits.per_owner);
+        own.sort();
+        let evicted: Vec<Arc<str>> = own.into_iter().take(excess).map(|(_, id)| id).collect();
+        for id in &evicted {
+            table.sessions.remove(id);
+        }
+        if table.sessions.len() + table.opening >= self.limits.max {
+            return None;
+        }
+        table.opening += 1;
+        Some(Opening {
+            sessions: self.clone(),
+            owner,
+            evicted,
+            bound: false,
+        })
+    }
+
+    /// Closes sessions nobody has used for the idle time.
+    async fn expire(&self, now: Instant) {
+        let idle = self.limits.idle;
+        let expired: Vec<Arc<str>> = {
+            let mut table = self.lock();
+            let expired: Vec<Arc<str>> = table
+                .sessions
+                .iter()
+                .filter(|(_, entry)| entry.open == 0 && now - entry.last_used >= idle)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &expired {
+                table.sessions.remove(id);
+            }
+            expired
+        };
+        for id in expired {
+            self.close(&id).await;
+        }
+    }
+
+    async fn close(&self, id: &str) {
+        if let Err(e) = self.manager.close_session(&id.into()).await {
+            tracing::debug!("closing session {id}: {e}");
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        self.lock().sessions.remove(id);
+    }
+}
+
+impl Opening {
+    fn bind(mut self, id: Arc<str>) {
+        let mut table = self.sessions.lock();
+        table.opening -= 1;
+        table.sessions.insert(
+            id,
+            Entry {
+                owner: self.owner.clone(),
+                last_used: Instant::now(),
+                open: 0,
+            },
+        );
+        self.bound = true;
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        if !self.bound {
+            self.sessions.lock().opening -= 1;
+        }
+    }
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        self.sessions.release(&self.id);
+    }
+}
+
+/// The key sessions are bound to: the principal, and for anonymous
+/// clients (who all share one principal) their address too.
+fn owner_key(principal: &Principal, peer: Option<SocketAddr>) -> Arc<str> {
+    match peer {
+        Some(peer) if principal.is_anonymous() => format!("{}@{}", principal.id, peer.ip()).into(),
+        _ => principal.id.as_str().into(),
+    }
+}
+
+/// The middleware in front of rmcp's sessions.
+pub async fn guard(
+    State(sessions): State<Arc<Sessions>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let principal = request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .unwrap_or_else(Principal::local);
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0);
+    let owner = owner_key(&principal, peer);
+    let session = request
+        .headers()
+        .get(SESSION_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(Arc::<str>::from);
+    let Some(id) = session else {
+        if request.method() == Method::POST && opens_session(&request) {
+            return open(&sessions, owner, request, next).await;
+        }
+        return next.run(request).await;
+    };
+    match sessions.claim(&id, &owner, Instant::now()) {
+        Claim::Owned => {}
+        Claim::Unknown => return session_not_found(),
+        Claim::Foreign => {
+            sessions.metrics.auth_failure("foreign-session");
+            tracing::info!(
+                principal = %principal.id,
+                "refused: {} on a session another principal opened",
+                request.method()
+            );
+            sessions
+                .audit
+                .record(Event::SessionRefused {
+                    request: request.method().to_string(),
+                    reason: "the session belongs to another principal",
+                    client: Client {
+                        transport: "http",
+                        session: Some(id.to_string()),
+                        name: None,
+                        principal: principal.id.clone(),
+                    },
+                })
+                .await;
+            return session_not_found();
+        }
+    }
+    let in_use = InUse {
+        sessions: sessions.clone(),
+        id: id.clone(),
+    };
+    let deleting = request.method() == Method::DELETE;
+    let mut response = next.run(request).await;
+    if deleting && response.status().is_success() {
+        sessions.forget(&id);
+        // rmcp answers 202; clients expect 200 or 204 ("Session
+        // termination failed: 202" in the Python SDK's log otherwise).
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        return response;
+    }
+    // The session stays in use while the response (an event stream,
+    // maybe long) is being sent.
+    drain::held_until_sent(response, in_use)
+}
+
+/// Whether a request is the kind that opens a session: `initialize`. The
+/// body is parsed by [`http_errors`] before it gets here, which marks it.
+fn opens_session(request: &Request) -> bool {
+    request
+        .extensions()
+        .get::<http_errors::JsonRpcMethod>()
+        .is_some_and(|method| method.0 == "initialize")
+}
+
+async fn open(sessions: &Arc<Sessions>, owner: Arc<str>, request: Request, next: Next) -> Response {
+    let Some(mut opening) = sessions.admit(owner) else {
+        sessions.metrics.auth_failure("sessions-full");
+        tracing::warn!(
+            "refused a new session: {} sessions are open, the most [http] max_sessions allows",
+            sessions.limits.max
+        );
+        return http_errors::jsonrpc_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            http_errors::SERVER_BUSY,
+            "too many sessions are open; retry later".into(),
+        );
+    };
+    for id in std::mem::take(&mut opening.evicted) {
+        sessions.close(&id).await;
+    }
+    let response = next.run(request).await;
+    let opened = response
+        .headers()
+        .get(SESSION_HEADER)
+        .and_then(|value| value.to_str().ok());
+    if let Some(id) = opened {
+        opening.bind(id.into());
+    }
+    response
+}
+
+/// The answer for a session that is not the caller's to use, whether or
+/// not it exists: the two must look alike.
+fn session_not_found() -> Response {
+    http_errors::jsonrpc_error(
+        StatusCode::NOT_FOUND,
+        http_errors::INVALID_REQUEST,
+        "session not found; start a new one with initialize".into(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sessions(limits: SessionLimits) -> Arc<Sessions> {
+        Arc::new(Sessions {
+            manager: Arc::new(LocalSessionManager::default()),
+            limits,
+            table: Mutex::new(Table::default()),
+            audit: AuditLog::disabled(),
+            metrics: Arc::new(Metrics::default()),
+        })
+    }
+
+    fn limits(max: usize, per_owner: usize) -> SessionLimits {
+        SessionLimits {
+            max,
+            per_owner,
+            idle: Duration::from_secs(60),
+        }
+    }
+
+    fn open(sessions: &Arc<Sessions>, owner: &str, id: &str) -> Vec<Arc<str>> {
+        let mut opening = sessions.admit(owner.into()).expect("room");
+        let evicted = std::mem::take(&mut opening.evicted);
+        opening.bind(id.into());
+        evicted
+    }
+
+    #[test]
+    fn a_session_is_usable_only_by_its_owner() {
+        let sessions = sessions(limits(10, 10));
+        open(&sessions, "alice", "s1");
+        let now = Instant::now();
+        assert!(matches!(sessions.claim("s1", "alice", now), Claim::Owned));
+        assert!(matches!(sessions.claim("s1", "bob", now), Claim::Foreign));
+        assert!(matches!(sessions.claim("s2", "alice", now), Claim::Unknown));
+    }
+
+    #[test]
+    fn an_owner_past_its_share_loses_its_own_oldest_session() {
+        let sessions = sessions(limits(10, 2));
+        open(&sessions, "bob", "b1");
+        open(&sessions, "alice", "a1");
+        open(&sessions, "alice", "a2");
+        sessions.claim("a1", "alice", Instant::now());
+        sessions.release("a1");
+        let evicted = open(&sessions, "alice", "a3");
+        assert_eq!(evicted, vec![Arc::<str>::from("a2")]);
+        assert_eq!(sessions.len(), 3);
+        assert!(matches!(
+            sessions.claim("b1", "bob", Instant::now()),
+            Claim::Owned
+        ));
+    }
+
+    #[test]
+    fn past_the_global_bound_new_sessions_are_refused_and_places_come_back() {
+        let sessions = sessions(limits(2, 2));
+        open(&sessions, "alice", "a1");
+        let pending = sessions.admit("bob".into()).expect("one place left");
+        assert!(sessions.admit("carol".into()).is_none());
+        drop(pending);
+        assert!(sessions.admit("carol".into()).is_some());
+    }
+
+    #[tokio::test]
+    async fn only_unused_sessions_expire() {
+        let sessions = sessions(limits(10, 10));
+        open(&sessions, "alice", "idle");
+        open(&sessions, "alice", "streaming");
+        sessions.claim("streaming", "alice", Instant::now());
+        sessions
+            .expire(Instant::now() + Duration::from_secs(61))
+            .await;
+        let now = Instant::now();
+        assert!(matches!(
+            sessions.claim("idle", "alice", now),
+            Claim::Unknown
+        ));
+        assert!(matches!(
+            sessions.claim("streaming", "alice", now),
+            Claim::Owned
+        ));
+    }
+}

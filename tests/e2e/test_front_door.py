@@ -1,0 +1,351 @@
+"""The HTTP front door under abuse: sessions bound to their user and held to
+bounds, JSON-RPC errors as JSON, the Host check on every path, bounded
+metrics labels and echoes, and graceful shutdown on both transports."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from harness import HOST, HttpHost, audit_records, host_args, make_root, run_host
+from test_auth import ENV, bearer, direct, issued, keypair, post, start  # noqa: F401 (fixtures)
+
+INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+ACCEPT = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+
+
+def send(url: str, method: str = "POST", body: bytes | None = None, headers: dict | None = None):
+    """(status, headers, body text) of one request, whatever its status."""
+    request = urllib.request.Request(url, data=body, method=method, headers={**ACCEPT, **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read().decode()
+
+
+def messages(body: str) -> list[dict]:
+    if body.lstrip().startswith("{"):
+        return [json.loads(body)]
+    return [json.loads(line[5:]) for line in body.splitlines() if line.startswith("data:") and line[5:].strip()]
+
+
+def open_session(url: str, headers: dict | None = None) -> str:
+    status, answer, body = send(url, body=json.dumps(INITIALIZE).encode(), headers=headers)
+    assert status == 200, body
+    session = answer.get("mcp-session-id") or answer.get("Mcp-Session-Id")
+    assert session
+    send(url, body=json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}).encode(),
+         headers={**(headers or {}), "mcp-session-id": session})
+    return session
+
+
+def list_tools(url: str, session: str, headers: dict | None = None) -> tuple[int, str]:
+    body = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}).encode()
+    status, _, text = send(url, body=body, headers={**(headers or {}), "mcp-session-id": session})
+    return status, text
+
+
+def jsonrpc_error(text: str) -> dict:
+    answer = json.loads(text)
+    assert answer["jsonrpc"] == "2.0" and "id" in answer, answer
+    return answer["error"]
+
+
+# Sessions belong to their user.
+
+def test_another_user_cannot_post_listen_or_delete_on_a_session(direct, keypair):
+    alice = bearer(issued(direct, "alice", key=keypair[0]))
+    mallory = bearer(issued(direct, "mallory", key=keypair[0]))
+    session = open_session(direct.url, alice)
+    for method, body in [("POST", json.dumps({"jsonrpc": "2.0", "id": 7, "method": "tools/list"}).encode()),
+                         ("GET", None), ("DELETE", None)]:
+        status, _, text = send(direct.url, method, body, {**mallory, "mcp-session-id": session})
+        assert status == 404, (method, status, text)
+        assert "session not found" in jsonrpc_error(text)["message"]
+    # Refused exactly like a session that does not exist.
+    status, _, unknown = send(direct.url, "DELETE", None, {**mallory, "mcp-session-id": "no-such-session"})
+    assert status == 404 and jsonrpc_error(unknown) == jsonrpc_error(text)
+    # The owner's session is untouched, and each attempt is audited.
+    status, tools = list_tools(direct.url, session, alice)
+    assert status == 200 and "market-data__get_quote" in tools
+    refused = audit_records(direct.root, until=lambda r: r["event"] == "session-refused" and r["request"] == "DELETE"
+                            and r["client"]["principal"] == "mallory")
+    attempts = [r for r in refused if r["event"] == "session-refused" and r["client"]["principal"] == "mallory"]
+    assert {r["request"] for r in attempts} >= {"POST", "GET", "DELETE"}
+    assert all(r["client"]["session"] == session for r in attempts[:3])
+
+
+def test_deleting_ones_own_session_answers_204_and_ends_it(direct, keypair):
+    alice = bearer(issued(direct, "alice", key=keypair[0]))
+    session = open_session(direct.url, alice)
+    status, _, body = send(direct.url, "DELETE", None, {**alice, "mcp-session-id": session})
+    assert (status, body) == (204, "")
+    assert list_tools(direct.url, session, alice)[0] == 404
+
+
+@pytest.fixture(scope="module")
+def bounded(tmp_path_factory, keypair):
+    """Direct mode with room for three sessions, two per user, idle after 2 s."""
+    auth = (f'mode = "direct"\nresource = "https://mcp.test/mcp"\nissuer = "https://auth.test"\n'
+            f'ed25519_public_keys = ["{keypair[1]}"]\n')
+    root = make_root(tmp_path_factory.mktemp("bounded"))
+    config = root / "host.toml"
+    config.write_text(f"[http]\nmax_sessions = 3\nmax_sessions_per_user = 2\nsession_idle_s = 2\n[auth]\n{auth}")
+    host = HttpHost(root, ENV, "--config", str(config))
+    host.config = config
+    yield host
+    host.stop()
+
+
+def test_a_user_past_its_share_loses_its_own_oldest_session_and_the_host_refuses_past_its_bound(bounded, keypair):
+    token = {user: bearer(issued(bounded, user, key=keypair[0])) for user in ("alice", "bob", "carol")}
+    first = open_session(bounded.url, token["alice"])
+    second = open_session(bounded.url, token["alice"])
+    assert list_tools(bounded.url, first, token["alice"])[0] == 200  # now the most recently used
+    third = open_session(bounded.url, token["alice"])
+    assert list_tools(bounded.url, second, token["alice"])[0] == 404  # the least recently used went
+    assert list_tools(bounded.url, first, token["alice"])[0] == 200
+    assert list_tools(bounded.url, third, token["alice"])[0] == 200
+    open_session(bounded.url, token["bob"])
+    status, answer, text = send(bounded.url, body=json.dumps(INITIALIZE).encode(), headers=token["carol"])
+    assert status == 503, text
+    assert jsonrpc_error(text)["code"] == -32000
+    # A session nobody uses expires and makes room; one in use does not.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        status, _, _ = send(bounded.url, body=json.dumps(INITIALIZE).encode(), headers=token["carol"])
+        if status == 200:
+            break
+        time.sleep(0.5)
+    assert status == 200
+    assert list_tools(bounded.url, first, token["alice"])[0] == 404
+
+
+def test_an_open_stream_keeps_its_session_alive_past_the_idle_time(bounded, keypair):
+    dave = bearer(issued(bounded, "dave", key=keypair[0]))
+    session = open_session(bounded.url, dave)
+    listening = socket.create_connection(("127.0.0.1", int(bounded.url.split(":")[2].split("/")[0])))
+    listening.sendall((f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+                       f"Authorization: {dave['authorization']}\r\nMcp-Session-Id: {session}\r\n\r\n").encode())
+    assert b"200" in listening.recv(4096).split(b"\r\n")[0]
+    time.sleep(5)
+    assert list_tools(bounded.url, session, dave)[0] == 200
+    listening.close()
+
+
+# JSON-RPC errors as JSON.
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory):
+    root = make_root(tmp_path_factory.mktemp("plain"))
+    host = HttpHost(root)
+    host.root = root
+    yield host
+    host.stop()
+
+
+@pytest.mark.parametrize("body, status, code, id", [
+    (b"{not json", 400, -32700, None),
+    (b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list"', 400, -32700, None),
+    (b"", 400, -32700, None),
+    (b"[1, 2]", 400, -32600, None),
+    (b"42", 400, -32600, None),
+    (b'"initialize"', 400, -32600, None),
+    (b'{"jsonrpc": "2.0", "id": 3}', 400, -32600, 3),
+    (b'{"jsonrpc": "2.0", "id": {"x": 1}, "method": "ping"}', 400, -32600, None),
+])
+def test_unparsable_and_invalid_bodies_get_jsonrpc_errors(plain, body, status, code, id):
+    got, headers, text = send(plain.url, body=body)
+    assert got == status, text
+    assert headers.get("content-type", headers.get("Content-Type")).startswith("application/json")
+    error = jsonrpc_error(text)
+    assert error["code"] == code, error
+    assert json.loads(text)["id"] == id
+
+
+def test_transport_refusals_are_jsonrpc_errors_too(plain):
+    status, _, text = send(plain.url, body=json.dumps(INITIALIZE).encode(), headers={"accept": "application/json"})
+    assert status == 406 and "accept" in jsonrpc_error(text)["message"].lower()
+    status, _, text = send(plain.url, body=json.dumps(INITIALIZE).encode(), headers={"content-type": "text/plain"})
+    assert status == 415 and jsonrpc_error(text)["code"] == -32600
+    status, _, text = send(plain.url, "GET", headers={"mcp-session-id": "nope"})
+    assert status == 404 and jsonrpc_error(text)
+
+
+def test_ill_typed_params_of_a_known_method_are_invalid_params(plain):
+    session = open_session(plain.url)
+    for params in ["x", 5, [1], {"name": 5}, {"name": "x", "arguments": "y"}]:
+        body = json.dumps({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": params}).encode()
+        status, _, text = send(plain.url, body=body, headers={"mcp-session-id": session})
+        (answer,) = [m for m in messages(text) if m.get("id") == 9]
+        assert answer["error"]["code"] == -32602, answer
+    body = json.dumps({"jsonrpc": "2.0", "id": 10, "method": "tools/frobnicate", "params": {}}).encode()
+    _, _, text = send(plain.url, body=body, headers={"mcp-session-id": session})
+    (answer,) = [m for m in messages(text) if m.get("id") == 10]
+    assert answer["error"]["code"] == -32601
+
+
+def test_auth_refusals_carry_a_jsonrpc_body_beside_the_challenge(direct):
+    status, headers, text = post(direct.url, {})
+    assert status == 401
+    assert "Bearer" in headers.get("www-authenticate", headers.get("WWW-Authenticate", ""))
+    assert "bearer token" in jsonrpc_error(text)["message"].lower() or jsonrpc_error(text)["message"]
+    status, _, text = post(direct.url, bearer("not.a.token"))
+    assert status == 401 and jsonrpc_error(text)["code"] == -32001
+
+
+# The Host check, on every path.
+
+def raw_request(url: str, request: bytes) -> bytes:
+    port = int(url.split(":")[2].split("/")[0])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+        return answer
+
+
+@pytest.mark.parametrize("path", ["/health", "/metrics", "/mcp", "/.well-known/oauth-protected-resource"])
+def test_a_foreign_host_name_is_refused_on_every_path(plain, path):
+    for host in ["evil.example", "evil.example:80", "127.0.0.1.evil.example", "localhost.evil"]:
+        answer = raw_request(plain.url, f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        assert answer.startswith(b"HTTP/1.1 403"), (host, answer[:200])
+    answer = raw_request(plain.url, b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert not answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    answer = raw_request(plain.url, f"GET http://evil.example{path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                    f"Connection: close\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    answer = raw_request(plain.url, b"GET /health HTTP/1.1\r\nHost: LOCALHOST:9\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+
+
+# Bounded labels and echoes.
+
+def test_unknown_names_never_become_metrics_labels_and_are_not_echoed_whole(plain):
+    session = open_session(plain.url)
+    for n in range(40):
+        name = f"nosuch__tool_{n}_" + "x" * 2000
+        body = json.dumps({"jsonrpc": "2.0", "id": 100 + n, "method": "tools/call",
+                           "params": {"name": name, "arguments": {}}}).encode()
+        _, _, text = send(plain.url, body=body, headers={"mcp-session-id": session})
+        assert len(text) < 2000, len(text)
+    _, _, metrics = send(plain.origin + "/metrics", "GET")
+    assert "nosuch" not in metrics
+    assert 'target="unknown"' in metrics
+    huge = {"indicator": "x" * 1_000_000, "closes": "y" * 500_000, "params": {"period": ["z" * 500_000]}}
+    body = json.dumps({"jsonrpc": "2.0", "id": 200, "method": "tools/call",
+                       "params": {"name": "indicators__compute_indicator", "arguments": huge}}).encode()
+    _, _, text = send(plain.url, body=body, headers={"mcp-session-id": session})
+    assert len(text) < 8000, len(text)
+    assert "invalid arguments" in text
+
+
+# Graceful shutdown.
+
+def slow_call(url: str, session: str, seconds: int, results: list) -> None:
+    body = json.dumps({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                       "params": {"name": "slow_compute", "arguments": {"seconds": seconds}}}).encode()
+    results.append(send(url, body=body, headers={"mcp-session-id": session}))
+
+
+def test_sigterm_over_http_lets_calls_in_flight_finish_and_refuses_new_ones(tmp_path):
+    root = make_root(tmp_path, fixtures=("conformance",))
+    host = HttpHost(root)
+    try:
+        session = open_session(host.url)
+        results: list = []
+        call = threading.Thread(target=slow_call, args=(host.url, session, 3, results))
+        call.start()
+        time.sleep(1)
+        host.process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        try:
+            refused = send(host.url, body=json.dumps(INITIALIZE).encode())[0]
+        except (urllib.error.URLError, ConnectionError):
+            refused = "connection refused"
+        assert refused in (503, "connection refused")
+        call.join(timeout=30)
+        status, _, text = results[0]
+        assert status == 200, text
+        (answer,) = [m for m in messages(text) if m.get("id") == 5]
+        assert "Computed for 3 seconds" in json.dumps(answer["result"])
+        assert host.process.wait(timeout=30) == 0
+    finally:
+        host.stop()
+    calls = [r for r in audit_records(root) if r["event"] == "call" and r["target"] == "slow_compute"]
+    assert calls and calls[-1]["outcome"] == "ok"
+
+
+def stdio_host(root, *extra: str) -> subprocess.Popen:
+    process = subprocess.Popen([str(HOST), "serve", *host_args(root), *extra], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdin.write(json.dumps(INITIALIZE) + "\n")
+    process.stdin.flush()
+    assert json.loads(process.stdout.readline())["id"] == 1
+    process.stdin.write(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}) + "\n")
+    process.stdin.flush()
+    return process
+
+
+def stdio_host_computing(root, seconds: int) -> subprocess.Popen:
+    """A stdio host 0.8 s into a `slow_compute` call of `seconds` (id 5)."""
+    process = stdio_host(root)
+    process.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                                    "params": {"name": "slow_compute", "arguments": {"seconds": seconds}}}) + "\n")
+    process.stdin.flush()
+    time.sleep(0.8)
+    return process
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_on_stdio_delivers_the_answers_of_calls_in_flight(tmp_path, sig):
+    root = make_root(tmp_path, fixtures=("conformance",))
+    process = stdio_host_computing(root, 2)
+    try:
+        process.send_signal(sig)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    answers = [json.loads(line) for line in out.splitlines() if line.strip()]
+    (answer,) = [a for a in answers if a.get("id") == 5]
+    assert "Computed for 2 seconds" in json.dumps(answer["result"]), answer
+    assert process.returncode == 0, err
+    calls = [r for r in audit_records(root) if r["event"] == "call" and r["target"] == "slow_compute"]
+    assert calls and calls[-1]["outcome"] == "ok"
+
+
+def test_a_second_signal_exits_at_once(tmp_path):
+    root = make_root(tmp_path, fixtures=("conformance",))
+    process = stdio_host_computing(root, 60)
+    try:
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert process.poll() is None  # still finishing the call
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 130
+        assert time.monotonic() - started < 5
+    finally:
+        process.kill()
+
+
+def test_bad_session_limits_are_refused_with_the_reason(tmp_path):
+    root = make_root(tmp_path)
+    config = root / "host.toml"
+    for table, reason in [("max_sessions = 0", "max_sessions must be"),
+                          ("max_sessions = 2\nmax_sessions_per_user = 3", "max_sessions_per_user must be"),
+                          ("session_idle_s = 0", "session_idle_s must be")]:
+        config.write_text(f"[http]\n{table}\n")
+        checked = run_host("check", *host_args(root), "--config", str(config))
+        assert checked.returncode != 0 and reason in checked.stderr, checked.stderr
