@@ -138,6 +138,12 @@ impl Bench {
         let root = self.work.path().join(label);
         std::fs::create_dir_all(root.join("plugins"))?;
         std::fs::create_dir_all(root.join("policies"))?;
+        // All the harness's clients are one anonymous user on loopback: let
+        // that user hold as many sessions as the throughput runs open.
+        std::fs::write(
+            root.join("host-config.toml"),
+            "[http]\nmax_sessions_per_user = 1000\n",
+        )?;
         for (name, wasm) in plugins {
             std::fs::copy(wasm, root.join("plugins").join(format!("{name}.wasm")))?;
         }
@@ -159,6 +165,8 @@ impl Bench {
             arg(cache.to_owned()),
             "--no-audit-log".into(),
             "--native-noop".into(),
+            "--config".into(),
+            arg(root.join("host-config.toml")),
         ]
     }
 
@@ -767,6 +775,23 @@ impl HttpClient {
             .collect())
     }
 
+    /// Ends the session, as a well-behaved client does when it is done.
+    async fn close(mut self) -> Result<()> {
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        let request = http::Request::delete("/mcp")
+            .header("host", &self.authority)
+            .header("mcp-session-id", session)
+            .body(Full::new(Bytes::new()))?;
+        self.sender.ready().await?;
+        let status = self.sender.send_request(request).await?.status();
+        if !status.is_success() {
+            bail!("HTTP {status} ending a session");
+        }
+        Ok(())
+    }
+
     async fn request(&mut self, method: &str, params: Value) -> Result<Value> {
         self.next_id += 1;
         let id = self.next_id;
@@ -807,7 +832,7 @@ async fn rate(
                     .await?;
                 done.fetch_add(1, Ordering::Relaxed);
             }
-            anyhow::Ok(())
+            client.close().await
         });
     }
     let started = Instant::now();
