@@ -10,7 +10,10 @@
 //!   and rebuilt, never executed;
 //! - entries are written to a temporary file and renamed into place;
 //! - the folder is used only if this user owns it and no one else can
-//!   write it, and no policy may mount it (see the policy protections).
+//!   write it, and no policy may mount it (see the policy protections);
+//! - it holds at most [`MAX_ENTRIES`] entries and [`MAX_BYTES`] bytes:
+//!   after each write the least recently used entries (by modification
+//!   time, which a read refreshes) go, whatever engine made them.
 
 use crate::digest::{Digest, hex, sha256};
 use std::hash::{Hash, Hasher};
@@ -21,6 +24,11 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 const MAGIC: &[u8; 8] = b"MCPHOST1";
+
+/// The most entries the cache keeps.
+pub const MAX_ENTRIES: usize = 256;
+/// The most bytes the cache keeps (a compiled plugin is a few MiB).
+pub const MAX_BYTES: u64 = 2 << 30;
 
 /// Where compiled components are kept, if anywhere.
 pub struct ComponentCache {
@@ -93,6 +101,7 @@ impl ComponentCache {
         if let Err(e) = write_entry(dir, &path, &component) {
             tracing::warn!(path = %path.display(), "cannot cache a compiled component: {e}");
         }
+        prune(dir, &path, MAX_ENTRIES, MAX_BYTES);
         Ok(component)
     }
 }
@@ -132,8 +141,42 @@ fn read_entry(engine: &Engine, path: &Path) -> Option<Component> {
     if component.is_none() {
         tracing::warn!(path = %path.display(), "discarding a corrupt or foreign cache entry");
         let _ = std::fs::remove_file(path);
+    } else if let Ok(file) = std::fs::File::options().append(true).open(path) {
+        // Used now: the last entry pruning would take.
+        let _ = file.set_modified(std::time::SystemTime::now());
     }
     component
+}
+
+/// Removes the least recently used entries (never `keep`) until at most
+/// `max_entries` entries of at most `max_bytes` in all remain.
+fn prune(dir: &Path, keep: &Path, max_entries: usize, max_bytes: u64) {
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<(std::time::SystemTime, u64, PathBuf)> = listing
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "cwasm"))
+        .filter_map(|entry| {
+            let meta = entry.metadata().ok()?;
+            Some((meta.modified().ok()?, meta.len(), entry.path()))
+        })
+        .collect();
+    entries.sort();
+    let mut count = entries.len();
+    let mut bytes: u64 = entries.iter().map(|(_, len, _)| len).sum();
+    for (_, len, path) in entries {
+        if count <= max_entries && bytes <= max_bytes {
+            break;
+        }
+        if path == keep {
+            continue;
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            count -= 1;
+            bytes -= len;
+        }
+    }
 }
 
 fn write_entry(dir: &Path, path: &Path, component: &Component) -> anyhow::Result<()> {
@@ -191,6 +234,33 @@ mod tests {
         assert!(!entry.exists());
         cache.component(&engine, &hash, EMPTY_COMPONENT).unwrap();
         assert!(read_entry(&engine, &entry).is_some());
+    }
+
+    #[test]
+    fn pruning_keeps_the_most_recently_used_within_both_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::time::SystemTime::now() - std::time::Duration::from_secs(1000);
+        let entry = |name: &str, age: u64, len: usize| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, vec![0u8; len]).unwrap();
+            let file = std::fs::File::options().append(true).open(&path).unwrap();
+            file.set_modified(base + std::time::Duration::from_secs(age))
+                .unwrap();
+            path
+        };
+        let oldest = entry("a.cwasm", 1, 10);
+        let old = entry("b.cwasm", 2, 10);
+        let newer = entry("c.cwasm", 3, 10);
+        let newest = entry("d.cwasm", 4, 10);
+        let other = entry("notes.txt", 0, 10);
+        prune(dir.path(), &newest, 3, 1000);
+        assert!(!oldest.exists() && old.exists() && newer.exists() && newest.exists());
+        // By size: 25 bytes leave room for two.
+        prune(dir.path(), &newest, 10, 25);
+        assert!(!old.exists() && newer.exists() && newest.exists());
+        // The entry just written stays even if it alone is too big.
+        prune(dir.path(), &newest, 10, 5);
+        assert!(!newer.exists() && newest.exists() && other.exists());
     }
 
     #[test]
