@@ -41,6 +41,7 @@ pub mod bindings {
 pub mod host;
 pub mod http;
 mod plugin;
+mod schema;
 mod tool;
 
 #[doc(hidden)]

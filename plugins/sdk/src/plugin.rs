@@ -189,7 +189,7 @@ impl Plugin {
             description,
             input_schema: match tool.input_schema {
                 Some(schema) => InputSchema::Written(schema),
-                None => InputSchema::Derived(|| schemars::schema_for!(A).as_value().to_string()),
+                None => InputSchema::Derived(crate::schema::schema_for::<A>),
             },
             output_schema: O::output_schema,
             handler: Box::new(handler),

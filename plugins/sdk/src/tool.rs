@@ -162,7 +162,7 @@ pub struct Structured<T>(pub T);
 
 impl<T: Serialize + JsonSchema> ToolOutput for Structured<T> {
     fn output_schema() -> Option<String> {
-        Some(schemars::schema_for!(T).as_value().to_string())
+        Some(crate::schema::schema_for::<T>())
     }
 
     fn into_result(self) -> ToolResult {
