@@ -2,6 +2,7 @@
 
 use crate::capability::filesystem::Protected;
 use crate::cli::Locations;
+use crate::mcp::listener::ConnectionLimits;
 use crate::mcp::sessions::SessionLimits;
 use crate::policy::PolicyDir;
 use serde::Deserialize;
@@ -88,6 +89,12 @@ pub struct HttpConfig {
     /// Seconds after which a session its client has not used is closed
     /// [default: 600].
     pub session_idle_s: Option<u64>,
+    /// Connections open at once [default: 1024]; more wait to be accepted.
+    pub max_connections: Option<usize>,
+    /// Seconds a client may take to send a request's headers, and again
+    /// its body; a connection idle this long between requests is closed
+    /// [default: 20].
+    pub read_timeout_s: Option<u64>,
 }
 
 impl HttpConfig {
@@ -112,6 +119,24 @@ impl HttpConfig {
         }
         Ok(limits)
     }
+
+    /// The connection limits this table asks for.
+    fn connections(&self) -> anyhow::Result<ConnectionLimits> {
+        let defaults = ConnectionLimits::default();
+        let limits = ConnectionLimits {
+            max: self.max_connections.unwrap_or(defaults.max),
+            read_timeout: self
+                .read_timeout_s
+                .map_or(defaults.read_timeout, std::time::Duration::from_secs),
+        };
+        if !(1..=1_000_000).contains(&limits.max) {
+            anyhow::bail!("config: [http] max_connections must be 1 to 1000000");
+        }
+        if !(1..=3600).contains(&limits.read_timeout.as_secs()) {
+            anyhow::bail!("config: [http] read_timeout_s must be 1 to 3600");
+        }
+        Ok(limits)
+    }
 }
 
 /// Where everything is, resolved.
@@ -123,6 +148,8 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     /// How many HTTP sessions, and for how long.
     pub sessions: SessionLimits,
+    /// How many HTTP connections, and how patient with slow clients.
+    pub connections: ConnectionLimits,
     /// How long a shutdown waits for calls in flight.
     pub shutdown_deadline: std::time::Duration,
     /// The audit log's file; `None` keeps none.
@@ -219,6 +246,7 @@ impl Settings {
             },
             http: file.http.listen,
             sessions: file.http.sessions()?,
+            connections: file.http.connections()?,
             shutdown_deadline: std::time::Duration::from_secs(
                 file.shutdown_deadline_s.unwrap_or(30),
             ),

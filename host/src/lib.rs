@@ -176,6 +176,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 auth,
                 rate: settings.auth.rate_limit.clone(),
                 sessions: settings.sessions,
+                connections: settings.connections,
                 shutdown_deadline: settings.shutdown_deadline,
             };
             transport::serve_http(shared, options, shutdown, |bound| {
@@ -185,7 +186,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => {
             tracing::info!("serving MCP over stdio");
-            transport::serve_stdio(shared, shutdown, settings.shutdown_deadline).await
+            mcp::stdio::serve_stdio(shared, shutdown, settings.shutdown_deadline).await
         }
     };
     if let Some(watch) = watch {

@@ -34,8 +34,9 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def hs256(claims: dict, secret: bytes = SECRET.encode(), alg: str = "HS256") -> str:
-    signed = f"{b64url(json.dumps({'alg': alg, 'typ': 'JWT'}).encode())}.{b64url(json.dumps(claims).encode())}"
+def hs256(claims: dict, secret: bytes = SECRET.encode(), alg: str = "HS256", **header) -> str:
+    header = {"alg": alg, "typ": "JWT", **header}
+    signed = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
     signature = hmac.new(secret, signed.encode(), hashlib.sha256).digest()
     return f"{signed}.{b64url(signature)}"
 
@@ -77,7 +78,9 @@ def direct(tmp_path_factory, keypair):
     auth = (f'mode = "direct"\nresource = "{AUDIENCE}"\nissuer = "{ISSUER}"\n'
             f'authorization_servers = ["{ISSUER}"]\nhs256_secret_env = "TEST_HS256_SECRET"\n'
             f'ed25519_public_keys = ["{keypair[1]}"]\n')
-    host, root = start(tmp_path_factory.mktemp("direct"), auth, "tool_calls_per_minute = 1000\n")
+    # Many tests here fail authentication on purpose: they are not guessing.
+    host, root = start(tmp_path_factory.mktemp("direct"), auth,
+                       "tool_calls_per_minute = 1000\nfailed_auth_per_minute = 1000\n")
     host.root = root
     host.config = root / "host.toml"
     yield host
@@ -103,7 +106,8 @@ def bearer(token: str) -> dict:
 @pytest.mark.parametrize("case", [
     "missing", "malformed", "expired", "not-yet-valid", "wrong-issuer", "wrong-audience",
     "wrong-signature", "alg-none", "algorithm-confusion", "no-sub", "traversing-sub", "reserved-sub",
-    "reserved-sub-upper", "reserved-sub-mixed", "reserved-anonymous",
+    "reserved-sub-upper", "reserved-sub-mixed", "reserved-anonymous", "critical-extension",
+    "critical-unencoded-payload",
 ])
 def test_bad_tokens_get_401_with_a_challenge(direct, keypair, case):
     public_key = base64.b64decode(keypair[1])
@@ -127,6 +131,10 @@ def test_bad_tokens_get_401_with_a_challenge(direct, keypair, case):
         "reserved-sub-upper": hs256(claims(sub="LOCAL")),
         "reserved-sub-mixed": hs256(claims(sub="Local")),
         "reserved-anonymous": hs256(claims(sub="Anonymous")),
+        # Validly signed, but naming extensions the host would have to
+        # understand to read the token correctly (RFC 7515 §4.1.11).
+        "critical-extension": hs256(claims(), crit=["exp"]),
+        "critical-unencoded-payload": hs256(claims(), b64=False, crit=["b64"]),
     }
     headers = {} if case == "missing" else bearer(tokens[case])
     status, response_headers, body = post(direct.url, headers)
@@ -215,25 +223,38 @@ async def test_two_users_keep_separate_strategies(direct, keypair):
 
 
 class GatewaySigner(httpx2.Auth):
-    """What a trusted front does: sign the user id, the time and the body."""
+    """What a trusted front does: sign the request's method, target,
+    session, the user id, the time, a fresh nonce and the body's digest.
+    `signed` overrides what is signed (to sign one request and send another)."""
 
     requires_request_body = True
 
-    def __init__(self, user: str, secret: str = GATEWAY_SECRET, skew: int = 0, tamper: bool = False):
-        self.user, self.secret, self.skew, self.tamper = user, secret.encode(), skew, tamper
+    def __init__(self, user: str, secret: str = GATEWAY_SECRET, skew: int = 0, tamper: bool = False,
+                 **signed):
+        self.user, self.secret, self.skew, self.tamper, self.signed = user, secret.encode(), skew, tamper, signed
+
+    def headers(self, method: str, target: str, session: str | None, body: bytes) -> dict:
+        timestamp = str(int(time.time()) + self.skew)
+        nonce = uuid.uuid4().hex
+        parts = {"method": method, "target": target, "session": session or "", **self.signed}
+        body = body + (b" " if self.tamper else b"")
+        message = "\n".join(["mcp-gateway-v2", parts["method"], parts["target"], parts["session"], self.user,
+                             timestamp, nonce, hashlib.sha256(body).hexdigest()])
+        signature = hmac.new(self.secret, message.encode(), hashlib.sha256).hexdigest()
+        return {"x-mcp-user": self.user, "x-mcp-timestamp": timestamp, "x-mcp-nonce": nonce,
+                "x-mcp-signature": signature}
 
     def auth_flow(self, request):
-        timestamp = str(int(time.time()) + self.skew)
-        body = request.content + (b" " if self.tamper else b"")
-        signature = hmac.new(self.secret, f"{self.user}\n{timestamp}\n".encode() + body, hashlib.sha256).hexdigest()
-        request.headers.update({"x-mcp-user": self.user, "x-mcp-timestamp": timestamp, "x-mcp-signature": signature})
+        target = request.url.raw_path.decode()
+        request.headers.update(self.headers(request.method, target, request.headers.get("mcp-session-id"),
+                                            request.content))
         yield request
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
     host, root = start(tmp_path_factory.mktemp("gateway"), 'mode = "gateway"\ngateway_secret_env = "TEST_GATEWAY_SECRET"\n',
-                       "tool_calls_per_minute = 2\n")
+                       "tool_calls_per_minute = 2\nfailed_auth_per_minute = 1000\n")
     yield host
     host.stop()
 
@@ -256,22 +277,37 @@ async def test_a_tool_called_past_its_budget_says_when_to_retry(gateway):
                                                                       "limit": 1})).is_error
 
 
+PING = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}).encode()
+INITIALIZE = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}).encode()
+
+
 @pytest.mark.parametrize("signer", [
     GatewaySigner("dana", secret="a-wrong-secret-of-at-least-32-bytes!!"),
     GatewaySigner("dana", tamper=True),
     GatewaySigner("dana", skew=-3600),
+    GatewaySigner("dana", skew=60),
+    GatewaySigner("dana", method="GET"),
+    GatewaySigner("dana", target="/mcp?other"),
+    GatewaySigner("dana", session="someone-elses-session"),
     None,
-], ids=["bad-signature", "altered-body", "stale", "unsigned"])
-def test_gateway_refuses_bad_altered_stale_and_unsigned_requests(gateway, signer):
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}).encode()
-    headers = {}
-    if signer:
-        request = httpx2.Request("POST", gateway.url, content=body)
-        headers = dict(next(signer.auth_flow(request)).headers)
-        headers = {k: v for k, v in headers.items() if k.startswith("x-mcp-")}
-    status, response_headers, _ = post(gateway.url, headers, body)
+], ids=["bad-signature", "altered-body", "stale", "future", "other-method", "other-target", "other-session",
+        "unsigned"])
+def test_gateway_refuses_bad_altered_stale_moved_and_unsigned_requests(gateway, signer):
+    headers = signer.headers("POST", "/mcp", None, PING) if signer else {}
+    status, response_headers, _ = post(gateway.url, headers, PING)
     assert status == 401
     assert "www-authenticate" in {k.lower() for k in response_headers}
+
+
+def test_a_gateway_signature_is_accepted_once(gateway):
+    headers = GatewaySigner("dana").headers("POST", "/mcp", None, INITIALIZE)
+    assert post(gateway.url, headers, INITIALIZE)[0] == 200
+    status, _, body = post(gateway.url, headers, INITIALIZE)
+    assert status == 401 and "already used" in body
+    # Another spelling of the same signature is not another signature.
+    upper = {**headers, "x-mcp-signature": headers["x-mcp-signature"].upper()}
+    assert post(gateway.url, upper, INITIALIZE)[0] == 401
 
 
 @pytest.fixture(scope="module")

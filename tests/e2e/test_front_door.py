@@ -349,3 +349,194 @@ def test_bad_session_limits_are_refused_with_the_reason(tmp_path):
         config.write_text(f"[http]\n{table}\n")
         checked = run_host("check", *host_args(root), "--config", str(config))
         assert checked.returncode != 0 and reason in checked.stderr, checked.stderr
+
+
+# Connections: a cap, and no patience for clients slow to send a request.
+
+@pytest.fixture(scope="module")
+def patient(tmp_path_factory):
+    """Room for three connections; a request's headers and body must each
+    arrive within 1 s."""
+    root = make_root(tmp_path_factory.mktemp("patient"))
+    config = root / "host.toml"
+    config.write_text("[http]\nmax_connections = 3\nread_timeout_s = 1\n")
+    host = HttpHost(root, None, "--config", str(config))
+    host.port = int(host.url.rsplit(":", 1)[1].split("/")[0])
+    yield host
+    host.stop()
+
+
+def closed_within(sock: socket.socket, seconds: float) -> bool:
+    """Whether the host closes `sock` within `seconds` (reading whatever it
+    sends first)."""
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(4096):
+            pass
+        return True
+    except (TimeoutError, socket.timeout):
+        return False
+    except ConnectionResetError:
+        return True
+
+
+@pytest.mark.parametrize("sent", [
+    b"",                                                    # silent from the start
+    b"POST /mcp HTTP/1.1\r\n",                              # headers begun, never ended
+    b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",    # one request, then idle keep-alive
+])
+def test_a_connection_that_does_not_send_a_request_in_time_is_closed(patient, sent):
+    with socket.create_connection(("127.0.0.1", patient.port)) as sock:
+        sock.sendall(sent)
+        assert closed_within(sock, 5)
+
+
+def test_headers_dribbled_byte_by_byte_do_not_keep_a_connection(patient):
+    request = b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Slow: " + b"a" * 40
+    with socket.create_connection(("127.0.0.1", patient.port)) as sock:
+        started = time.monotonic()
+        sock.settimeout(0.2)
+        closed = False
+        for byte in request:
+            try:
+                sock.sendall(bytes([byte]))
+                if sock.recv(4096) == b"":
+                    closed = True
+                    break
+            except (TimeoutError, socket.timeout):
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+        assert closed and time.monotonic() - started < 5
+
+
+def test_a_body_that_does_not_arrive_in_time_gets_408(patient):
+    with socket.create_connection(("127.0.0.1", patient.port)) as sock:
+        sock.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Accept: application/json, text/event-stream\r\nContent-Length: 100\r\n\r\n{\"jsonrpc\"")
+        sock.settimeout(5)
+        answer = sock.recv(65536).decode()
+    head, _, body = answer.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 408"), answer
+    assert "within 1 s" in json.loads(body)["error"]["message"]
+
+
+def test_past_the_connection_cap_new_connections_wait_and_the_host_recovers(patient):
+    silent = [socket.create_connection(("127.0.0.1", patient.port)) for _ in range(3)]
+    try:
+        # All three slots are held: a fourth client is not served until one frees.
+        started = time.monotonic()
+        status, _, _ = send(patient.origin + "/health", "GET")
+        waited = time.monotonic() - started
+    finally:
+        for sock in silent:
+            sock.close()
+    # The silent connections were closed at the read timeout, freeing slots.
+    assert status == 200 and waited >= 0.5, waited
+    assert "connection cap reached" in "".join(patient.log)
+    assert send(patient.origin + "/health", "GET")[0] == 200
+
+
+# Stdio framing: every line that is not a message gets the answer JSON-RPC gives it.
+
+def stdio_answers(root, lines: list[bytes]) -> list[dict]:
+    """Every answer a stdio host gives to `lines` after initialisation, once
+    its input ends."""
+    process = stdio_host(root)
+    out, err = process.communicate(b"".join(lines).decode(), timeout=60)
+    assert process.returncode == 0, err
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_stdio_answers_what_is_not_a_message_and_never_a_notification(root):
+    answers = stdio_answers(root, [
+        b"{this is not json\n",
+        b"[1, 2]\n",
+        b'"a string"\n',
+        b'{"jsonrpc": "2.0", "id": 11, "method": "tools/call", "params": "not an object"}\n',
+        b'{"jsonrpc": "2.0", "id": {"an": "object"}, "method": "ping"}\n',
+        b'{"jsonrpc": "2.0", "method": "notifications/progress", "params": "not an object"}\n',
+        b"\xef\xbb\xbf" + json.dumps({"jsonrpc": "2.0", "id": 12, "method": "ping"}).encode() + b"\r\n",
+        b"\n   \n",
+        b'{"jsonrpc": "2.0", "id": 13, "method": "ping"}',  # the last line need not end in a newline
+    ])
+    errors = sorted((a["error"]["code"], a["id"]) for a in answers if "error" in a)
+    assert errors == [(-32700, None), (-32602, 11), (-32600, None), (-32600, None), (-32600, None)], answers
+    assert all("id" in a for a in answers)  # `"id": null`, never left out
+    assert {a["id"] for a in answers if "result" in a} == {12, 13}
+
+
+def test_a_stdio_line_past_the_limit_is_discarded_as_it_streams(root):
+    process = stdio_host(root)
+    try:
+        baseline = peak_rss_mb(process.pid)
+        process.stdin.write('{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"pad": "')
+        for _ in range(40):
+            process.stdin.write("x" * 1_000_000)
+        process.stdin.write('"}}\n' + json.dumps({"jsonrpc": "2.0", "id": 2, "method": "ping"}) + "\n")
+        process.stdin.flush()
+        answers = [json.loads(process.stdout.readline()) for _ in range(2)]
+        peak = peak_rss_mb(process.pid)
+    finally:
+        process.kill()
+    refused = next(a for a in answers if "error" in a)
+    assert refused["id"] is None and refused["error"]["code"] == -32600
+    assert "longer than" in refused["error"]["message"]
+    assert any(a.get("id") == 2 and "result" in a for a in answers)
+    # 40 MB went through a 4 MiB window.
+    assert peak - baseline < 32, (baseline, peak)
+
+
+def peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_a_stdio_request_reusing_an_id_in_flight_is_refused_and_both_are_answered(tmp_path):
+    root = make_root(tmp_path, fixtures=("conformance",))
+    process = stdio_host_computing(root, 2)
+    duplicate = json.dumps({"jsonrpc": "2.0", "id": 5, "method": "ping"})
+    after = json.dumps({"jsonrpc": "2.0", "id": 6, "method": "ping"})
+    try:
+        process.stdin.write(duplicate + "\n")
+        process.stdin.flush()
+        first = json.loads(process.stdout.readline())
+        second = json.loads(process.stdout.readline())
+        # Once answered, the id is free again.
+        process.stdin.write(duplicate + "\n" + after + "\n")
+        process.stdin.flush()
+        out, _ = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert first["id"] == 5 and first["error"]["code"] == -32600
+    assert "still in flight" in first["error"]["message"]
+    assert second["id"] == 5 and "Computed for 2 seconds" in json.dumps(second["result"])
+    later = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert [(a["id"], "result" in a) for a in later] == [(5, True), (6, True)]
+
+
+# Failed authentication is rate-limited per address.
+
+def test_an_address_that_keeps_failing_authentication_is_held_off_even_with_good_credentials(tmp_path, keypair):
+    auth = (f'mode = "direct"\nresource = "https://mcp.test/mcp"\nissuer = "https://auth.test"\n'
+            f'ed25519_public_keys = ["{keypair[1]}"]\n')
+    host, root = start(tmp_path, auth, "failed_auth_per_minute = 3\n")
+    try:
+        host.config = root / "host.toml"
+        good = bearer(issued(host, "alice", key=keypair[0]))
+        assert send(host.url, body=json.dumps(INITIALIZE).encode(), headers=good)[0] == 200
+        guesses = [send(host.url, body=json.dumps(INITIALIZE).encode(), headers=bearer(f"guess.{n}.x"))
+                   for n in range(4)]
+        assert [status for status, _, _ in guesses] == [401, 401, 401, 429]
+        status, headers, text = send(host.url, body=json.dumps(INITIALIZE).encode(), headers=good)
+        assert status == 429, text
+        assert int(headers.get("retry-after") or headers.get("Retry-After")) >= 1
+        assert "failed authentications" in jsonrpc_error(text)["message"]
+        _, _, metrics = send(host.origin + "/metrics", "GET")
+        assert 'reason="auth-rate-limited"' in metrics
+    finally:
+        host.stop()

@@ -114,15 +114,16 @@ def test_stdout_stays_pure_json_rpc_when_a_plugin_prints(raw):
 
 def test_malformed_input_is_answered_and_the_host_keeps_serving(raw):
     raw.initialize()
-    # Unparsable input has no id to answer; like the official SDKs, the host
-    # ignores it rather than risk an error storm with an echoing peer.
+    # Unparsable input is answered with -32700 and `"id": null`.
     raw.send_raw(b"{this is not json\n")
+    parse_error = raw.next_message()
+    assert parse_error["id"] is None and parse_error["error"]["code"] == -32700
     ping = raw.request(4, "ping")
     assert ping == {"jsonrpc": "2.0", "id": 4, "result": {}}
-    # Well-formed JSON that is not a valid request is answered as such.
+    # Params that do not fit a method the host serves are -32602, as over HTTP.
     raw.send_raw(b'{"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": "not an object"}\n')
     invalid = raw.next_message()
-    assert invalid["error"]["code"] == -32600
+    assert invalid["id"] == 5 and invalid["error"]["code"] == -32602
     unknown_method = raw.request(6, "no/such/method")
     assert unknown_method["error"]["code"] == -32601
     unknown_tool = raw.request(7, "tools/call", {"name": "nope__nope", "arguments": {}})
@@ -131,3 +132,28 @@ def test_malformed_input_is_answered_and_the_host_keeps_serving(raw):
     ok = raw.request(8, "tools/call", {"name": "market-data__get_quote", "arguments": {"symbol": "AAPL"}})
     assert ok["result"]["isError"] is False
     assert ok["result"]["structuredContent"]["symbol"] == "AAPL"
+
+
+JSON_SCHEMA_FORMATS = {"date-time", "date", "time", "duration", "email", "idn-email", "hostname", "idn-hostname",
+                       "ipv4", "ipv6", "uri", "uri-reference", "iri", "iri-reference", "uuid", "uri-template",
+                       "json-pointer", "relative-json-pointer", "regex"}
+
+
+def formats(schema) -> set:
+    if isinstance(schema, dict):
+        found = {schema["format"]} if isinstance(schema.get("format"), str) else set()
+        return found.union(*(formats(value) for value in schema.values()))
+    if isinstance(schema, list):
+        return set().union(*(formats(value) for value in schema))
+    return set()
+
+
+def test_served_schemas_use_only_formats_json_schema_defines(raw):
+    raw.initialize()
+    tools = raw.request(2, "tools/list", {})["result"]["tools"]
+    used = formats([[tool["inputSchema"], tool.get("outputSchema")] for tool in tools])
+    assert used <= JSON_SCHEMA_FORMATS, used - JSON_SCHEMA_FORMATS
+    # Bounds the plugin wrote stay as written.
+    bars = next(tool for tool in tools if tool["name"] == "market-data__get_bars")
+    limit = bars["inputSchema"]["properties"]["limit"]
+    assert (limit["minimum"], limit["maximum"]) == (1, 5000), limit

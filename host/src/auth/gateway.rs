@@ -1,91 +1,201 @@
 //! Gateway mode: a trusted front authenticates the user and passes the user
-//! id, signed. The host believes the id only with a valid HMAC-SHA256,
-//! made with the shared secret, over the user id, a timestamp and the
-//! request body, and only inside the clock-skew window, so a signature can
-//! be neither moved to another user or body nor replayed later.
+//! id, signed. The host believes the id only with a valid HMAC-SHA256, made
+//! with the shared secret, over everything that decides what the request
+//! does: its method, path and query, MCP session, the user, the time, a
+//! nonce and a digest of the body. So a signature cannot be moved to
+//! another request, user, session or body; it is accepted once (a replay
+//! cache spans the clock-skew window), and only within that window, with
+//! no more than a few seconds' allowance for a gateway clock ahead of ours.
 
 use super::Rejected;
-use ring::hmac;
+use ring::{digest, hmac};
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// The header carrying the user id.
 pub const USER: &str = "x-mcp-user";
 /// The header carrying the signing time, in seconds since the epoch.
 pub const TIMESTAMP: &str = "x-mcp-timestamp";
-/// The header carrying the signature: lower-case hex HMAC-SHA256 of
-/// `user \n timestamp \n body`.
+/// The header carrying a value the gateway never reuses (16 to 128
+/// characters), so two identical requests in one second sign differently.
+pub const NONCE: &str = "x-mcp-nonce";
+/// The header carrying the signature: 64 lower-case hex digits of the
+/// HMAC-SHA256 of [`signing_input`].
 pub const SIGNATURE: &str = "x-mcp-signature";
+
+/// How far ahead of the host's clock a gateway's may run, in seconds.
+const FUTURE_LEEWAY: u64 = 5;
+
+/// Signatures remembered at once; past it (after forgetting expired ones)
+/// signed requests are refused rather than checked without the cache.
+const MAX_REMEMBERED: usize = 1_000_000;
 
 /// Checks gateway signatures.
 pub struct Gateway {
     pub key: hmac::Key,
-    /// How far the timestamp may be from now, either way, in seconds.
+    /// How old a signature may be, in seconds.
     pub max_skew: u64,
+    /// Signatures accepted and still inside the window, with the time each
+    /// leaves it.
+    seen: Mutex<HashMap<[u8; 32], u64>>,
 }
 
-/// The signed headers of one request, as they arrived.
+/// The signed parts of one request, as they arrived.
 pub struct Signed<'a> {
+    pub method: &'a str,
+    /// The path and query, as sent.
+    pub target: &'a str,
+    pub session: Option<&'a str>,
     pub user: Option<&'a str>,
     pub timestamp: Option<&'a str>,
+    pub nonce: Option<&'a str>,
     pub signature: Option<&'a str>,
 }
 
 impl Gateway {
-    /// The user id of a request whose headers are `signed` and whose body is
-    /// `body`, at time `now`.
+    pub fn new(key: hmac::Key, max_skew: u64) -> Gateway {
+        Gateway {
+            key,
+            max_skew,
+            seen: Mutex::default(),
+        }
+    }
+
+    /// The user id of a request whose signed parts are `signed` and whose
+    /// body is `body`, at time `now`.
     pub fn verify(&self, signed: &Signed, body: &[u8], now: u64) -> Result<String, Rejected> {
         let missing = |what: &str| Rejected {
             reason: "missing",
             detail: format!("the gateway did not send {what}"),
         };
+        let malformed = |detail: String| Rejected {
+            reason: "malformed",
+            detail,
+        };
         let user = signed.user.ok_or_else(|| missing(USER))?;
         let timestamp = signed.timestamp.ok_or_else(|| missing(TIMESTAMP))?;
+        let nonce = signed.nonce.ok_or_else(|| missing(NONCE))?;
         let signature = signed.signature.ok_or_else(|| missing(SIGNATURE))?;
-        let tag = decode_hex(signature).ok_or_else(|| Rejected {
-            reason: "malformed",
-            detail: format!("{SIGNATURE} is not hex"),
+        // One spelling of each: a second spelling of the same signature
+        // would be a second entry in the replay cache.
+        let tag = decode_hex(signature)
+            .ok_or_else(|| malformed(format!("{SIGNATURE} is not 64 lower-case hex digits")))?;
+        let at = parse_seconds(timestamp).ok_or_else(|| {
+            malformed(format!(
+                "{TIMESTAMP} is not seconds since the epoch in plain digits"
+            ))
         })?;
-        let message = signing_input(user, timestamp, body);
+        if !(16..=128).contains(&nonce.len()) {
+            return Err(malformed(format!("{NONCE} must be 16 to 128 characters")));
+        }
+        let message = signing_input(signed, body);
         hmac::verify(&self.key, &message, &tag).map_err(|_| Rejected {
             reason: "signature",
             detail: "the gateway signature does not verify".into(),
         })?;
-        let at: u64 = timestamp.parse().map_err(|_| Rejected {
-            reason: "malformed",
-            detail: format!("{TIMESTAMP} is not seconds since the epoch"),
-        })?;
-        if now.abs_diff(at) > self.max_skew {
+        if at > now + FUTURE_LEEWAY {
             return Err(Rejected {
                 reason: "stale",
                 detail: format!(
-                    "the gateway signature is {} s from now (at most {} s allowed)",
-                    now.abs_diff(at),
+                    "the gateway signature is dated {} s in the future (at most {FUTURE_LEEWAY} s allowed)",
+                    at - now
+                ),
+            });
+        }
+        if now.saturating_sub(at) > self.max_skew {
+            return Err(Rejected {
+                reason: "stale",
+                detail: format!(
+                    "the gateway signature is {} s old (at most {} s allowed)",
+                    now - at,
                     self.max_skew
                 ),
             });
         }
+        self.remember(tag, at + self.max_skew, now)?;
         Ok(user.to_owned())
     }
+
+    /// Records an accepted signature until `expires`; refuses one seen
+    /// before.
+    fn remember(&self, tag: [u8; 32], expires: u64, now: u64) -> Result<(), Rejected> {
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if seen.len() >= MAX_REMEMBERED {
+            seen.retain(|_, expiry| *expiry >= now);
+        }
+        if seen.len() >= MAX_REMEMBERED {
+            return Err(Rejected {
+                reason: "replay-cache-full",
+                detail: "too many signed requests inside the skew window; lower max_skew_s".into(),
+            });
+        }
+        if seen.insert(tag, expires).is_some() {
+            return Err(Rejected {
+                reason: "replayed",
+                detail: "this gateway signature was already used".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
-/// What the gateway signs.
-pub fn signing_input(user: &str, timestamp: &str, body: &[u8]) -> Vec<u8> {
-    let mut message = Vec::with_capacity(user.len() + timestamp.len() + body.len() + 2);
-    message.extend_from_slice(user.as_bytes());
-    message.push(b'\n');
-    message.extend_from_slice(timestamp.as_bytes());
-    message.push(b'\n');
-    message.extend_from_slice(body);
-    message
+/// What the gateway signs, each part on its own line:
+///
+/// ```text
+/// mcp-gateway-v2
+/// METHOD
+/// /path?query
+/// session id (empty when there is none)
+/// user
+/// timestamp
+/// nonce
+/// hex SHA-256 of the body
+/// ```
+pub fn signing_input(signed: &Signed, body: &[u8]) -> Vec<u8> {
+    let digest = hex(digest::digest(&digest::SHA256, body).as_ref());
+    [
+        "mcp-gateway-v2",
+        signed.method,
+        signed.target,
+        signed.session.unwrap_or(""),
+        signed.user.unwrap_or(""),
+        signed.timestamp.unwrap_or(""),
+        signed.nonce.unwrap_or(""),
+        &digest,
+    ]
+    .join("\n")
+    .into_bytes()
 }
 
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Exactly 64 lower-case hex digits.
+fn decode_hex(text: &str) -> Option<[u8; 32]> {
+    let valid = text.len() == 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !valid {
         return None;
     }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
+    let mut tag = [0; 32];
+    for (i, byte) in tag.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(tag)
+}
+
+/// Plain decimal digits, no sign, no leading zero.
+fn parse_seconds(text: &str) -> Option<u64> {
+    let plain = !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && (text == "0" || !text.starts_with('0'));
+    plain.then(|| text.parse().ok()).flatten()
 }
 
 #[cfg(test)]
@@ -93,74 +203,178 @@ mod tests {
     use super::*;
 
     const NOW: u64 = 1_800_000_000;
+    const NONCE: &str = "0123456789abcdef";
 
     fn gateway() -> Gateway {
-        Gateway {
-            key: hmac::Key::new(hmac::HMAC_SHA256, b"shared"),
-            max_skew: 300,
+        Gateway::new(hmac::Key::new(hmac::HMAC_SHA256, b"shared"), 300)
+    }
+
+    /// A POST to /mcp in session `s1`, by `user` at `timestamp`, signed.
+    fn request<'a>(user: &'a str, timestamp: &'a str) -> Signed<'a> {
+        Signed {
+            method: "POST",
+            target: "/mcp",
+            session: Some("s1"),
+            user: Some(user),
+            timestamp: Some(timestamp),
+            nonce: Some(NONCE),
+            signature: None,
         }
     }
 
-    fn sign(user: &str, timestamp: &str, body: &[u8]) -> String {
+    fn sign(signed: &Signed, body: &[u8]) -> String {
         let key = hmac::Key::new(hmac::HMAC_SHA256, b"shared");
-        let tag = hmac::sign(&key, &signing_input(user, timestamp, body));
-        tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+        hex(hmac::sign(&key, &signing_input(signed, body)).as_ref())
     }
 
-    fn check(
-        user: &str,
-        timestamp: &str,
-        signature: &str,
-        body: &[u8],
-    ) -> Result<String, Rejected> {
-        let signed = Signed {
-            user: Some(user),
-            timestamp: Some(timestamp),
-            signature: Some(signature),
-        };
-        gateway().verify(&signed, body, NOW)
+    fn signed<'a>(mut request: Signed<'a>, body: &[u8], signature: &'a mut String) -> Signed<'a> {
+        *signature = sign(&request, body);
+        request.signature = Some(signature.as_str());
+        request
     }
 
     #[test]
-    fn a_signed_request_names_its_user() {
+    fn a_signed_request_names_its_user_once() {
+        let gateway = gateway();
         let at = NOW.to_string();
+        let mut tag = String::new();
+        let good = signed(request("alice", &at), b"{}", &mut tag);
+        assert_eq!(gateway.verify(&good, b"{}", NOW).unwrap(), "alice");
         assert_eq!(
-            check("alice", &at, &sign("alice", &at, b"{}"), b"{}").unwrap(),
-            "alice"
+            gateway.verify(&good, b"{}", NOW + 1).unwrap_err().reason,
+            "replayed"
+        );
+        // The same request with a fresh nonce is a new request.
+        let mut other = String::new();
+        let again = signed(
+            Signed {
+                nonce: Some("fedcba9876543210"),
+                ..request("alice", &at)
+            },
+            b"{}",
+            &mut other,
+        );
+        assert_eq!(gateway.verify(&again, b"{}", NOW).unwrap(), "alice");
+    }
+
+    #[test]
+    fn a_signature_does_not_move_to_another_method_path_session_user_or_body() {
+        let at = NOW.to_string();
+        let mut tag = String::new();
+        let good = signed(request("alice", &at), b"{}", &mut tag);
+        let moved = [
+            Signed {
+                method: "DELETE",
+                ..good
+            },
+            Signed {
+                target: "/mcp?x",
+                ..good
+            },
+            Signed {
+                session: Some("s2"),
+                ..good
+            },
+            Signed {
+                session: None,
+                ..good
+            },
+            Signed {
+                user: Some("bob"),
+                ..good
+            },
+            Signed {
+                nonce: Some("0123456789abcdeF"),
+                ..good
+            },
+        ];
+        for request in &moved {
+            assert_eq!(
+                gateway().verify(request, b"{}", NOW).unwrap_err().reason,
+                "signature"
+            );
+        }
+        assert_eq!(
+            gateway().verify(&good, b"{ }", NOW).unwrap_err().reason,
+            "signature"
         );
     }
 
     #[test]
-    fn altered_moved_stale_and_unsigned_requests_are_refused() {
-        let at = NOW.to_string();
-        let good = sign("alice", &at, b"{}");
-        assert_eq!(
-            check("alice", &at, &good, b"{ }").unwrap_err().reason,
-            "signature"
-        );
-        assert_eq!(
-            check("bob", &at, &good, b"{}").unwrap_err().reason,
-            "signature"
-        );
+    fn old_future_and_oddly_spelled_signatures_are_refused() {
         let old = (NOW - 301).to_string();
+        let mut tag = String::new();
+        let stale = signed(request("alice", &old), b"", &mut tag);
         assert_eq!(
-            check("alice", &old, &sign("alice", &old, b"{}"), b"{}")
-                .unwrap_err()
-                .reason,
+            gateway().verify(&stale, b"", NOW).unwrap_err().reason,
             "stale"
         );
+        let ahead = (NOW + 6).to_string();
+        let mut tag = String::new();
+        let future = signed(request("alice", &ahead), b"", &mut tag);
         assert_eq!(
-            check("alice", &at, "zz", b"{}").unwrap_err().reason,
-            "malformed"
+            gateway().verify(&future, b"", NOW).unwrap_err().reason,
+            "stale"
         );
-        let unsigned = Signed {
-            user: Some("alice"),
-            timestamp: Some(&at),
-            signature: None,
-        };
-        assert_eq!(
-            gateway().verify(&unsigned, b"{}", NOW).unwrap_err().reason,
-            "missing"
-        );
+        let near = (NOW + 5).to_string();
+        let mut tag = String::new();
+        let near = signed(request("alice", &near), b"", &mut tag);
+        assert!(gateway().verify(&near, b"", NOW).is_ok());
+
+        let at = NOW.to_string();
+        let mut tag = String::new();
+        let good = signed(request("alice", &at), b"", &mut tag);
+        let upper = good.signature.unwrap().to_uppercase();
+        let padded = format!("0{at}");
+        let plus = format!("+{at}");
+        for (request, reason) in [
+            (
+                Signed {
+                    signature: Some(&upper),
+                    ..good
+                },
+                "malformed",
+            ),
+            (
+                Signed {
+                    timestamp: Some(&padded),
+                    ..good
+                },
+                "malformed",
+            ),
+            (
+                Signed {
+                    timestamp: Some(&plus),
+                    ..good
+                },
+                "malformed",
+            ),
+            (
+                Signed {
+                    nonce: Some("short"),
+                    ..good
+                },
+                "malformed",
+            ),
+            (
+                Signed {
+                    nonce: None,
+                    ..good
+                },
+                "missing",
+            ),
+            (
+                Signed {
+                    signature: None,
+                    ..good
+                },
+                "missing",
+            ),
+        ] {
+            assert_eq!(
+                gateway().verify(&request, b"", NOW).unwrap_err().reason,
+                reason
+            );
+        }
     }
 }

@@ -5,6 +5,7 @@
 use super::rate::Limiter;
 use super::{Authenticator, Credentials, Mode, Principal, Refusal, gateway};
 use crate::mcp::http_errors::{self, MAX_BODY};
+use crate::mcp::sessions::SESSION_HEADER;
 use crate::metrics::Metrics;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -23,6 +24,8 @@ pub struct Gate {
     pub auth: Authenticator,
     /// Requests per principal (or client address, for anonymous clients).
     pub requests: Limiter,
+    /// Failed authentications per client address.
+    pub failures: Limiter,
     pub metrics: Arc<Metrics>,
 }
 
@@ -46,6 +49,16 @@ pub async fn authenticate(
     request: Request,
     next: Next,
 ) -> Response {
+    let address = format!("address {}", peer.ip());
+    if let Err(wait) = gate.failures.check(&address, Instant::now()) {
+        let refusal = Refusal {
+            status: 429,
+            reason: "auth-rate-limited",
+            detail: format!("too many failed authentications from {address}"),
+            retry_after: Some(wait.as_secs() + 1),
+        };
+        return refuse(&gate, refusal);
+    }
     let (mut parts, body) = request.into_parts();
     // A gateway signature covers the body, so in gateway mode it is read
     // first; otherwise nothing of it is read before the credentials pass.
@@ -63,11 +76,19 @@ pub async fn authenticate(
     };
     let signed_body = body.as_ref().map_or(&[][..], |bytes| &bytes[..]);
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |target| target.as_str());
     let credentials = Credentials {
         authorization: header(header::AUTHORIZATION.as_str()),
         gateway: gateway::Signed {
+            method: parts.method.as_str(),
+            target,
+            session: header(SESSION_HEADER),
             user: header(gateway::USER),
             timestamp: header(gateway::TIMESTAMP),
+            nonce: header(gateway::NONCE),
             signature: header(gateway::SIGNATURE),
         },
         body: signed_body,
@@ -77,10 +98,17 @@ pub async fn authenticate(
         .map_or(0, |d| d.as_secs());
     let principal = match gate.auth.authenticate(&credentials, now) {
         Ok(principal) => principal,
-        Err(refusal) => return refuse(&gate, refusal),
+        Err(refusal) => {
+            // Only bad credentials count against the address: a valid
+            // token short of a scope is not a guess.
+            if refusal.status == 401 {
+                let _ = gate.failures.take(&address, Instant::now());
+            }
+            return refuse(&gate, refusal);
+        }
     };
     let budget = match gate.auth.mode {
-        Mode::Public => format!("address {}", peer.ip()),
+        Mode::Public => address,
         _ => format!("principal {}", principal.id),
     };
     if let Err(wait) = gate.requests.take(&budget, Instant::now()) {

@@ -44,6 +44,10 @@ pub struct Bearer {
 #[derive(Deserialize)]
 struct Header {
     alg: String,
+    /// Extensions the token says a verifier must understand (RFC 7515
+    /// §4.1.11). The host understands none, so a token naming any is
+    /// refused rather than read as if they were not there.
+    crit: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -96,6 +100,12 @@ impl Verifier {
         };
         let header: Header = serde_json::from_slice(&decode(header)?)
             .map_err(|_| rejected("malformed", "the token header is not JSON with an alg"))?;
+        if header.crit.is_some() {
+            return Err(rejected(
+                "critical",
+                "the token names critical header extensions (crit), which are not supported",
+            ));
+        }
         let signed = &token[..token.len() - signature.len() - 1];
         let signature = decode(signature)?;
         match header.alg.as_str() {
@@ -284,6 +294,24 @@ mod tests {
             &SigningKey::Hs256(hmac::Key::new(hmac::HMAC_SHA256, b"guess")),
         );
         assert_eq!(v.verify(&wrong, NOW).unwrap_err().reason, "signature");
+    }
+
+    #[test]
+    fn tokens_naming_critical_extensions_are_refused_even_when_signed() {
+        let pair = ed25519_pair();
+        let v = verifier(&pair);
+        let payload = URL_SAFE_NO_PAD.encode(claims().to_string());
+        for crit in [json!(["b64"]), json!(["exp"]), json!([]), json!("b64")] {
+            let header = json!({"alg": "EdDSA", "b64": false, "crit": crit});
+            let signed = format!("{}.{payload}", URL_SAFE_NO_PAD.encode(header.to_string()));
+            let signature = URL_SAFE_NO_PAD.encode(pair.sign(signed.as_bytes()));
+            let token = format!("{signed}.{signature}");
+            assert_eq!(
+                v.verify(&token, NOW).unwrap_err().reason,
+                "critical",
+                "{crit}"
+            );
+        }
     }
 
     #[test]

@@ -240,10 +240,10 @@ impl Authenticator {
             Mode::Gateway => {
                 let key = secret(&config.gateway_secret_env, "gateway_secret_env")?
                     .ok_or("[auth] mode = \"gateway\" needs gateway_secret_env")?;
-                gateway = Some(gateway::Gateway {
-                    key: hmac::Key::new(hmac::HMAC_SHA256, &key),
-                    max_skew: config.max_skew_s,
-                });
+                gateway = Some(gateway::Gateway::new(
+                    hmac::Key::new(hmac::HMAC_SHA256, &key),
+                    config.max_skew_s,
+                ));
             }
         }
         Ok(Authenticator {

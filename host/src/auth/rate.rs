@@ -19,6 +19,11 @@ pub struct RateConfig {
     /// Calls per minute per principal and tool.
     #[serde(default = "default_tool_calls")]
     pub tool_calls_per_minute: u32,
+    /// Failed authentications per minute per client address; past it, the
+    /// address is refused (429) even with good credentials until its
+    /// budget refills, so credentials cannot be guessed at speed.
+    #[serde(default = "default_failed_auth")]
+    pub failed_auth_per_minute: u32,
 }
 
 impl Default for RateConfig {
@@ -26,6 +31,7 @@ impl Default for RateConfig {
         RateConfig {
             requests_per_minute: default_requests(),
             tool_calls_per_minute: default_tool_calls(),
+            failed_auth_per_minute: default_failed_auth(),
         }
     }
 }
@@ -35,6 +41,9 @@ fn default_requests() -> u32 {
 }
 fn default_tool_calls() -> u32 {
     120
+}
+fn default_failed_auth() -> u32 {
+    30
 }
 
 /// Buckets kept before full ones are forgotten.
@@ -62,6 +71,29 @@ impl Limiter {
     /// Takes one token from `key`'s bucket at `now`; when it is empty, how
     /// long until it holds one again.
     pub fn take(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        self.with_bucket(key, now, |bucket| {
+            if bucket.tokens >= 1.0 {
+                bucket.tokens -= 1.0;
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// Whether `key`'s bucket is empty at `now` (taking nothing); if so,
+    /// how long until it holds a token again.
+    pub fn check(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        self.with_bucket(key, now, |bucket| bucket.tokens >= 1.0)
+    }
+
+    /// Refills `key`'s bucket to `now` and lets `admit` decide on it.
+    fn with_bucket(
+        &self,
+        key: &str,
+        now: Instant,
+        admit: impl FnOnce(&mut Bucket) -> bool,
+    ) -> Result<(), Duration> {
         if self.per_minute == 0 {
             return Ok(());
         }
@@ -83,8 +115,7 @@ impl Limiter {
         let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * per_second).min(capacity);
         bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        if admit(bucket) {
             Ok(())
         } else {
             Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_second))
@@ -119,6 +150,17 @@ mod tests {
                 .take("alice", start + Duration::from_secs(1))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn checking_takes_nothing() {
+        let limiter = Limiter::new(2);
+        let now = Instant::now();
+        for _ in 0..10 {
+            assert!(limiter.check("k", now).is_ok());
+        }
+        assert!(limiter.take("k", now).is_ok() && limiter.take("k", now).is_ok());
+        assert!(limiter.check("k", now).is_err());
     }
 
     #[test]

@@ -3,13 +3,14 @@
 //! can be read, else `null`), never a plain-text body that clients can
 //! only report as "the server returned an error".
 //!
-//! [`frame`] reads each POST body before rmcp does (bounded), answers
+//! [`frame`] reads each POST body before rmcp does (bounded in size and
+//! time), answers
 //! bodies that are not JSON with -32700, and after rmcp answers, turns its
 //! plain-text refusals into JSON-RPC errors.
 
 use super::server::SERVED_METHODS;
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{Method, StatusCode, header};
@@ -21,7 +22,7 @@ pub const PARSE_ERROR: i64 = -32700;
 /// The body was JSON but not a request this endpoint takes.
 pub const INVALID_REQUEST: i64 = -32600;
 /// The method is one the host serves but its params do not fit it.
-const INVALID_PARAMS: i64 = -32602;
+pub const INVALID_PARAMS: i64 = -32602;
 /// The host cannot take the request now (too many sessions, rate limit).
 pub const SERVER_BUSY: i64 = -32000;
 /// The request's credentials were missing, invalid or insufficient.
@@ -59,18 +60,37 @@ fn jsonrpc_error_for(status: StatusCode, id: Value, code: i64, message: String) 
     (status, axum::Json(body)).into_response()
 }
 
-/// The middleware: see the module's documentation.
-pub async fn frame(request: Request, next: Next) -> Response {
+/// The middleware: see the module's documentation. A body must arrive
+/// within `read_timeout`.
+pub async fn frame(
+    State(read_timeout): State<std::time::Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
     if request.method() != Method::POST {
         return into_jsonrpc(next.run(request).await, Value::Null, None).await;
     }
     let (mut parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
-        return jsonrpc_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            INVALID_REQUEST,
-            format!("the request body is larger than {MAX_BODY} bytes"),
-        );
+    let bytes = match tokio::time::timeout(read_timeout, axum::body::to_bytes(body, MAX_BODY)).await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => {
+            return jsonrpc_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                INVALID_REQUEST,
+                format!("the request body is larger than {MAX_BODY} bytes"),
+            );
+        }
+        Err(_) => {
+            return jsonrpc_error(
+                StatusCode::REQUEST_TIMEOUT,
+                INVALID_REQUEST,
+                format!(
+                    "the request body did not arrive within {} s",
+                    read_timeout.as_secs()
+                ),
+            );
+        }
     };
     let peek = match serde_json::from_slice::<Peek>(&bytes) {
         Ok(peek) => peek,

@@ -4,10 +4,12 @@
 mod convert;
 pub mod drain;
 pub mod http_errors;
+pub mod listener;
 mod observer;
 mod result;
 pub mod server;
 pub mod sessions;
+pub mod stdio;
 mod subscriptions;
 mod tasks;
 pub mod transport;

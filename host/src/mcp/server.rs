@@ -178,7 +178,7 @@ fn client_of(context: &RequestContext<RoleServer>, principal: &Principal) -> Cli
         principal: principal.id.clone(),
         transport: if http.is_some() { "http" } else { "stdio" },
         session: http
-            .and_then(|parts| parts.headers.get("mcp-session-id"))
+            .and_then(|parts| parts.headers.get(super::sessions::SESSION_HEADER))
             .and_then(|id| id.to_str().ok())
             .map(str::to_owned),
         name: context
@@ -1129,7 +1129,7 @@ const UNKNOWN_TOOL: &str = "unknown-tool";
 
 /// A name or URI a client sent, quoted for an error message, cut short: a
 /// 4 MB name is not echoed back whole.
-fn shown(name: &str) -> String {
+pub(super) fn shown(name: &str) -> String {
     let mut quoted = format!("{name:?}");
     crate::capability::denials::truncate(&mut quoted, 200);
     quoted

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// The header naming a request's session.
-const SESSION_HEADER: &str = "mcp-session-id";
+pub const SESSION_HEADER: &str = "mcp-session-id";
 
 /// How many sessions, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,91 +1,27 @@
-//! Serving MCP over stdio and Streamable HTTP.
+//! Serving MCP over Streamable HTTP.
 
 use super::drain::{self, InFlight};
 use super::http_errors::{self, MAX_BODY};
+use super::listener::{self, ConnectionLimits};
 use super::sessions::{self, SessionLimits, Sessions};
 use super::{McpServer, Shared};
 use crate::auth::http::{Gate, METADATA_PATH};
 use crate::auth::rate::Limiter;
 use crate::auth::{self, Authenticator, Mode};
 use axum::extract::{Request, State};
-use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
-use rmcp::ServiceExt;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 /// Browser origins accepted by default: pages served from this machine.
 pub const LOOPBACK_ORIGINS: [&str; 3] =
     ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"];
-
-/// Serves one client on stdin/stdout until it disconnects or `shutdown`
-/// is cancelled. Nothing but JSON-RPC is written to stdout: plugins'
-/// output is captured, and the host's own log goes to stderr.
-///
-/// On shutdown no further request is read; calls in flight finish (up to
-/// `deadline`) and their answers are written before the host exits.
-pub async fn serve_stdio(
-    shared: Arc<Shared>,
-    shutdown: CancellationToken,
-    deadline: Duration,
-) -> anyhow::Result<()> {
-    let (stdin, stdout) = rmcp::transport::io::stdio_pipes();
-    let in_flight = shared.in_flight.clone();
-    let stopping = shutdown.clone();
-    let stdin = UntilStopped {
-        inner: stdin,
-        stopping: shutdown,
-        stopped: Box::pin(async move {
-            stopping.cancelled().await;
-            if !in_flight.drained(deadline).await {
-                tracing::warn!(
-                    calls = in_flight.count(),
-                    "shutdown deadline passed with calls in flight"
-                );
-            }
-        }),
-    };
-    let running = McpServer::new(shared)
-        .serve((stdin, stdout))
-        .await
-        .map_err(|e| anyhow::anyhow!("the stdio client did not initialise: {e}"))?;
-    running.waiting().await?;
-    Ok(())
-}
-
-/// Standard input that stops delivering requests once shutdown starts,
-/// and ends (as if the client had closed it) once the calls in flight are
-/// done: rmcp then writes their answers and stops.
-struct UntilStopped<R> {
-    inner: R,
-    stopping: CancellationToken,
-    stopped: Pin<Box<dyn Future<Output = ()> + Send>>,
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for UntilStopped<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.stopped.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Ok(()));
-        }
-        if self.stopping.is_cancelled() {
-            return Poll::Pending;
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
 
 /// Options of the HTTP endpoint.
 pub struct HttpOptions {
@@ -98,6 +34,8 @@ pub struct HttpOptions {
     pub rate: auth::rate::RateConfig,
     /// How many sessions, and for how long.
     pub sessions: SessionLimits,
+    /// How many connections, and how patient with slow clients.
+    pub connections: ConnectionLimits,
     /// How long shutdown waits for calls in flight.
     pub shutdown_deadline: Duration,
 }
@@ -171,6 +109,7 @@ pub async fn serve_http(
     let gate = Arc::new(Gate {
         auth: options.auth,
         requests: Limiter::new(options.rate.requests_per_minute),
+        failures: Limiter::new(options.rate.failed_auth_per_minute),
         metrics: shared.metrics.clone(),
     });
     // Layers run outside in: the Host check, authentication, the body's
@@ -178,7 +117,10 @@ pub async fn serve_http(
     let mut mcp = axum::Router::new()
         .nest_service("/mcp", service)
         .layer(from_fn_with_state(sessions, sessions::guard))
-        .layer(from_fn(http_errors::frame));
+        .layer(from_fn_with_state(
+            options.connections.read_timeout,
+            http_errors::frame,
+        ));
     if mode != Mode::None {
         mcp = mcp.layer(from_fn_with_state(gate.clone(), auth::http::authenticate));
     }
@@ -200,14 +142,6 @@ pub async fn serve_http(
         )
         .layer(from_fn_with_state(hosts, allowed_host));
     on_bound(bound);
-    // Responses go out in several small writes (headers, then events):
-    // without TCP_NODELAY, Nagle's algorithm holds them back ~40 ms.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY: {e}");
-        }
-    });
-    let router = router.into_make_service_with_connect_info::<SocketAddr>();
     let deadline = options.shutdown_deadline;
     let stopping = shutdown.clone();
     tokio::spawn(async move {
@@ -220,16 +154,14 @@ pub async fn serve_http(
         }
         end_sessions.cancel();
     });
-    let stopping = shutdown.clone();
-    let serving = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { stopping.cancelled().await });
+    let serving = listener::serve(listener, router, options.connections, shutdown.clone());
     // A client that never reads its stream cannot hold the host open.
     let overdue = async {
         shutdown.cancelled().await;
         tokio::time::sleep(deadline + Duration::from_secs(5)).await;
     };
     tokio::select! {
-        served = serving => served?,
+        () = serving => {}
         () = overdue => tracing::warn!("connections still open after the shutdown deadline: closing them"),
     }
     Ok(())
@@ -273,24 +205,19 @@ async fn allowed_host(
     request: Request,
     next: Next,
 ) -> Response {
-    let http2 = request.version() >= http::Version::HTTP_2;
-    if request.uri().authority().is_some() && !http2 {
+    if request.uri().authority().is_some() {
         return http_errors::jsonrpc_error(
             http::StatusCode::BAD_REQUEST,
             http_errors::INVALID_REQUEST,
             "absolute-form request targets are not served; send the path only".into(),
         );
     }
-    // HTTP/2 names the host in the `:authority` pseudo-header, which is
-    // the request URI's authority.
-    let host = match request.uri().authority() {
-        Some(authority) if http2 => Some(authority.clone()),
-        _ => request
-            .headers()
-            .get(http::header::HOST)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.parse::<http::uri::Authority>().ok()),
-    };
+    // The listener speaks HTTP/1.1 only, so the host is named in `Host`.
+    let host = request
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<http::uri::Authority>().ok());
     let allowed = host.is_some_and(|authority| {
         let name = authority.host().trim_matches(['[', ']']);
         hosts
