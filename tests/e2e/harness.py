@@ -42,7 +42,9 @@ def make_root(path: pathlib.Path, fixtures: tuple[str, ...] = ()) -> pathlib.Pat
     plugins = path / "plugins"
     plugins.mkdir(parents=True)
     shutil.copytree(REPO / "plugins" / "market-data" / "data", plugins / "market-data" / "data")
-    (plugins / "strategies" / "saved").mkdir(parents=True)  # as in the repository
+    # As in the repository: the example strategy, room for more.
+    (plugins / "strategies" / "saved").mkdir(parents=True)
+    shutil.copy(REPO / "plugins" / "strategies" / "saved" / "sma_cross.json", plugins / "strategies" / "saved")
     for name in EXAMPLES:
         shutil.copy(REPO / "plugins" / f"{name}.wasm", plugins / f"{name}.wasm")
     for name in fixtures:
@@ -171,6 +173,40 @@ class RawHttp:
     def request(self, method: str, params: dict) -> dict:
         self.next_id += 1
         messages = self.post({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params})
+        return next(m for m in messages if m.get("id") == self.next_id)
+
+
+class RawModern:
+    """A bare JSON-RPC client speaking 2026-07-28 over HTTP: no session;
+    every request carries the protocol version, the client's name and
+    capabilities in `_meta`, and the standard `Mcp-*` headers."""
+
+    NAMED_BY = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri",
+                "tasks/get": "taskId", "tasks/cancel": "taskId"}
+
+    def __init__(self, url: str, capabilities: dict | None = None, name: str = "raw-modern"):
+        self.url = url
+        self.meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                     "io.modelcontextprotocol/clientInfo": {"name": name, "version": "0"},
+                     "io.modelcontextprotocol/clientCapabilities": capabilities or {}}
+        self.next_id = 0
+
+    def request(self, method: str, params: dict) -> dict:
+        import urllib.request
+
+        self.next_id += 1
+        message = {"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": {**params, "_meta": self.meta}}
+        headers = {"content-type": "application/json", "accept": "application/json, text/event-stream",
+                   "mcp-protocol-version": "2026-07-28", "mcp-method": method}
+        if method in self.NAMED_BY:
+            headers["mcp-name"] = params[self.NAMED_BY[method]]
+        request = urllib.request.Request(self.url, data=json.dumps(message).encode(), headers=headers, method="POST")
+        with urllib.request.urlopen(request, timeout=60) as response:
+            body = response.read().decode()
+        if body.lstrip().startswith("{"):
+            messages = [json.loads(body)]
+        else:
+            messages = [json.loads(line[5:]) for line in body.splitlines() if line.startswith("data:") and line[5:].strip()]
         return next(m for m in messages if m.get("id") == self.next_id)
 
 

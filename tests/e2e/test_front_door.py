@@ -516,7 +516,7 @@ def test_a_stdio_request_reusing_an_id_in_flight_is_refused_and_both_are_answere
     assert "still in flight" in first["error"]["message"]
     assert second["id"] == 5 and "Computed for 2 seconds" in json.dumps(second["result"])
     later = [json.loads(line) for line in out.splitlines() if line.strip()]
-    assert [(a["id"], "result" in a) for a in later] == [(5, True), (6, True)]
+    assert sorted((a["id"], "result" in a) for a in later) == [(5, True), (6, True)]
 
 
 # Failed authentication is rate-limited per address.
@@ -540,3 +540,22 @@ def test_an_address_that_keeps_failing_authentication_is_held_off_even_with_good
         assert 'reason="auth-rate-limited"' in metrics
     finally:
         host.stop()
+
+
+# Task polling from clients that leave out Mcp-Name (fastmcp, mcp-remote).
+
+STATELESS_META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientCapabilities": {"extensions": {"io.modelcontextprotocol/tasks": {}}}}
+
+
+@pytest.mark.parametrize("method", ["tasks/get", "tasks/cancel"])
+def test_task_methods_without_mcp_name_are_served_and_a_contradicting_one_is_refused(http_host, method):
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
+                       "params": {"taskId": "no-such-task", "_meta": STATELESS_META}}).encode()
+    headers = {"mcp-protocol-version": "2026-07-28", "mcp-method": method}
+    status, _, text = send(http_host.url, body=body, headers=headers)
+    assert status == 200, text
+    (answer,) = messages(text)
+    assert answer["id"] == 1 and "no task no-such-task" in answer["error"]["message"]
+    status, _, text = send(http_host.url, body=body, headers={**headers, "mcp-name": "another-task"})
+    assert status == 400 and jsonrpc_error(text)["code"] == -32020

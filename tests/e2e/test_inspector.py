@@ -55,3 +55,13 @@ def test_gets_prompts(inspect):
     session = inspect("--method", "prompts/get", "--prompt-name", "indicators__research_session",
                       "--prompt-args", "focus=mean reversion on SPY")
     assert "mean reversion on SPY" in session["messages"][0]["content"]["text"]
+
+
+def test_runs_the_readme_backtest_on_the_shipped_strategy(inspect):
+    """The Inspector declares the tasks extension whatever the protocol; on a
+    2025-11-25 session that is ignored, so the backtest answers directly."""
+    result = inspect("--method", "tools/call", "--tool-name", "backtest__run_backtest",
+                     "--tool-arg", "strategy=sma_cross", "--tool-arg", "symbol=SPY", "--tool-arg", "timeframe=1d")
+    assert not result.get("isError"), result
+    report = result["structuredContent"]
+    assert report["strategy"] == "sma_cross" and report["symbol"] == "SPY"

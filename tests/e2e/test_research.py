@@ -13,7 +13,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp.types import PromptReference, ResourceTemplateReference
 
-from harness import HttpHost, RawHttp, audit_records, make_root, stdio_params, text_of
+from harness import HttpHost, RawHttp, RawModern, audit_records, make_root, stdio_params, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -196,7 +196,7 @@ async def test_cancelling_a_running_backtest_ends_it_promptly(big_root, big_http
 TASKS = {"extensions": {"io.modelcontextprotocol/tasks": {}}}
 
 
-def poll(raw: RawHttp, task_id: str, until) -> dict:
+def poll(raw: RawModern, task_id: str, until) -> dict:
     deadline = time.monotonic() + 60
     while True:
         task = raw.request("tasks/get", {"taskId": task_id})["result"]
@@ -206,10 +206,10 @@ def poll(raw: RawHttp, task_id: str, until) -> dict:
 
 
 def test_backtests_run_as_tasks_for_clients_that_take_them(big_root, big_http):
-    """run_backtest is long-running: a client declaring the tasks extension
-    gets a task handle at once, watches its progress in tasks/get and can
-    cancel it; other clients get the result directly (above)."""
-    raw = RawHttp(big_http.url, TASKS)
+    """run_backtest is long-running: a 2026-07-28 client declaring the tasks
+    extension gets a task handle at once, watches its progress in tasks/get
+    and can cancel it; other clients get the result directly (above)."""
+    raw = RawModern(big_http.url, TASKS, name="task-taker")
     created = raw.request("tools/call", {"name": "backtest__run_backtest",
                                          "arguments": {"strategy": "slow_cross", "symbol": "SPY", "timeframe": "1d"}})
     handle = created["result"]
@@ -230,7 +230,14 @@ def test_backtests_run_as_tasks_for_clients_that_take_them(big_root, big_http):
 
     unknown = raw.request("tasks/get", {"taskId": "0" * 32})
     assert unknown["error"]["code"] == -32602
-    # Without the extension, the same tool answers directly.
-    direct = RawHttp(big_http.url).request("tools/call", {"name": "backtest__run_backtest",
-                                                          "arguments": {"strategy": "slow_cross", "symbol": "SPY", "timeframe": "1d"}})
-    assert direct["result"]["structuredContent"]["symbol"] == "SPY"
+    # Without the extension, the same tool answers directly; and on a
+    # 2025-11-25 session the extension is ignored (it belongs to 2026-07-28).
+    backtest = {"name": "backtest__run_backtest",
+                "arguments": {"strategy": "slow_cross", "symbol": "SPY", "timeframe": "1d"}}
+    for client in (RawModern(big_http.url), RawHttp(big_http.url, TASKS)):
+        direct = client.request("tools/call", backtest)
+        assert direct["result"]["structuredContent"]["symbol"] == "SPY", direct
+    # A 2026-07-28 request's audit record names the client its `_meta` names.
+    calls = [r for r in audit_records(big_root, until=lambda r: r.get("client", {}).get("name") == "task-taker")
+             if r.get("event") == "call"]
+    assert any(r["client"]["name"] == "task-taker" for r in calls)

@@ -31,6 +31,9 @@ pub const UNAUTHORIZED: i64 = -32001;
 /// The largest request body read (the same bound the MCP service keeps).
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
+/// The header naming what a request acts on (SEP-2243).
+const MCP_NAME: &str = "mcp-name";
+
 /// The largest plain-text refusal from rmcp carried into a JSON error.
 const MAX_REFUSAL_TEXT: usize = 64 * 1024;
 
@@ -45,6 +48,24 @@ struct Peek {
     #[serde(default)]
     id: Value,
 }
+
+/// The task a task method names.
+#[derive(Deserialize)]
+struct TaskPeek {
+    params: TaskParams,
+}
+
+#[derive(Deserialize)]
+struct TaskParams {
+    #[serde(rename = "taskId")]
+    task_id: String,
+}
+
+/// Task methods whose `Mcp-Name` (the task id) rmcp requires on
+/// 2026-07-28 requests, though clients (fastmcp, mcp-remote) leave it out:
+/// the id is in the body, and the header exists only for intermediaries
+/// to route on, so the host fills it in from there.
+const TASK_METHODS: [&str; 3] = ["tasks/get", "tasks/update", "tasks/cancel"];
 
 /// A JSON-RPC error response with `id` null.
 pub fn jsonrpc_error(status: StatusCode, code: i64, message: String) -> Response {
@@ -116,6 +137,17 @@ pub async fn frame(
     };
     if let Some(method) = &peek.method {
         parts.extensions.insert(JsonRpcMethod(method.clone()));
+    }
+    let names_a_task = peek
+        .method
+        .as_deref()
+        .is_some_and(|method| TASK_METHODS.contains(&method));
+    if names_a_task
+        && !parts.headers.contains_key(MCP_NAME)
+        && let Ok(task) = serde_json::from_slice::<TaskPeek>(&bytes)
+        && let Ok(task) = header::HeaderValue::from_str(&task.params.task_id)
+    {
+        parts.headers.insert(MCP_NAME, task);
     }
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))

@@ -22,8 +22,8 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
     CompletionInfo, ContentBlock, GetPromptRequestParams, GetPromptResponse, GetPromptResult,
     Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
-    ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
-    ReadResourceResult, Reference, ServerCapabilities, ServerConfig,
+    ListToolsResult, PaginatedRequestParams, ProtocolVersion, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, Reference, ServerCapabilities, ServerConfig,
 };
 use rmcp::model::{
     CancelTaskParams, ClientCapabilities, CreateTaskResult, CustomRequest, CustomResult,
@@ -181,10 +181,9 @@ fn client_of(context: &RequestContext<RoleServer>, principal: &Principal) -> Cli
             .and_then(|parts| parts.headers.get(super::sessions::SESSION_HEADER))
             .and_then(|id| id.to_str().ok())
             .map(str::to_owned),
-        name: context
-            .peer
-            .peer_info()
-            .map(|info| info.client_info.name.clone()),
+        // A 2026-07-28 request names its client in its own `_meta`; the
+        // peer info of a sessionless request is rmcp's placeholder.
+        name: context.client_info().map(|info| info.name),
     }
 }
 
@@ -678,10 +677,17 @@ impl ServerHandler for McpServer {
             )));
         }
 
-        // Long-running tools become tasks for clients that take them.
-        let takes_tasks = context
-            .client_capabilities()
-            .is_some_and(|capabilities| capabilities.supports_tasks());
+        // Long-running tools become tasks for clients that take them. The
+        // tasks extension (SEP-2663) is part of 2026-07-28; on older
+        // sessions it is ignored, as clients that declare it anyway (the
+        // Inspector) expect: they cannot take a handle there.
+        let modern = context
+            .protocol_version()
+            .is_some_and(|version| version >= ProtocolVersion::V_2026_07_28);
+        let takes_tasks = modern
+            && context
+                .client_capabilities()
+                .is_some_and(|capabilities| capabilities.supports_tasks());
         let needs_tasks = || {
             let required = ClientCapabilities::builder().enable_tasks().build();
             McpError::missing_required_client_capability(required)
