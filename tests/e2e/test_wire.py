@@ -157,3 +157,23 @@ def test_served_schemas_use_only_formats_json_schema_defines(raw):
     bars = next(tool for tool in tools if tool["name"] == "market-data__get_bars")
     limit = bars["inputSchema"]["properties"]["limit"]
     assert (limit["minimum"], limit["maximum"]) == (1, 5000), limit
+
+
+def test_a_plugins_io_errors_read_as_words_not_wasi_errno_numbers(tmp_path):
+    from harness import make_root
+
+    root = make_root(tmp_path)
+    policy = root / "policies" / "strategies.toml"
+    policy.write_text(policy.read_text().replace('access = "read-write"', 'access = "read-only"'))
+    raw = RawStdio(root)
+    try:
+        raw.initialize()
+        config = {"symbols": ["SPY"], "timeframe": "1d", "indicators": [], "entry": "close > 1",
+                  "exit": "close < 1", "risk": {"position_size_pct": 10}}
+        answer = raw.request(2, "tools/call", {"name": "strategies__create_strategy",
+                                               "arguments": {"name": "blocked", "config": config}})
+    finally:
+        raw.process.kill()
+    text = " ".join(block["text"] for block in answer["result"]["content"])
+    assert answer["result"]["isError"] and "cannot write strategies" in text, text
+    assert "os error" not in text and "not permitted" in text, text

@@ -118,14 +118,29 @@ pub struct ToolError(pub String);
 impl ToolError {
     /// A failure described by `message`.
     pub fn new(message: impl Into<String>) -> Self {
-        ToolError(message.into())
+        ToolError(without_errno(message.into()))
     }
 }
 
 impl<E: std::fmt::Display> From<E> for ToolError {
     fn from(error: E) -> Self {
-        ToolError(error.to_string())
+        ToolError::new(error.to_string())
     }
+}
+
+/// `message` without the ` (os error N)` that Rust appends to I/O errors:
+/// inside the sandbox N is a WASI errno (44 is "not found", 2 on Linux),
+/// which tells a user nothing the words before it do not.
+fn without_errno(mut message: String) -> String {
+    while let Some(start) = message.find(" (os error ") {
+        let rest = &message[start + " (os error ".len()..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || !rest[digits..].starts_with(')') {
+            break;
+        }
+        message.replace_range(start..start + " (os error ".len() + digits + 1, "");
+    }
+    message
 }
 
 /// What a tool handler may return.
@@ -186,5 +201,23 @@ pub(crate) fn failure(message: String) -> ToolResult {
         content: vec![Content::Text(message)],
         structured: None,
         is_error: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_numbers_are_left_out_of_messages() {
+        let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let raw = std::io::Error::from_raw_os_error(2);
+        assert!(!ToolError::from(raw).0.contains("os error"));
+        assert_eq!(ToolError::from(missing).0, "entity not found");
+        assert_eq!(
+            ToolError::new("cannot read a.csv: No such file (os error 44); then x (os error 9)").0,
+            "cannot read a.csv: No such file; then x"
+        );
+        assert_eq!(ToolError::new("odd (os error x)").0, "odd (os error x)");
     }
 }
