@@ -559,3 +559,62 @@ def test_task_methods_without_mcp_name_are_served_and_a_contradicting_one_is_ref
     assert answer["id"] == 1 and "no task no-such-task" in answer["error"]["message"]
     status, _, text = send(http_host.url, body=body, headers={**headers, "mcp-name": "another-task"})
     assert status == 400 and jsonrpc_error(text)["code"] == -32020
+
+
+# Load and abuse: memory stays bounded.
+
+def resident_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def initialize_from(port: int, source: str) -> int:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(source, 0))
+    try:
+        connection.request("POST", "/mcp", json.dumps(INITIALIZE), {**ACCEPT, "host": f"127.0.0.1:{port}"})
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def test_many_sessions_silent_sockets_and_unknown_names_leave_memory_bounded(tmp_path):
+    """Public mode, where every address is a user of its own; the default
+    limits, with only the request budgets lifted so the flood gets through."""
+    root = make_root(tmp_path)
+    config = root / "host.toml"
+    config.write_text('[auth]\nmode = "public"\n[auth.rate_limit]\nrequests_per_minute = 0\n'
+                      'tool_calls_per_minute = 0\n')
+    host = HttpHost(root, None, "--config", str(config))
+    port = int(host.url.rsplit(":", 1)[1].split("/")[0])
+    silent: list[socket.socket] = []
+    try:
+        session = open_session(host.url)
+        list_tools(host.url, session)
+        before = resident_mb(host.process.pid)
+        # 3,000 sessions from 100 addresses: 30 each (under the per-user
+        # cap), so the global cap of 1,000 is what holds.
+        statuses = [initialize_from(port, f"127.0.0.{2 + n % 100}") for n in range(3000)]
+        assert statuses.count(200) == 999 and statuses.count(503) == 2001, sorted(set(statuses))
+        # 800 connections that never send a byte.
+        silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(800)]
+        # 2,000 calls to tools that do not exist, each with a long new name.
+        for n in range(2000):
+            body = json.dumps({"jsonrpc": "2.0", "id": n, "method": "tools/call",
+                               "params": {"name": f"nosuch{n}_" + "x" * 1000, "arguments": {}}}).encode()
+            send(host.url, body=body, headers={"mcp-session-id": session})
+        after = resident_mb(host.process.pid)
+        _, _, metrics = send(host.origin + "/metrics", "GET")
+        assert len(metrics) < 64_000, len(metrics)
+        assert after - before < 150, (before, after)
+        assert list_tools(host.url, session)[0] == 200  # still serving
+    finally:
+        for sock in silent:
+            sock.close()
+        host.stop()

@@ -194,3 +194,77 @@ async fn into_jsonrpc(response: Response, id: Value, method: Option<&str>) -> Re
     }
     answer
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use tower_service::Service;
+
+    /// What the framing answers for `body` in front of a service that
+    /// refuses everything as rmcp does, in plain text.
+    fn framed(body: Vec<u8>) -> (StatusCode, Value) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let mut router = axum::Router::new()
+                .route(
+                    "/mcp",
+                    axum::routing::post(|| async {
+                        (
+                            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                            "fail to deserialize request body",
+                        )
+                    }),
+                )
+                .layer(axum::middleware::from_fn_with_state(
+                    std::time::Duration::from_secs(5),
+                    frame,
+                ));
+            let request = Request::post("/mcp").body(Body::from(body)).unwrap();
+            let response = router.call(request).await.unwrap();
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (
+                status,
+                serde_json::from_slice(&bytes).expect("every answer is JSON"),
+            )
+        })
+    }
+
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        let json = prop_oneof![
+            Just(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":"x"}"#.to_owned()),
+            Just(r#"{"jsonrpc":"2.0","id":"a","method":"nope"}"#.to_owned()),
+            Just(r#"{"jsonrpc":"2.0","id":{"x":1},"method":"ping"}"#.to_owned()),
+            Just(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#.to_owned()),
+            Just(r#""just a string""#.to_owned()),
+            Just(
+                r#"{"jsonrpc":"2.0","method":"tasks/get","params":{"taskId":"t\u0000"}}"#
+                    .to_owned()
+            ),
+            "[ -~]{0,200}",
+        ];
+        prop_oneof![
+            json.prop_map(String::into_bytes),
+            proptest::collection::vec(any::<u8>(), 0..300),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn every_body_gets_a_jsonrpc_error_with_an_id_it_may_echo(body in body()) {
+            let (status, answer) = framed(body);
+            prop_assert!(status.is_client_error(), "{status}");
+            prop_assert_eq!(&answer["jsonrpc"], "2.0");
+            let id = answer.get("id").expect("id is always there");
+            prop_assert!(id.is_null() || id.is_string() || id.is_number(), "{answer}");
+            let code = answer["error"]["code"].as_i64().unwrap();
+            prop_assert!([PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS].contains(&code), "{answer}");
+        }
+    }
+}

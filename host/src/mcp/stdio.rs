@@ -375,3 +375,160 @@ async fn write_line<W: AsyncWrite + Unpin>(
     output.write_all(&line).await?;
     output.flush().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rmcp::transport::Transport;
+    use tokio::io::AsyncReadExt;
+
+    /// Everything the transport delivers and answers for `input`.
+    fn run(input: Vec<u8>) -> (Vec<ClientJsonRpcMessage>, Vec<Value>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let (output, mut answers) = tokio::io::duplex(64 << 20);
+            let mut transport = LineTransport::new(&input[..], output);
+            let mut delivered = Vec::new();
+            while let Some(message) = transport.receive().await {
+                delivered.push(message);
+            }
+            transport.close().await.unwrap();
+            drop(transport);
+            let mut written = Vec::new();
+            answers.read_to_end(&mut written).await.unwrap();
+            let answers = written
+                .split(|b| *b == b'\n')
+                .filter(|line| !line.is_empty())
+                .map(|line| serde_json::from_slice(line).expect("every answer is JSON"))
+                .collect();
+            (delivered, answers)
+        })
+    }
+
+    fn line(value: Value) -> Vec<u8> {
+        let mut line = serde_json::to_vec(&value).unwrap();
+        line.push(b'\n');
+        line
+    }
+
+    #[test]
+    fn an_id_is_taken_until_its_request_is_answered_or_cancelled() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let ping =
+                |id: i64| line(serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "ping"}));
+            let cancel = line(
+                serde_json::json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                "params": {"requestId": 2}}),
+            );
+            let input = [ping(1), ping(1), ping(2), cancel, ping(2)].concat();
+            let (output, _answers) = tokio::io::duplex(1 << 20);
+            let mut transport = LineTransport::new(&input[..], output);
+            let first = transport.receive().await.unwrap();
+            assert!(matches!(first, ClientJsonRpcMessage::Request(_)));
+            // The second `1` is answered by the transport, so `2` comes next.
+            let second = transport.receive().await.unwrap();
+            let ClientJsonRpcMessage::Request(second) = second else {
+                panic!("{second:?}")
+            };
+            assert_eq!(second.id, RequestId::Number(2));
+            assert!(matches!(
+                transport.receive().await.unwrap(),
+                ClientJsonRpcMessage::Notification(_)
+            ));
+            // Cancelled, `2` is free again.
+            let again = transport.receive().await.unwrap();
+            let ClientJsonRpcMessage::Request(again) = again else {
+                panic!("{again:?}")
+            };
+            assert_eq!(again.id, RequestId::Number(2));
+            // Answering `1` frees it.
+            let answer = ServerJsonRpcMessage::response(
+                rmcp::model::ServerResult::empty(()),
+                RequestId::Number(1),
+            );
+            transport.send(answer).await.unwrap();
+            assert!(
+                !transport
+                    .in_flight
+                    .lock()
+                    .unwrap()
+                    .contains(&RequestId::Number(1))
+            );
+        });
+    }
+
+    /// Lines a careless or hostile client might send.
+    fn a_line() -> impl Strategy<Value = Vec<u8>> {
+        let id = prop_oneof![
+            Just(serde_json::json!(1)),
+            Just(serde_json::json!("a")),
+            Just(Value::Null),
+            Just(serde_json::json!({})),
+            Just(serde_json::json!([1])),
+            Just(serde_json::json!(1.5)),
+            Just(serde_json::json!(true)),
+        ];
+        let method = prop_oneof![
+            Just("ping"),
+            Just("tools/call"),
+            Just("tools/list"),
+            Just("initialize"),
+            Just("notifications/progress"),
+            Just("no/such/method"),
+        ];
+        let params = prop_oneof![
+            Just(serde_json::json!({})),
+            Just(serde_json::json!("x")),
+            Just(serde_json::json!([])),
+            Just(Value::Null),
+            Just(serde_json::json!({"name": 1, "arguments": [1]})),
+        ];
+        let message = (id, method, params, any::<bool>(), any::<bool>()).prop_map(
+            |(id, method, params, with_id, with_version)| {
+                let mut message = serde_json::json!({"method": method, "params": params});
+                if with_id {
+                    message["id"] = id;
+                }
+                if with_version {
+                    message["jsonrpc"] = "2.0".into();
+                }
+                line(message)
+            },
+        );
+        let garbage = proptest::collection::vec(
+            any::<u8>().prop_filter("no newline", |b| *b != b'\n'),
+            0..300,
+        )
+        .prop_map(|mut bytes| {
+            bytes.push(b'\n');
+            bytes
+        });
+        prop_oneof![message, garbage]
+    }
+
+    proptest! {
+        #[test]
+        fn every_line_gets_at_most_one_well_formed_outcome(lines in proptest::collection::vec(a_line(), 0..40)) {
+            let nonblank = lines
+                .iter()
+                .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+                .count();
+            let (delivered, answers) = run(lines.concat());
+            prop_assert!(delivered.len() + answers.len() <= nonblank);
+            for answer in &answers {
+                prop_assert_eq!(&answer["jsonrpc"], "2.0");
+                prop_assert!(answer.get("id").is_some(), "{answer}");
+                let code = answer["error"]["code"].as_i64().unwrap();
+                prop_assert!([PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS].contains(&code), "{answer}");
+            }
+        }
+    }
+}
