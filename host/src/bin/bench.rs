@@ -33,6 +33,10 @@ struct Args {
     /// The repository, for the example plugins and test fixtures.
     #[arg(long, default_value = ".")]
     repo: PathBuf,
+    /// The host binary to measure [default: `host` beside this one]; only
+    /// the `idle` figure runs against builds older than its own.
+    #[arg(long)]
+    host: Option<PathBuf>,
     /// Serve a bare JSON-RPC responder on stdio (used by the harness itself).
     #[arg(long, hide = true)]
     bare_responder: bool,
@@ -72,6 +76,9 @@ async fn main() -> Result<()> {
     if wanted(Figure::Memory) {
         bench.memory().await?;
     }
+    if wanted(Figure::Idle) {
+        bench.idle().await?;
+    }
     Ok(())
 }
 
@@ -83,6 +90,7 @@ enum Figure {
     Startup,
     Reload,
     Memory,
+    Idle,
 }
 
 struct Bench {
@@ -96,7 +104,10 @@ struct Bench {
 impl Bench {
     fn new(args: &Args) -> Result<Bench> {
         let bench = std::env::current_exe()?;
-        let host = bench.with_file_name("host");
+        let host = args
+            .host
+            .clone()
+            .unwrap_or_else(|| bench.with_file_name("host"));
         if !host.exists() {
             bail!(
                 "{} is missing: build it first (cargo build --release -p host)",
@@ -381,6 +392,76 @@ impl Bench {
         println!("| {idle:.1} | {peak:.1} |\n");
         Ok(())
     }
+
+    /// Figure 6: Resident memory with many idle sessions, then many idle
+    /// connections on top, as careless or hostile clients leave them. Public
+    /// mode, so each client address is a user of its own, with the request
+    /// budget lifted; 30 sessions per address, from 127.0.x.y.
+    async fn idle(&self) -> Result<()> {
+        println!("## 6. idle sessions and connections (resident MB)\n");
+        let (sessions, connections) = if self.quick {
+            (300, 100)
+        } else {
+            (10_000, 2_000)
+        };
+        let root = self.root("idle", &[("hello", self.fixture("hello"))], &[])?;
+        // Keys every host build knows, so older builds can be measured too.
+        std::fs::write(
+            root.join("host-config.toml"),
+            "[auth]\nmode = \"public\"\n[auth.rate_limit]\nrequests_per_minute = 0\n",
+        )?;
+        let cache = self.work.path().join("idle-cache");
+        let (mut server, url) =
+            HttpServer::start(&self.host, &self.serve_args(&root, &cache)).await?;
+        let addr: std::net::SocketAddr = url
+            .trim_start_matches("http://")
+            .trim_end_matches("/mcp")
+            .parse()?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let idle = rss_mb(server.pid)?;
+        let opened = Arc::new(AtomicU64::new(0));
+        let mut openers = tokio::task::JoinSet::new();
+        for worker in 0..16 {
+            let opened = opened.clone();
+            openers.spawn(async move {
+                for n in (worker..sessions).step_by(16) {
+                    let user = n / 30;
+                    let source = std::net::Ipv4Addr::new(
+                        127,
+                        0,
+                        1 + (user / 250) as u8,
+                        2 + (user % 250) as u8,
+                    );
+                    if initialize_from(addr, source.into()).await? {
+                        opened.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                anyhow::Ok(())
+            });
+        }
+        while let Some(done) = openers.join_next().await {
+            done??;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let with_sessions = rss_mb(server.pid)?;
+        let mut held = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            held.push(tokio::net::TcpStream::connect(addr).await?);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let with_connections = rss_mb(server.pid)?;
+        drop(held);
+        server.stop().await;
+        println!(
+            "| sessions asked for | opened | idle | with the sessions | and {connections} idle connections |"
+        );
+        println!("| --- | --- | --- | --- | --- |");
+        println!(
+            "| {sessions} | {} | {idle:.1} | {with_sessions:.1} | {with_connections:.1} |\n",
+            opened.load(Ordering::Relaxed)
+        );
+        Ok(())
+    }
 }
 
 fn report(transport: &str, plugin: &[Duration], native: &[Duration], floor: &[Duration]) {
@@ -643,6 +724,28 @@ fn initialize_params() -> Value {
         "capabilities": {},
         "clientInfo": {"name": "bench", "version": "0"},
     })
+}
+
+/// Opens a session from `source` (a loopback address) and leaves it idle;
+/// whether the host admitted it.
+async fn initialize_from(addr: std::net::SocketAddr, source: std::net::IpAddr) -> Result<bool> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind((source, 0).into())?;
+    let stream = socket.connect(addr).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let body =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": initialize_params()});
+    let request = http::Request::post("/mcp")
+        .header("host", addr.to_string())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(Full::new(Bytes::from(serde_json::to_vec(&body)?)))?;
+    let response = sender.send_request(request).await?;
+    let admitted = response.status().is_success();
+    response.into_body().collect().await?;
+    Ok(admitted)
 }
 
 fn answer(message: Value) -> Result<Value> {
