@@ -61,9 +61,32 @@ impl Gateway {
         }
     }
 
+    /// Checks what can be checked without the body: every header present,
+    /// in its one spelling, and the time inside the window. A request
+    /// failing here is refused before its body is read.
+    pub fn check_headers(&self, signed: &Signed, now: u64) -> Result<(), Rejected> {
+        self.headers(signed, now).map(|_| ())
+    }
+
     /// The user id of a request whose signed parts are `signed` and whose
     /// body is `body`, at time `now`.
     pub fn verify(&self, signed: &Signed, body: &[u8], now: u64) -> Result<String, Rejected> {
+        let (user, tag, at) = self.headers(signed, now)?;
+        let message = signing_input(signed, body);
+        hmac::verify(&self.key, &message, &tag).map_err(|_| Rejected {
+            reason: "signature",
+            detail: "the gateway signature does not verify".into(),
+        })?;
+        self.remember(tag, at + self.max_skew, now)?;
+        Ok(user.to_owned())
+    }
+
+    /// The user, the signature and its time, if the headers are sound.
+    fn headers<'a>(
+        &self,
+        signed: &Signed<'a>,
+        now: u64,
+    ) -> Result<(&'a str, [u8; 32], u64), Rejected> {
         let missing = |what: &str| Rejected {
             reason: "missing",
             detail: format!("the gateway did not send {what}"),
@@ -88,11 +111,6 @@ impl Gateway {
         if !(16..=128).contains(&nonce.len()) {
             return Err(malformed(format!("{NONCE} must be 16 to 128 characters")));
         }
-        let message = signing_input(signed, body);
-        hmac::verify(&self.key, &message, &tag).map_err(|_| Rejected {
-            reason: "signature",
-            detail: "the gateway signature does not verify".into(),
-        })?;
         if at > now + FUTURE_LEEWAY {
             return Err(Rejected {
                 reason: "stale",
@@ -112,8 +130,7 @@ impl Gateway {
                 ),
             });
         }
-        self.remember(tag, at + self.max_skew, now)?;
-        Ok(user.to_owned())
+        Ok((user, tag, at))
     }
 
     /// Records an accepted signature until `expires`; refuses one seen

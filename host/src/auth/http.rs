@@ -60,8 +60,36 @@ pub async fn authenticate(
         return refuse(&gate, refusal);
     }
     let (mut parts, body) = request.into_parts();
-    // A gateway signature covers the body, so in gateway mode it is read
-    // first; otherwise nothing of it is read before the credentials pass.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // Only bad credentials count against the address: a valid token short
+    // of a scope is not a guess.
+    let refused = |refusal: Refusal| {
+        if refusal.status == 401 {
+            let _ = gate.failures.take(&address, Instant::now());
+        }
+        refuse(&gate, refusal)
+    };
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let signed = gateway::Signed {
+        method: parts.method.as_str(),
+        target: parts
+            .uri
+            .path_and_query()
+            .map_or("/", |target| target.as_str()),
+        session: header(SESSION_HEADER),
+        user: header(gateway::USER),
+        timestamp: header(gateway::TIMESTAMP),
+        nonce: header(gateway::NONCE),
+        signature: header(gateway::SIGNATURE),
+    };
+    // A gateway signature covers the body, so in gateway mode the body is
+    // read once the headers pass; in the other modes nothing of it is read
+    // before the credentials pass.
+    if let Err(refusal) = gate.auth.check_before_body(&signed, now) {
+        return refused(refusal);
+    }
     let body = if gate.auth.mode == Mode::Gateway {
         let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
             return http_errors::jsonrpc_error(
@@ -74,38 +102,14 @@ pub async fn authenticate(
     } else {
         Err(body)
     };
-    let signed_body = body.as_ref().map_or(&[][..], |bytes| &bytes[..]);
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    let target = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |target| target.as_str());
     let credentials = Credentials {
         authorization: header(header::AUTHORIZATION.as_str()),
-        gateway: gateway::Signed {
-            method: parts.method.as_str(),
-            target,
-            session: header(SESSION_HEADER),
-            user: header(gateway::USER),
-            timestamp: header(gateway::TIMESTAMP),
-            nonce: header(gateway::NONCE),
-            signature: header(gateway::SIGNATURE),
-        },
-        body: signed_body,
+        gateway: signed,
+        body: body.as_ref().map_or(&[][..], |bytes| &bytes[..]),
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     let principal = match gate.auth.authenticate(&credentials, now) {
         Ok(principal) => principal,
-        Err(refusal) => {
-            // Only bad credentials count against the address: a valid
-            // token short of a scope is not a guess.
-            if refusal.status == 401 {
-                let _ = gate.failures.take(&address, Instant::now());
-            }
-            return refuse(&gate, refusal);
-        }
+        Err(refusal) => return refused(refusal),
     };
     let budget = match gate.auth.mode {
         Mode::Public => address,

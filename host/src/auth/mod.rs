@@ -257,6 +257,18 @@ impl Authenticator {
         })
     }
 
+    /// In gateway mode, refuses a request whose signature headers are
+    /// missing, malformed or out of time before its body is read (the
+    /// signature itself covers the body, so it is checked once that is).
+    pub fn check_before_body(&self, signed: &gateway::Signed, now: u64) -> Result<(), Refusal> {
+        match &self.gateway {
+            Some(gateway) => gateway
+                .check_headers(signed, now)
+                .map_err(Refusal::unauthenticated),
+            None => Ok(()),
+        }
+    }
+
     /// The principal a request with `credentials` runs as, at time `now`.
     pub fn authenticate(&self, credentials: &Credentials, now: u64) -> Result<Principal, Refusal> {
         match self.mode {
