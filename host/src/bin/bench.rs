@@ -393,12 +393,12 @@ impl Bench {
         Ok(())
     }
 
-    /// Figure 6: Resident memory with many idle sessions, then many idle
+    /// Figure 7: Resident memory with many idle sessions, then many idle
     /// connections on top, as careless or hostile clients leave them. Public
     /// mode, so each client address is a user of its own, with the request
     /// budget lifted; 30 sessions per address, from 127.0.x.y.
     async fn idle(&self) -> Result<()> {
-        println!("## 6. idle sessions and connections (resident MB)\n");
+        println!("## 7. idle sessions and connections (resident MB)\n");
         let (sessions, connections) = if self.quick {
             (300, 100)
         } else {
