@@ -618,3 +618,27 @@ def test_many_sessions_silent_sockets_and_unknown_names_leave_memory_bounded(tmp
         for sock in silent:
             sock.close()
         host.stop()
+
+
+def test_a_gateway_request_whose_body_is_late_gets_408(tmp_path):
+    """Gateway mode reads the body before rmcp to check its signature: with
+    the same deadline as every other body."""
+    from test_auth import GatewaySigner
+
+    root = make_root(tmp_path)
+    config = root / "host.toml"
+    config.write_text('[http]\nread_timeout_s = 1\n[auth]\nmode = "gateway"\n'
+                      'gateway_secret_env = "TEST_GATEWAY_SECRET"\n')
+    host = HttpHost(root, ENV, "--config", str(config))
+    try:
+        port = int(host.url.rsplit(":", 1)[1].split("/")[0])
+        signed = GatewaySigner("dana").headers("POST", "/mcp", None, json.dumps(INITIALIZE).encode())
+        head = "".join(f"{name}: {value}\r\n" for name, value in signed.items())
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: 100\r\n{head}\r\n{{\"jsonrpc\"".encode())
+            sock.settimeout(5)
+            answer = sock.recv(65536).decode()
+    finally:
+        host.stop()
+    assert answer.startswith("HTTP/1.1 408"), answer

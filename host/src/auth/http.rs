@@ -4,7 +4,7 @@
 
 use super::rate::Limiter;
 use super::{Authenticator, Credentials, Mode, Principal, Refusal, gateway};
-use crate::mcp::http_errors::{self, MAX_BODY};
+use crate::mcp::http_errors;
 use crate::mcp::sessions::SESSION_HEADER;
 use crate::metrics::Metrics;
 use axum::body::Body;
@@ -26,6 +26,8 @@ pub struct Gate {
     pub requests: Limiter,
     /// Failed authentications per client address.
     pub failures: Limiter,
+    /// How long a body (read here in gateway mode) may take to arrive.
+    pub read_timeout: std::time::Duration,
     pub metrics: Arc<Metrics>,
 }
 
@@ -91,14 +93,10 @@ pub async fn authenticate(
         return refused(refusal);
     }
     let body = if gate.auth.mode == Mode::Gateway {
-        let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
-            return http_errors::jsonrpc_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                http_errors::INVALID_REQUEST,
-                format!("the request body is larger than {MAX_BODY} bytes"),
-            );
-        };
-        Ok(bytes)
+        match http_errors::read_body(body, gate.read_timeout).await {
+            Ok(bytes) => Ok(bytes),
+            Err(refusal) => return refusal,
+        }
     } else {
         Err(body)
     };

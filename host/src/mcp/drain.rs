@@ -50,6 +50,16 @@ impl InFlight {
         .await
         .is_ok()
     }
+
+    /// [`drained`](Self::drained), saying in the log what was cut short.
+    pub async fn drain_at_shutdown(&self, deadline: Duration) {
+        if !self.drained(deadline).await {
+            tracing::warn!(
+                in_flight = self.count(),
+                "shutdown deadline passed with calls in flight"
+            );
+        }
+    }
 }
 
 impl Drop for Entered {

@@ -81,6 +81,30 @@ fn jsonrpc_error_for(status: StatusCode, id: Value, code: i64, message: String) 
     (status, axum::Json(body)).into_response()
 }
 
+/// A request body, read whole: at most [`MAX_BODY`] bytes (else 413),
+/// arriving within `read_timeout` (else 408).
+pub async fn read_body(
+    body: Body,
+    read_timeout: std::time::Duration,
+) -> Result<axum::body::Bytes, Response> {
+    match tokio::time::timeout(read_timeout, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(jsonrpc_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            INVALID_REQUEST,
+            format!("the request body is larger than {MAX_BODY} bytes"),
+        )),
+        Err(_) => Err(jsonrpc_error(
+            StatusCode::REQUEST_TIMEOUT,
+            INVALID_REQUEST,
+            format!(
+                "the request body did not arrive within {} s",
+                read_timeout.as_secs()
+            ),
+        )),
+    }
+}
+
 /// The middleware: see the module's documentation. A body must arrive
 /// within `read_timeout`.
 pub async fn frame(
@@ -92,26 +116,9 @@ pub async fn frame(
         return into_jsonrpc(next.run(request).await, Value::Null, None).await;
     }
     let (mut parts, body) = request.into_parts();
-    let bytes = match tokio::time::timeout(read_timeout, axum::body::to_bytes(body, MAX_BODY)).await
-    {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(_)) => {
-            return jsonrpc_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                INVALID_REQUEST,
-                format!("the request body is larger than {MAX_BODY} bytes"),
-            );
-        }
-        Err(_) => {
-            return jsonrpc_error(
-                StatusCode::REQUEST_TIMEOUT,
-                INVALID_REQUEST,
-                format!(
-                    "the request body did not arrive within {} s",
-                    read_timeout.as_secs()
-                ),
-            );
-        }
+    let bytes = match read_body(body, read_timeout).await {
+        Ok(bytes) => bytes,
+        Err(refusal) => return refusal,
     };
     let peek = match serde_json::from_slice::<Peek>(&bytes) {
         Ok(peek) => peek,

@@ -57,15 +57,16 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.read_timeout);
-    let mut full = false;
+    let mut was_full = false;
     loop {
-        if slots.available_permits() == 0 && !full {
+        let full = slots.available_permits() == 0;
+        if full && !was_full {
             tracing::warn!(
                 connections = limits.max,
                 "connection cap reached ([http] max_connections): new connections wait"
             );
         }
-        full = slots.available_permits() == 0;
+        was_full = full;
         let slot = tokio::select! {
             slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
             () = shutdown.cancelled() => break,

@@ -70,12 +70,7 @@ impl<R> UntilStopped<R> {
             let stopping = stopping.clone();
             Box::pin(async move {
                 stopping.cancelled().await;
-                if !in_flight.drained(deadline).await {
-                    tracing::warn!(
-                        calls = in_flight.count(),
-                        "shutdown deadline passed with calls in flight"
-                    );
-                }
+                in_flight.drain_at_shutdown(deadline).await;
             })
         };
         UntilStopped {

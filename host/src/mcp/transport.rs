@@ -110,6 +110,7 @@ pub async fn serve_http(
         auth: options.auth,
         requests: Limiter::new(options.rate.requests_per_minute),
         failures: Limiter::new(options.rate.failed_auth_per_minute),
+        read_timeout: options.connections.read_timeout,
         metrics: shared.metrics.clone(),
     });
     // Layers run outside in: the Host check, authentication, the body's
@@ -146,12 +147,7 @@ pub async fn serve_http(
     let stopping = shutdown.clone();
     tokio::spawn(async move {
         stopping.cancelled().await;
-        if !in_flight.drained(deadline).await {
-            tracing::warn!(
-                requests = in_flight.count(),
-                "shutdown deadline passed with requests in flight"
-            );
-        }
+        in_flight.drain_at_shutdown(deadline).await;
         end_sessions.cancel();
     });
     let serving = listener::serve(listener, router, options.connections, shutdown.clone());
