@@ -224,9 +224,11 @@ impl Bench {
     /// Figure 2: Throughput over HTTP with many clients, each on its own connection
     /// and session.
     async fn throughput(&self) -> Result<()> {
-        println!("## 2. throughput over HTTP (calls/s)\n");
-        println!("| clients | plugin tool | native tool | plugin / native |");
-        println!("| --- | --- | --- | --- |");
+        println!("## 2. throughput over HTTP (calls/s; the host's CPU time per call)\n");
+        println!(
+            "| clients | plugin tool | native tool | plugin / native | plugin CPU µs | native CPU µs |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- |");
         let policy = "version = 1\n[limits]\nmax_concurrency = 256\n";
         let root = self.root(
             "throughput",
@@ -238,7 +240,8 @@ impl Bench {
             HttpServer::start(&self.host, &self.serve_args(&root, &cache)).await?;
         let seconds = if self.quick { 0.5 } else { 5.0 };
         for clients in [1, 8, 32, 128] {
-            let plugin = rate(
+            let cpu = cpu_time(server.pid)?;
+            let (plugin, plugin_calls) = rate(
                 &url,
                 clients,
                 "hello__greet",
@@ -246,10 +249,16 @@ impl Bench {
                 seconds,
             )
             .await?;
-            let native = rate(&url, clients, "host__noop", json!({}), seconds).await?;
+            let plugin_cpu = (cpu_time(server.pid)? - cpu) / plugin_calls as u32;
+            let cpu = cpu_time(server.pid)?;
+            let (native, native_calls) =
+                rate(&url, clients, "host__noop", json!({}), seconds).await?;
+            let native_cpu = (cpu_time(server.pid)? - cpu) / native_calls as u32;
             println!(
-                "| {clients} | {plugin:.0} | {native:.0} | {:.0} % |",
-                plugin / native * 100.0
+                "| {clients} | {plugin:.0} | {native:.0} | {:.0} % | {:.0} | {:.0} |",
+                plugin / native * 100.0,
+                us(plugin_cpu),
+                us(native_cpu)
             );
         }
         server.stop().await;
@@ -570,6 +579,28 @@ fn rss_mb(pid: u32) -> Result<f64> {
         })
         .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))?;
     Ok(kb / 1024.0)
+}
+
+/// The CPU time (user and system) process `pid` has used so far. It is
+/// steadier than calls/s on a shared machine: it does not count the time
+/// the host waited for a CPU.
+fn cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name, which is in parentheses and may
+    // hold spaces: utime and stime are the 12th and 13th of them.
+    let after_name = stat
+        .rsplit_once(')')
+        .ok_or_else(|| anyhow!("no command name in /proc/{pid}/stat"))?
+        .1;
+    let ticks: u64 = after_name
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|field| field.parse::<u64>())
+        .sum::<Result<u64, _>>()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_secs_f64(ticks as f64 / per_second as f64))
 }
 
 fn machine() -> String {
@@ -909,14 +940,15 @@ impl HttpClient {
     }
 }
 
-/// Calls per second with `clients` concurrent clients calling `tool`.
+/// Calls per second with `clients` concurrent clients calling `tool`, and
+/// how many calls were made.
 async fn rate(
     url: &str,
     clients: usize,
     tool: &str,
     arguments: Value,
     seconds: f64,
-) -> Result<f64> {
+) -> Result<(f64, u64)> {
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let mut tasks = tokio::task::JoinSet::new();
@@ -942,7 +974,8 @@ async fn rate(
     while let Some(result) = tasks.join_next().await {
         result??;
     }
-    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+    let calls = done.load(Ordering::Relaxed);
+    Ok((calls as f64 / started.elapsed().as_secs_f64(), calls.max(1)))
 }
 
 /// The floor on stdio: read a line, answer it, nothing else — a plain
