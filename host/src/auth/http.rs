@@ -9,7 +9,6 @@ use crate::mcp::sessions::SESSION_HEADER;
 use crate::metrics::Metrics;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use std::net::SocketAddr;
@@ -43,15 +42,18 @@ impl Gate {
     }
 }
 
-/// Authenticates a request, applies the principal's request budget, and
-/// passes the principal on to the MCP service in the request's extensions.
+/// The front door's authentication step: authenticates a request, applies
+/// the principal's request budget, and passes the principal on in the
+/// request's extensions.
 pub async fn authenticate(
-    State(gate): State<Arc<Gate>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    gate: &Gate,
     request: Request,
-    next: Next,
+    next: impl AsyncFnOnce(Request) -> Response,
 ) -> Response {
-    let address = format!("address {}", peer.ip());
+    let address = match request.extensions().get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(peer)) => format!("address {}", peer.ip()),
+        None => "an unknown address".to_owned(),
+    };
     if let Err(wait) = gate.failures.check(&address, Instant::now()) {
         let refusal = Refusal {
             status: 429,
@@ -59,7 +61,7 @@ pub async fn authenticate(
             detail: format!("too many failed authentications from {address}"),
             retry_after: Some(wait.as_secs() + 1),
         };
-        return refuse(&gate, refusal);
+        return refuse(gate, refusal);
     }
     let (mut parts, body) = request.into_parts();
     let now = SystemTime::now()
@@ -71,7 +73,7 @@ pub async fn authenticate(
         if refusal.status == 401 {
             let _ = gate.failures.take(&address, Instant::now());
         }
-        refuse(&gate, refusal)
+        refuse(gate, refusal)
     };
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let signed = gateway::Signed {
@@ -120,11 +122,11 @@ pub async fn authenticate(
             detail: format!("too many requests from {budget}"),
             retry_after: Some(wait.as_secs() + 1),
         };
-        return refuse(&gate, refusal);
+        return refuse(gate, refusal);
     }
     parts.extensions.insert(principal);
     let body = body.map_or_else(|unread| unread, Body::from);
-    next.run(Request::from_parts(parts, body)).await
+    next(Request::from_parts(parts, body)).await
 }
 
 /// The answer to a refused request.

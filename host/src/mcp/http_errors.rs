@@ -10,8 +10,7 @@
 
 use super::server::SERVED_METHODS;
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{Method, StatusCode, header};
 use serde::Deserialize;
@@ -105,15 +104,15 @@ pub async fn read_body(
     }
 }
 
-/// The middleware: see the module's documentation. A body must arrive
-/// within `read_timeout`.
+/// The framing step of the front door: see the module's documentation. A
+/// body must arrive within `read_timeout`.
 pub async fn frame(
-    State(read_timeout): State<std::time::Duration>,
+    read_timeout: std::time::Duration,
     request: Request,
-    next: Next,
+    next: impl AsyncFnOnce(Request) -> Response,
 ) -> Response {
     if request.method() != Method::POST {
-        return into_jsonrpc(next.run(request).await, Value::Null, None).await;
+        return into_jsonrpc(next(request).await, Value::Null, None).await;
     }
     let (mut parts, body) = request.into_parts();
     let bytes = match read_body(body, read_timeout).await {
@@ -156,9 +155,7 @@ pub async fn frame(
     {
         parts.headers.insert(MCP_NAME, task);
     }
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
+    let response = next(Request::from_parts(parts, Body::from(bytes))).await;
     into_jsonrpc(response, id, method.as_deref()).await
 }
 
@@ -206,7 +203,6 @@ async fn into_jsonrpc(response: Response, id: Value, method: Option<&str>) -> Re
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use tower_service::Service;
 
     /// What the framing answers for `body` in front of a service that
     /// refuses everything as rmcp does, in plain text.
@@ -216,22 +212,17 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async move {
-            let mut router = axum::Router::new()
-                .route(
-                    "/mcp",
-                    axum::routing::post(|| async {
-                        (
-                            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                            "fail to deserialize request body",
-                        )
-                    }),
-                )
-                .layer(axum::middleware::from_fn_with_state(
-                    std::time::Duration::from_secs(5),
-                    frame,
-                ));
             let request = Request::post("/mcp").body(Body::from(body)).unwrap();
-            let response = router.call(request).await.unwrap();
+            let refuse_as_rmcp_does = async |_| {
+                let text = "fail to deserialize request body";
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, text).into_response()
+            };
+            let response = frame(
+                std::time::Duration::from_secs(5),
+                request,
+                refuse_as_rmcp_does,
+            )
+            .await;
             let status = response.status();
             let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
                 .await

@@ -19,8 +19,7 @@ use super::{drain, http_errors};
 use crate::audit::{AuditLog, Client, Event};
 use crate::auth::Principal;
 use crate::metrics::Metrics;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
+use axum::extract::{ConnectInfo, Request};
 use axum::response::Response;
 use http::{Method, StatusCode};
 use rmcp::transport::streamable_http_server::SessionManager;
@@ -263,11 +262,11 @@ fn owner_key(principal: &Principal, peer: Option<SocketAddr>) -> Arc<str> {
     }
 }
 
-/// The middleware in front of rmcp's sessions.
+/// The front door's session step, in front of rmcp's sessions.
 pub async fn guard(
-    State(sessions): State<Arc<Sessions>>,
+    sessions: &Arc<Sessions>,
     request: Request,
-    next: Next,
+    next: impl AsyncFnOnce(Request) -> Response,
 ) -> Response {
     let principal = request
         .extensions()
@@ -286,9 +285,9 @@ pub async fn guard(
         .map(Arc::<str>::from);
     let Some(id) = session else {
         if request.method() == Method::POST && opens_session(&request) {
-            return open(&sessions, owner, request, next).await;
+            return open(sessions, owner, request, next).await;
         }
-        return next.run(request).await;
+        return next(request).await;
     };
     match sessions.claim(&id, &owner, Instant::now()) {
         Claim::Owned => {}
@@ -321,7 +320,7 @@ pub async fn guard(
         id: id.clone(),
     };
     let deleting = request.method() == Method::DELETE;
-    let mut response = next.run(request).await;
+    let mut response = next(request).await;
     if deleting && response.status().is_success() {
         sessions.forget(&id);
         // rmcp answers 202; clients expect 200 or 204 ("Session
@@ -343,7 +342,12 @@ fn opens_session(request: &Request) -> bool {
         .is_some_and(|method| method.0 == "initialize")
 }
 
-async fn open(sessions: &Arc<Sessions>, owner: Arc<str>, request: Request, next: Next) -> Response {
+async fn open(
+    sessions: &Arc<Sessions>,
+    owner: Arc<str>,
+    request: Request,
+    next: impl AsyncFnOnce(Request) -> Response,
+) -> Response {
     let Some(mut opening) = sessions.admit(owner) else {
         sessions.metrics.auth_failure("sessions-full");
         tracing::warn!(
@@ -359,7 +363,7 @@ async fn open(sessions: &Arc<Sessions>, owner: Arc<str>, request: Request, next:
     for id in std::mem::take(&mut opening.evicted) {
         sessions.close(&id).await;
     }
-    let response = next.run(request).await;
+    let response = next(request).await;
     let opened = response
         .headers()
         .get(SESSION_HEADER)

@@ -11,7 +11,7 @@ use crate::auth::{self, Authenticator, Mode};
 use axum::extract::{Request, State};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use std::net::SocketAddr;
@@ -104,8 +104,11 @@ pub async fn serve_http(
         shared.metrics.clone(),
     );
     let serving = shared.clone();
-    let service =
-        StreamableHttpService::new(move || Ok(McpServer::new(serving.clone())), manager, config);
+    let endpoint = Arc::new(StreamableHttpService::new(
+        move || Ok(McpServer::new(serving.clone())),
+        manager,
+        config,
+    ));
     let gate = Arc::new(Gate {
         auth: options.auth,
         requests: Limiter::new(options.rate.requests_per_minute),
@@ -113,23 +116,19 @@ pub async fn serve_http(
         read_timeout: options.connections.read_timeout,
         metrics: shared.metrics.clone(),
     });
-    // Layers run outside in: the Host check, authentication, the body's
-    // framing, then the session table, then rmcp.
-    let mut mcp = axum::Router::new()
-        .nest_service("/mcp", service)
-        .layer(from_fn_with_state(sessions, sessions::guard))
-        .layer(from_fn_with_state(
-            options.connections.read_timeout,
-            http_errors::frame,
-        ));
-    if mode != Mode::None {
-        mcp = mcp.layer(from_fn_with_state(gate.clone(), auth::http::authenticate));
-    }
-    let draining = Draining {
-        stopping: shutdown.clone(),
-        in_flight: in_flight.clone(),
-    };
-    let mcp = mcp.layer(from_fn_with_state(draining, refuse_when_stopping));
+    let door = Arc::new(FrontDoor {
+        draining: Draining {
+            stopping: shutdown.clone(),
+            in_flight: in_flight.clone(),
+        },
+        gate: (mode != Mode::None).then(|| gate.clone()),
+        read_timeout: options.connections.read_timeout,
+        sessions,
+    });
+    let mcp = axum::Router::new()
+        .route("/mcp", any(serve_mcp))
+        .with_state(endpoint)
+        .layer(from_fn_with_state(door, front_door));
     let health = shared.clone();
     let metrics = shared;
     let router = mcp
@@ -163,8 +162,39 @@ pub async fn serve_http(
     Ok(())
 }
 
+/// rmcp's endpoint, shared rather than cloned: axum clones a route's
+/// service on every request, and rmcp's clones its whole config with it.
+type Endpoint = Arc<StreamableHttpService<McpServer, LocalSessionManager>>;
+
+async fn serve_mcp(State(endpoint): State<Endpoint>, request: Request) -> Response {
+    endpoint.handle(request).await.into_response()
+}
+
+/// What a request to `/mcp` passes through after the Host check, each step
+/// able to answer in its place: refusal once shutdown has started,
+/// authentication (in an auth mode), the body's framing, then the session
+/// table, then rmcp. One middleware rather than one per step: each axum
+/// middleware boxes its future and clones the layers beneath it per
+/// request, which cost a native call about a tenth of its CPU time.
+struct FrontDoor {
+    draining: Draining,
+    gate: Option<Arc<Gate>>,
+    read_timeout: Duration,
+    sessions: Arc<Sessions>,
+}
+
+async fn front_door(State(door): State<Arc<FrontDoor>>, request: Request, next: Next) -> Response {
+    let to_rmcp = async |request| next.run(request).await;
+    let sessions = async |request| sessions::guard(&door.sessions, request, to_rmcp).await;
+    let framed = async |request| http_errors::frame(door.read_timeout, request, sessions).await;
+    let authenticated = async |request| match &door.gate {
+        Some(gate) => auth::http::authenticate(gate, request, framed).await,
+        None => framed(request).await,
+    };
+    refuse_when_stopping(&door.draining, request, authenticated).await
+}
+
 /// What [`refuse_when_stopping`] needs.
-#[derive(Clone)]
 struct Draining {
     stopping: CancellationToken,
     in_flight: InFlight,
@@ -173,9 +203,9 @@ struct Draining {
 /// Refuses requests once shutdown has started, and counts the POSTs in
 /// flight until their answers have been sent.
 async fn refuse_when_stopping(
-    State(draining): State<Draining>,
+    draining: &Draining,
     request: Request,
-    next: Next,
+    next: impl AsyncFnOnce(Request) -> Response,
 ) -> Response {
     if draining.stopping.is_cancelled() {
         return http_errors::jsonrpc_error(
@@ -185,10 +215,10 @@ async fn refuse_when_stopping(
         );
     }
     if request.method() != http::Method::POST {
-        return next.run(request).await;
+        return next(request).await;
     }
     let entered = draining.in_flight.enter();
-    let response = next.run(request).await;
+    let response = next(request).await;
     drain::held_until_sent(response, entered)
 }
 
