@@ -40,13 +40,11 @@ pub async fn serve_stdio(
     shutdown: CancellationToken,
     deadline: Duration,
 ) -> anyhow::Result<()> {
-    let stdin = UntilStopped::new(
-        tokio::io::stdin(),
-        shutdown,
-        shared.in_flight.clone(),
-        deadline,
-    );
-    let transport = LineTransport::new(stdin, tokio::io::stdout());
+    // Pipes (as desktop clients give) are read and written without a
+    // blocking thread per read; anything else falls back to tokio's stdio.
+    let (stdin, stdout) = rmcp::transport::io::stdio_pipes();
+    let stdin = UntilStopped::new(stdin, shutdown, shared.in_flight.clone(), deadline);
+    let transport = LineTransport::new(stdin, stdout);
     let running = McpServer::new(shared)
         .serve(transport)
         .await
