@@ -9,6 +9,7 @@
 //! plain-text refusals into JSON-RPC errors.
 
 use super::server::SERVED_METHODS;
+use super::sessions::SESSION_HEADER;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
@@ -106,61 +107,96 @@ pub async fn read_body(
 
 /// The framing step of the front door: see the module's documentation. A
 /// body must arrive within `read_timeout`.
+///
+/// A request on a session that names no task is not parsed here: rmcp
+/// parses it, and only a refusal from rmcp makes this step read the body
+/// (to say whether it was JSON at all, and to echo its id). Parsing every
+/// body twice cost each call about 2 % of its CPU time.
 pub async fn frame(
     read_timeout: std::time::Duration,
     request: Request,
     next: impl AsyncFnOnce(Request) -> Response,
 ) -> Response {
     if request.method() != Method::POST {
-        return into_jsonrpc(next(request).await, Value::Null, None).await;
+        return into_jsonrpc(next(request).await, None).await;
     }
     let (mut parts, body) = request.into_parts();
     let bytes = match read_body(body, read_timeout).await {
         Ok(bytes) => bytes,
         Err(refusal) => return refusal,
     };
-    let peek = match serde_json::from_slice::<Peek>(&bytes) {
-        Ok(peek) => peek,
-        Err(e) if e.is_data() => {
-            let message = "the body is JSON but not a JSON-RPC message (an object with \
-                           \"jsonrpc\": \"2.0\")";
-            return jsonrpc_error(StatusCode::BAD_REQUEST, INVALID_REQUEST, message.into());
+    // What the layers behind need to know before rmcp answers: whether a
+    // request without a session opens one, and which task a task method
+    // without `Mcp-Name` names.
+    let opening = !parts.headers.contains_key(SESSION_HEADER);
+    let unnamed = !parts.headers.contains_key(MCP_NAME);
+    let names_a_task = unnamed && memchr::memmem::find(&bytes, b"\"tasks/").is_some();
+    if opening || names_a_task {
+        let peek = match Peek::of(&bytes) {
+            Ok(peek) => peek,
+            Err(not_a_message) => return not_a_message.refusal(),
+        };
+        if let Some(method) = &peek.method {
+            parts.extensions.insert(JsonRpcMethod(method.clone()));
         }
-        Err(e) => {
-            return jsonrpc_error(
-                StatusCode::BAD_REQUEST,
-                PARSE_ERROR,
-                format!("the body is not JSON: {e}"),
-            );
+        let is_task_method = peek
+            .method
+            .as_deref()
+            .is_some_and(|method| TASK_METHODS.contains(&method));
+        if is_task_method
+            && unnamed
+            && let Ok(task) = serde_json::from_slice::<TaskPeek>(&bytes)
+            && let Ok(task) = header::HeaderValue::from_str(&task.params.task_id)
+        {
+            parts.headers.insert(MCP_NAME, task);
         }
-    };
-    // An id that is not a string or number makes the whole message
-    // invalid, whatever its params.
-    let (id, method) = match peek.id {
-        id @ (Value::String(_) | Value::Number(_)) => (id, peek.method.clone()),
-        Value::Null => (Value::Null, peek.method.clone()),
-        _ => (Value::Null, None),
-    };
-    if let Some(method) = &peek.method {
-        parts.extensions.insert(JsonRpcMethod(method.clone()));
     }
-    let names_a_task = peek
-        .method
-        .as_deref()
-        .is_some_and(|method| TASK_METHODS.contains(&method));
-    if names_a_task
-        && !parts.headers.contains_key(MCP_NAME)
-        && let Ok(task) = serde_json::from_slice::<TaskPeek>(&bytes)
-        && let Ok(task) = header::HeaderValue::from_str(&task.params.task_id)
-    {
-        parts.headers.insert(MCP_NAME, task);
-    }
-    let response = next(Request::from_parts(parts, Body::from(bytes))).await;
-    into_jsonrpc(response, id, method.as_deref()).await
+    let response = next(Request::from_parts(parts, Body::from(bytes.clone()))).await;
+    into_jsonrpc(response, Some(&bytes)).await
 }
 
-/// rmcp's answer, with plain-text refusals made JSON-RPC errors.
-async fn into_jsonrpc(response: Response, id: Value, method: Option<&str>) -> Response {
+/// Why a body is not a JSON-RPC message.
+struct NotAMessage {
+    code: i64,
+    message: String,
+}
+
+impl NotAMessage {
+    fn refusal(self) -> Response {
+        jsonrpc_error(StatusCode::BAD_REQUEST, self.code, self.message)
+    }
+}
+
+impl Peek {
+    /// The method and id of the message in `body`.
+    fn of(body: &[u8]) -> Result<Peek, NotAMessage> {
+        serde_json::from_slice::<Peek>(body).map_err(|e| match e.is_data() {
+            true => NotAMessage {
+                code: INVALID_REQUEST,
+                message: "the body is JSON but not a JSON-RPC message (an object with \
+                          \"jsonrpc\": \"2.0\")"
+                    .into(),
+            },
+            false => NotAMessage {
+                code: PARSE_ERROR,
+                message: format!("the body is not JSON: {e}"),
+            },
+        })
+    }
+
+    /// The id an error about this message may echo: a string or number,
+    /// else null (an id of another type makes the whole message invalid).
+    fn id(&self) -> Value {
+        match &self.id {
+            id @ (Value::String(_) | Value::Number(_)) => id.clone(),
+            _ => Value::Null,
+        }
+    }
+}
+
+/// rmcp's answer to a request whose body was `body`, with plain-text
+/// refusals made JSON-RPC errors.
+async fn into_jsonrpc(response: Response, body: Option<&[u8]>) -> Response {
     let status = response.status();
     let is_json = response
         .headers()
@@ -170,6 +206,20 @@ async fn into_jsonrpc(response: Response, id: Value, method: Option<&str>) -> Re
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
+    // A body that is not a message is refused for that, whatever else
+    // rmcp found wrong.
+    let peek = match body.map(Peek::of).transpose() {
+        Ok(peek) => peek,
+        Err(not_a_message) => return not_a_message.refusal(),
+    };
+    let (id, method) = match &peek {
+        // A message whose id is of the wrong type names no method either.
+        Some(peek) if matches!(peek.id, Value::Object(_) | Value::Array(_) | Value::Bool(_)) => {
+            (Value::Null, None)
+        }
+        Some(peek) => (peek.id(), peek.method.as_deref()),
+        None => (Value::Null, None),
+    };
     let (parts, body) = response.into_parts();
     let text = match axum::body::to_bytes(body, MAX_REFUSAL_TEXT).await {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),

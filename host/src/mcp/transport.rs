@@ -117,6 +117,7 @@ pub async fn serve_http(
         metrics: shared.metrics.clone(),
     });
     let door = Arc::new(FrontDoor {
+        hosts,
         draining: Draining {
             stopping: shutdown.clone(),
             in_flight: in_flight.clone(),
@@ -125,13 +126,11 @@ pub async fn serve_http(
         read_timeout: options.connections.read_timeout,
         sessions,
     });
-    let mcp = axum::Router::new()
-        .route("/mcp", any(serve_mcp))
-        .with_state(endpoint)
-        .layer(from_fn_with_state(door, front_door));
     let health = shared.clone();
     let metrics = shared;
-    let router = mcp
+    let router = axum::Router::new()
+        .route(MCP_PATH, any(serve_mcp))
+        .with_state(endpoint)
         .route("/health", get(move || self::health(health.clone())))
         .route("/metrics", get(move || self::metrics(metrics.clone())))
         .merge(
@@ -140,7 +139,7 @@ pub async fn serve_http(
                 .route(&format!("{METADATA_PATH}/mcp"), get(auth::http::metadata))
                 .with_state(gate),
         )
-        .layer(from_fn_with_state(hosts, allowed_host));
+        .layer(from_fn_with_state(door, front_door));
     on_bound(bound);
     let deadline = options.shutdown_deadline;
     let stopping = shutdown.clone();
@@ -170,13 +169,18 @@ async fn serve_mcp(State(endpoint): State<Endpoint>, request: Request) -> Respon
     endpoint.handle(request).await.into_response()
 }
 
-/// What a request to `/mcp` passes through after the Host check, each step
-/// able to answer in its place: refusal once shutdown has started,
-/// authentication (in an auth mode), the body's framing, then the session
-/// table, then rmcp. One middleware rather than one per step: each axum
-/// middleware boxes its future and clones the layers beneath it per
-/// request, which cost a native call about a tenth of its CPU time.
+/// The path MCP is served at.
+const MCP_PATH: &str = "/mcp";
+
+/// What every request passes through, each step able to answer in its
+/// place: the Host check on every path, then for `/mcp` refusal once
+/// shutdown has started, authentication (in an auth mode), the body's
+/// framing, the session table, and rmcp. One middleware rather than one per
+/// step: each axum middleware boxes its future and clones the layers
+/// beneath it per request, which cost a native call about a tenth of its
+/// CPU time.
 struct FrontDoor {
+    hosts: Arc<[String]>,
     draining: Draining,
     gate: Option<Arc<Gate>>,
     read_timeout: Duration,
@@ -184,14 +188,20 @@ struct FrontDoor {
 }
 
 async fn front_door(State(door): State<Arc<FrontDoor>>, request: Request, next: Next) -> Response {
-    let to_rmcp = async |request| next.run(request).await;
-    let sessions = async |request| sessions::guard(&door.sessions, request, to_rmcp).await;
-    let framed = async |request| http_errors::frame(door.read_timeout, request, sessions).await;
-    let authenticated = async |request| match &door.gate {
-        Some(gate) => auth::http::authenticate(gate, request, framed).await,
-        None => framed(request).await,
+    let to_router = async |request| next.run(request).await;
+    let to_mcp = async |request: Request| {
+        if request.uri().path() != MCP_PATH {
+            return to_router(request).await;
+        }
+        let sessions = async |request| sessions::guard(&door.sessions, request, to_router).await;
+        let framed = async |request| http_errors::frame(door.read_timeout, request, sessions).await;
+        let authenticated = async |request| match &door.gate {
+            Some(gate) => auth::http::authenticate(gate, request, framed).await,
+            None => framed(request).await,
+        };
+        refuse_when_stopping(&door.draining, request, authenticated).await
     };
-    refuse_when_stopping(&door.draining, request, authenticated).await
+    allowed_host(&door.hosts, request, to_mcp).await
 }
 
 /// What [`refuse_when_stopping`] needs.
@@ -227,9 +237,9 @@ async fn refuse_when_stopping(
 /// absolute-form targets (`GET http://elsewhere/health`), which only
 /// proxies take.
 async fn allowed_host(
-    State(hosts): State<Arc<[String]>>,
+    hosts: &[String],
     request: Request,
-    next: Next,
+    next: impl AsyncFnOnce(Request) -> Response,
 ) -> Response {
     if request.uri().authority().is_some() {
         return http_errors::jsonrpc_error(
@@ -257,7 +267,7 @@ async fn allowed_host(
             "the Host header does not name this server".into(),
         );
     }
-    next.run(request).await
+    next(request).await
 }
 
 /// The host name of the configured resource URL, if any.
