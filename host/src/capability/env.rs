@@ -26,6 +26,14 @@ impl std::fmt::Debug for EnvGrant {
     }
 }
 
+/// Gives a call's sandbox exactly `vars`: its WASI environment starts
+/// empty.
+pub fn apply(vars: &[EnvGrant], wasi: &mut wasmtime_wasi::WasiCtxBuilder) {
+    for var in vars {
+        wasi.env(&var.name, &var.value);
+    }
+}
+
 /// What `vars` allow, for `check` and `explain`; never their values.
 pub fn describe(vars: &[EnvGrant]) -> super::Description {
     let names: Vec<&str> = vars.iter().map(|v| v.name.as_str()).collect();

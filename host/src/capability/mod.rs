@@ -31,6 +31,19 @@ pub struct SandboxGrants {
     pub orders: Option<Arc<OrderGuard>>,
 }
 
+/// How much of a capability a call needs, from what its tool declares.
+/// Each capability narrows its grant to the need (see `policy::narrow` for
+/// how declared effects become needs); nothing is ever widened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// The capability is taken away.
+    Nothing,
+    /// Only what reads is kept.
+    Read,
+    /// The grant is kept whole.
+    Write,
+}
+
 /// What one capability's grant allows, for people: `host check` prints the
 /// summary (a line per grant), `host policy explain` the titled section,
 /// which also says what is refused.
@@ -41,6 +54,17 @@ pub struct Description {
 }
 
 impl SandboxGrants {
+    /// These grants narrowed to a call needing `files` of the mounts and
+    /// `network` of HTTP and sockets.
+    pub fn narrow(&self, files: Need, network: Need) -> SandboxGrants {
+        SandboxGrants {
+            mounts: filesystem::narrow(&self.mounts, files),
+            http: network::narrow(&self.http, network),
+            sockets: self.sockets.narrow(network),
+            ..self.clone()
+        }
+    }
+
     /// Each capability's description, in the order `check` and `explain`
     /// show them.
     pub fn describe(&self) -> [Description; 5] {
@@ -72,6 +96,38 @@ impl Default for SandboxGrants {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn needing_nothing_keeps_only_the_environment_and_limits() {
+        let spec: sockets::SocketsSpec = toml::from_str("name_lookup = true\n").unwrap();
+        let granted = SandboxGrants {
+            mounts: vec![Mount::unheld(
+                "/r/data",
+                "/data",
+                filesystem::Access::ReadWrite,
+            )],
+            http: vec![HttpRule::parse("* https://api.example.com/*").unwrap()].into(),
+            sockets: Arc::new(SocketGrants::resolve(&spec).unwrap()),
+            env: vec![env::EnvGrant {
+                name: "KEY".into(),
+                value: "v".into(),
+            }],
+            ..SandboxGrants::default()
+        };
+        let none = granted.narrow(Need::Nothing, Need::Nothing);
+        assert!(none.mounts.is_empty() && none.http.is_empty() && !none.sockets.name_lookup);
+        assert_eq!(
+            (none.env, none.limits),
+            (granted.env.clone(), granted.limits.clone())
+        );
+        let reading = granted.narrow(Need::Read, Need::Read);
+        assert_eq!(reading.mounts[0].access, filesystem::Access::ReadOnly);
+        assert!(reading.http.iter().all(HttpRule::is_read_only) && !reading.http.is_empty());
+        assert!(!reading.sockets.name_lookup, "sockets carry writes");
+        let whole = granted.narrow(Need::Write, Need::Write);
+        assert_eq!(whole.mounts[0].access, filesystem::Access::ReadWrite);
+        assert!(whole.sockets.name_lookup && !whole.http[0].is_read_only());
+    }
 
     #[test]
     fn nothing_granted_reads_as_everything_refused() {

@@ -62,6 +62,16 @@ pub struct SocketGrants {
 }
 
 impl SocketGrants {
+    /// The grants for a call needing `need` of the network. Raw sockets
+    /// and name lookups carry anything both ways, so only a call that may
+    /// write keeps them.
+    pub fn narrow(self: &Arc<Self>, need: super::Need) -> Arc<SocketGrants> {
+        match need {
+            super::Need::Write => self.clone(),
+            super::Need::Read | super::Need::Nothing => Arc::default(),
+        }
+    }
+
     /// What the grants allow, for `check` and `explain`.
     pub fn describe(&self) -> super::Description {
         let show = |a: &AddrPattern| {

@@ -9,35 +9,27 @@
 //! plugin's claims.
 
 use super::Grants;
+use crate::capability::Need;
 use crate::capability::filesystem::Access;
 use crate::runtime::types::{Effects, ToolHints};
 use std::sync::Arc;
 
-/// The grants a tool declaring `effects` runs with.
+/// The grants a tool declaring `effects` runs with: each capability
+/// narrowed to what the effects need of it.
 pub fn for_tool(grants: &Grants, effects: Effects) -> Grants {
-    let mut sandbox = (*grants.sandbox).clone();
-    if !effects.intersects(Effects::READ_FILES | Effects::WRITE_FILES) {
-        sandbox.mounts = Vec::new();
-    } else if !effects.contains(Effects::WRITE_FILES) {
-        for mount in &mut sandbox.mounts {
-            mount.access = Access::ReadOnly;
+    let need = |read: Effects, write: Effects| {
+        if effects.contains(write) {
+            Need::Write
+        } else if effects.contains(read) {
+            Need::Read
+        } else {
+            Need::Nothing
         }
-    }
-    // Raw sockets and name lookups carry anything both ways: they are writes.
-    if !effects.contains(Effects::NETWORK_WRITE) {
-        sandbox.sockets = Default::default();
-    }
-    if !effects.intersects(Effects::NETWORK_READ | Effects::NETWORK_WRITE) {
-        sandbox.http = Vec::new().into();
-    } else if !effects.contains(Effects::NETWORK_WRITE) {
-        sandbox.http = sandbox
-            .http
-            .iter()
-            .filter_map(|rule| rule.read_only_part())
-            .collect();
-    }
+    };
+    let files = need(Effects::READ_FILES, Effects::WRITE_FILES);
+    let network = need(Effects::NETWORK_READ, Effects::NETWORK_WRITE);
     Grants {
-        sandbox: Arc::new(sandbox),
+        sandbox: Arc::new(grants.sandbox.narrow(files, network)),
         ..grants.clone()
     }
 }

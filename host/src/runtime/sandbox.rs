@@ -12,8 +12,8 @@ use super::engine::{self, EPOCH_TICK, EngineConfig, EpochTicker};
 use super::handler::{Exports, Handler};
 use super::shadow;
 use super::state::{CallContext, CallState, MemoryLimiter, Preopen};
-use crate::capability::SandboxGrants;
 use crate::capability::denials::{Denials, Refusals};
+use crate::capability::{SandboxGrants, env};
 use crate::digest::Digest;
 use std::future::Future;
 use std::pin::Pin;
@@ -359,9 +359,7 @@ impl Runtime {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         grants.sockets.apply(&mut wasi, denials);
-        for var in &grants.env {
-            wasi.env(&var.name, &var.value);
-        }
+        env::apply(&grants.env, &mut wasi);
         wasi.max_random_size(1 << 20);
         let counts = StoreLimitsBuilder::new()
             .instances(64)

@@ -68,6 +68,22 @@ pub struct MountSpec {
     pub max_entries: Option<u64>,
 }
 
+/// `mounts` narrowed to a call that needs `need` of them: none, every one
+/// read-only, or as granted.
+pub fn narrow(mounts: &[Mount], need: super::Need) -> Vec<Mount> {
+    match need {
+        super::Need::Nothing => Vec::new(),
+        super::Need::Read => mounts
+            .iter()
+            .map(|mount| Mount {
+                access: Access::ReadOnly,
+                ..mount.clone()
+            })
+            .collect(),
+        super::Need::Write => mounts.to_vec(),
+    }
+}
+
 /// A resolved mount.
 #[derive(Clone)]
 pub struct Mount {

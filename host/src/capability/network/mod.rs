@@ -178,7 +178,7 @@ impl HttpRule {
     }
 
     /// The part of this rule that only reads (GET and HEAD), if any.
-    pub fn read_only_part(&self) -> Option<HttpRule> {
+    fn read_only_part(&self) -> Option<HttpRule> {
         let methods: Vec<String> = if self.methods.is_empty() {
             vec!["GET".into(), "HEAD".into()]
         } else {
@@ -251,6 +251,16 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
         }
     }
     rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// `rules` narrowed to a call that needs `need` of the network: none, the
+/// part of each rule that reads (GET and HEAD), or every rule as granted.
+pub fn narrow(rules: &Arc<[HttpRule]>, need: super::Need) -> Arc<[HttpRule]> {
+    match need {
+        super::Need::Nothing => Vec::new().into(),
+        super::Need::Read => rules.iter().filter_map(HttpRule::read_only_part).collect(),
+        super::Need::Write => rules.clone(),
+    }
 }
 
 /// What `rules` allow, for `check` and `explain`.
