@@ -152,6 +152,19 @@ def test_a_token_lacking_the_scope_gets_403(direct):
     assert 'error="insufficient_scope"' in challenge and 'scope="mcp:read"' in challenge
 
 
+@pytest.mark.parametrize("path", [
+    "/mcp/", "//mcp", "/mcp/x", "/MCP", "/%6dcp", "/mcp;x", "/./mcp", "/health/", "/metrics/x",
+    "/.well-known/oauth-protected-resource/x", "/nowhere",
+])
+def test_no_spelling_of_a_path_skips_authentication(direct, path):
+    """Only the exact public paths are served without credentials; any
+    other path, served or not, is authenticated first."""
+    base = direct.url.removesuffix("/mcp")
+    status, headers, text = post(base + path, {})
+    assert status == 401, (path, status, text)
+    assert "www-authenticate" in {k.lower() for k in headers}
+
+
 def test_protected_resource_metadata_points_at_the_authorization_server(direct):
     base = direct.url.removesuffix("/mcp")
     for path in ("/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"):

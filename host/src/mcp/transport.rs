@@ -172,10 +172,21 @@ async fn serve_mcp(State(endpoint): State<Endpoint>, request: Request) -> Respon
 /// The path MCP is served at.
 const MCP_PATH: &str = "/mcp";
 
+/// Whether `path` is one served to anyone on an allowed Host: health,
+/// metrics and the protected-resource metadata. Every other path, whether
+/// the router serves it or not, takes the whole front door, so no spelling
+/// of a path can reach rmcp around authentication.
+fn is_public(path: &str) -> bool {
+    matches!(path, "/health" | "/metrics")
+        || path
+            .strip_prefix(METADATA_PATH)
+            .is_some_and(|rest| rest.is_empty() || rest == MCP_PATH)
+}
+
 /// What every request passes through, each step able to answer in its
-/// place: the Host check on every path, then for `/mcp` refusal once
-/// shutdown has started, authentication (in an auth mode), the body's
-/// framing, the session table, and rmcp. One middleware rather than one per
+/// place: the Host check on every path, then (except on the public paths)
+/// refusal once shutdown has started, authentication (in an auth mode), the
+/// body's framing, the session table, and rmcp. One middleware rather than one per
 /// step: each axum middleware boxes its future and clones the layers
 /// beneath it per request, which cost a native call about a tenth of its
 /// CPU time.
@@ -190,7 +201,7 @@ struct FrontDoor {
 async fn front_door(State(door): State<Arc<FrontDoor>>, request: Request, next: Next) -> Response {
     let to_router = async |request| next.run(request).await;
     let to_mcp = async |request: Request| {
-        if request.uri().path() != MCP_PATH {
+        if is_public(request.uri().path()) {
             return to_router(request).await;
         }
         let sessions = async |request| sessions::guard(&door.sessions, request, to_router).await;
@@ -308,4 +319,35 @@ async fn metrics(shared: Arc<Shared>) -> axum::response::Response {
         text,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_public_paths_skip_the_front_door() {
+        for public in [
+            "/health",
+            "/metrics",
+            METADATA_PATH,
+            "/.well-known/oauth-protected-resource/mcp",
+        ] {
+            assert!(is_public(public), "{public}");
+        }
+        for guarded in [
+            "/mcp",
+            "/mcp/",
+            "//health",
+            "/health/",
+            "/HEALTH",
+            "/.well-known/oauth-protected-resource/",
+            "/.well-known/oauth-protected-resource/mcp/",
+            "/.well-known/oauth-protected-resourcex",
+            "",
+            "/",
+        ] {
+            assert!(!is_public(guarded), "{guarded}");
+        }
+    }
 }
