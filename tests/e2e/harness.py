@@ -10,6 +10,7 @@ import pathlib
 import queue
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -128,6 +129,20 @@ class HttpHost:
                 self.url = found.group(1)
                 self.origin = self.url.removesuffix("/mcp")
                 return
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1].split("/")[0])
+
+    def post_unfinished(self, headers: dict[str, str], length: int, start: bytes = b"") -> str:
+        """POSTs to /mcp announcing a body of `length` bytes, sends only
+        `start` of it, and returns the first answer (within 5 s)."""
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        with socket.create_connection(("127.0.0.1", self.port)) as sock:
+            sock.sendall(f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {length}\r\n{head}\r\n".encode() + start)
+            sock.settimeout(5)
+            return sock.recv(65536).decode()
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -134,7 +134,7 @@ def test_a_user_past_its_share_loses_its_own_oldest_session_and_the_host_refuses
 def test_an_open_stream_keeps_its_session_alive_past_the_idle_time(bounded, keypair):
     dave = bearer(issued(bounded, "dave", key=keypair[0]))
     session = open_session(bounded.url, dave)
-    listening = socket.create_connection(("127.0.0.1", int(bounded.url.split(":")[2].split("/")[0])))
+    listening = socket.create_connection(("127.0.0.1", bounded.port))
     listening.sendall((f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
                        f"Authorization: {dave['authorization']}\r\nMcp-Session-Id: {session}\r\n\r\n").encode())
     assert b"200" in listening.recv(4096).split(b"\r\n")[0]
@@ -361,7 +361,6 @@ def patient(tmp_path_factory):
     config = root / "host.toml"
     config.write_text("[http]\nmax_connections = 3\nread_timeout_s = 1\n")
     host = HttpHost(root, None, "--config", str(config))
-    host.port = int(host.url.rsplit(":", 1)[1].split("/")[0])
     yield host
     host.stop()
 
@@ -412,11 +411,7 @@ def test_headers_dribbled_byte_by_byte_do_not_keep_a_connection(patient):
 
 
 def test_a_body_that_does_not_arrive_in_time_gets_408(patient):
-    with socket.create_connection(("127.0.0.1", patient.port)) as sock:
-        sock.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     b"Accept: application/json, text/event-stream\r\nContent-Length: 100\r\n\r\n{\"jsonrpc\"")
-        sock.settimeout(5)
-        answer = sock.recv(65536).decode()
+    answer = patient.post_unfinished({"Accept": "application/json, text/event-stream"}, 100, b'{"jsonrpc"')
     head, _, body = answer.partition("\r\n\r\n")
     assert head.startswith("HTTP/1.1 408"), answer
     assert "within 1 s" in json.loads(body)["error"]["message"]
@@ -592,7 +587,7 @@ def test_many_sessions_silent_sockets_and_unknown_names_leave_memory_bounded(tmp
     config.write_text('[auth]\nmode = "public"\n[auth.rate_limit]\nrequests_per_minute = 0\n'
                       'tool_calls_per_minute = 0\n')
     host = HttpHost(root, None, "--config", str(config))
-    port = int(host.url.rsplit(":", 1)[1].split("/")[0])
+    port = host.port
     silent: list[socket.socket] = []
     try:
         session = open_session(host.url)
@@ -631,14 +626,8 @@ def test_a_gateway_request_whose_body_is_late_gets_408(tmp_path):
                       'gateway_secret_env = "TEST_GATEWAY_SECRET"\n')
     host = HttpHost(root, ENV, "--config", str(config))
     try:
-        port = int(host.url.rsplit(":", 1)[1].split("/")[0])
         signed = GatewaySigner("dana").headers("POST", "/mcp", None, json.dumps(INITIALIZE).encode())
-        head = "".join(f"{name}: {value}\r\n" for name, value in signed.items())
-        with socket.create_connection(("127.0.0.1", port)) as sock:
-            sock.sendall(f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                         f"Content-Length: 100\r\n{head}\r\n{{\"jsonrpc\"".encode())
-            sock.settimeout(5)
-            answer = sock.recv(65536).decode()
+        answer = host.post_unfinished(signed, 100, b'{"jsonrpc"')
     finally:
         host.stop()
     assert answer.startswith("HTTP/1.1 408"), answer

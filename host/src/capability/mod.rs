@@ -57,11 +57,15 @@ impl SandboxGrants {
     /// These grants narrowed to a call needing `files` of the mounts and
     /// `network` of HTTP and sockets.
     pub fn narrow(&self, files: Need, network: Need) -> SandboxGrants {
+        // Every field named: a new capability must say how it narrows.
         SandboxGrants {
             mounts: filesystem::narrow(&self.mounts, files),
             http: network::narrow(&self.http, network),
+            max_response_bytes: self.max_response_bytes,
             sockets: self.sockets.narrow(network),
-            ..self.clone()
+            env: self.env.clone(),
+            limits: self.limits.clone(),
+            orders: self.orders.clone(),
         }
     }
 

@@ -184,12 +184,15 @@ impl Peek {
         })
     }
 
-    /// The id an error about this message may echo: a string or number,
-    /// else null (an id of another type makes the whole message invalid).
-    fn id(&self) -> Value {
+    /// The id an error about this message may echo, and the method it
+    /// names: an id that is not a string, number or null makes the whole
+    /// message invalid, naming nothing.
+    fn echoed(&self) -> (Value, Option<&str>) {
         match &self.id {
-            id @ (Value::String(_) | Value::Number(_)) => id.clone(),
-            _ => Value::Null,
+            id @ (Value::String(_) | Value::Number(_) | Value::Null) => {
+                (id.clone(), self.method.as_deref())
+            }
+            _ => (Value::Null, None),
         }
     }
 }
@@ -212,14 +215,7 @@ async fn into_jsonrpc(response: Response, body: Option<&[u8]>) -> Response {
         Ok(peek) => peek,
         Err(not_a_message) => return not_a_message.refusal(),
     };
-    let (id, method) = match &peek {
-        // A message whose id is of the wrong type names no method either.
-        Some(peek) if matches!(peek.id, Value::Object(_) | Value::Array(_) | Value::Bool(_)) => {
-            (Value::Null, None)
-        }
-        Some(peek) => (peek.id(), peek.method.as_deref()),
-        None => (Value::Null, None),
-    };
+    let (id, method) = peek.as_ref().map_or((Value::Null, None), Peek::echoed);
     let (parts, body) = response.into_parts();
     let text = match axum::body::to_bytes(body, MAX_REFUSAL_TEXT).await {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
