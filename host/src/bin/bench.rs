@@ -27,14 +27,16 @@ struct Args {
     /// A short smoke of every figure instead of the full run.
     #[arg(long)]
     quick: bool,
-    /// Only these figures (all when none is named).
+    /// Only these figures (all but `instructions`, which needs valgrind,
+    /// when none is named).
     #[arg(long, value_enum)]
     only: Vec<Figure>,
     /// The repository, for the example plugins and test fixtures.
     #[arg(long, default_value = ".")]
     repo: PathBuf,
     /// The host binary to measure [default: `host` beside this one]; only
-    /// the `idle` figure runs against builds older than its own.
+    /// the `idle` and `instructions` figures run against builds older than
+    /// its own.
     #[arg(long)]
     host: Option<PathBuf>,
     /// Serve a bare JSON-RPC responder on stdio (used by the harness itself).
@@ -79,6 +81,10 @@ async fn main() -> Result<()> {
     if wanted(Figure::Idle) {
         bench.idle().await?;
     }
+    // It needs valgrind, which CI's smoke run need not have: only on demand.
+    if args.only.contains(&Figure::Instructions) {
+        bench.instructions().await?;
+    }
     Ok(())
 }
 
@@ -91,6 +97,7 @@ enum Figure {
     Reload,
     Memory,
     Idle,
+    Instructions,
 }
 
 struct Bench {
@@ -164,6 +171,17 @@ impl Bench {
         Ok(root)
     }
 
+    /// A root with the hello fixture, whose policy lets every client of a
+    /// figure call it at once.
+    fn busy_hello_root(&self, label: &str) -> Result<PathBuf> {
+        let policy = "version = 1\n[limits]\nmax_concurrency = 256\n";
+        self.root(
+            label,
+            &[("hello", self.fixture("hello"))],
+            &[("hello", policy)],
+        )
+    }
+
     fn serve_args(&self, root: &Path, cache: &Path) -> Vec<String> {
         let arg = |p: PathBuf| p.display().to_string();
         vec![
@@ -229,12 +247,7 @@ impl Bench {
             "| clients | plugin tool | native tool | plugin / native | plugin CPU µs | native CPU µs |"
         );
         println!("| --- | --- | --- | --- | --- | --- |");
-        let policy = "version = 1\n[limits]\nmax_concurrency = 256\n";
-        let root = self.root(
-            "throughput",
-            &[("hello", self.fixture("hello"))],
-            &[("hello", policy)],
-        )?;
+        let root = self.busy_hello_root("throughput")?;
         let cache = self.work.path().join("cache");
         let (mut server, url) =
             HttpServer::start(&self.host, &self.serve_args(&root, &cache)).await?;
@@ -399,6 +412,99 @@ impl Bench {
         println!("| 20 plugins, idle | peak, 64 calls in flight |");
         println!("| --- | --- |");
         println!("| {idle:.1} | {peak:.1} |\n");
+        Ok(())
+    }
+
+    /// Figure 8: Instructions per call, counted by callgrind: the figure that
+    /// does not drift with the machine. The host runs under valgrind (one
+    /// thread at a time, so this counts work, not contention); after
+    /// warm-up, its instructions over a fixed number of calls are divided
+    /// by the calls. Only config keys every build knows are used, so
+    /// `--host` may name an older build.
+    async fn instructions(&self) -> Result<()> {
+        println!("## 8. instructions per call (callgrind)\n");
+        println!("| transport | tool | instructions per call |");
+        println!("| --- | --- | --- |");
+        let root = self.busy_hello_root("instructions")?;
+        // One sandbox slot: the pool's address-space reservation must fit
+        // valgrind's; 8 clients stay within the default per-user sessions.
+        std::fs::write(
+            root.join("host-config.toml"),
+            "[engine]\nmax_sandboxes = 1\n",
+        )?;
+        let cache = self.work.path().join("cache");
+        let calls = if self.quick { 16 } else { 400 };
+        let clients = 8;
+        let valgrind = |out: &Path| {
+            let mut args = vec![
+                "--tool=callgrind".to_owned(),
+                "--smc-check=all-non-file".to_owned(),
+                "--instr-atstart=no".to_owned(),
+                format!("--callgrind-out-file={}", out.display()),
+                self.host.display().to_string(),
+            ];
+            args.extend(self.serve_args(&root, &cache));
+            args
+        };
+        let arguments = json!({"name": "Ada"});
+        for tool in ["hello__greet", "host__noop"] {
+            let out = self.work.path().join(format!("stdio-{tool}.out"));
+            let mut client = StdioClient::spawn(Path::new("valgrind"), &valgrind(&out)).await?;
+            client.initialize().await?;
+            let call = ("tools/call", json!({"name": tool, "arguments": arguments}));
+            for _ in 0..10 {
+                client.time(&call).await?;
+            }
+            let pid = client.child.id().ok_or_else(|| anyhow!("no pid"))?;
+            callgrind_control(pid, &["-i", "on"])?;
+            for _ in 0..calls {
+                client.time(&call).await?;
+            }
+            callgrind_control(pid, &["-i", "off"])?;
+            callgrind_control(pid, &["-d"])?;
+            let count = instructions_per_call(&out.with_extension("out.1"), calls)?;
+            println!("| stdio | {tool} | {count:.0} |");
+        }
+        for tool in ["hello__greet", "host__noop"] {
+            let out = self.work.path().join(format!("http-{tool}.out"));
+            let (mut server, url) =
+                HttpServer::start(Path::new("valgrind"), &valgrind(&out)).await?;
+            let mut pool = Vec::new();
+            for _ in 0..clients {
+                pool.push(HttpClient::connect(&url).await?);
+            }
+            let call = ("tools/call", json!({"name": tool, "arguments": arguments}));
+            let in_parallel = |pool: Vec<HttpClient>, count: usize| {
+                let call = call.clone();
+                async move {
+                    let mut tasks = tokio::task::JoinSet::new();
+                    for mut client in pool {
+                        let call = call.clone();
+                        tasks.spawn(async move {
+                            for _ in 0..count {
+                                client.time(&call).await?;
+                            }
+                            anyhow::Ok(client)
+                        });
+                    }
+                    let mut pool = Vec::new();
+                    while let Some(client) = tasks.join_next().await {
+                        pool.push(client??);
+                    }
+                    anyhow::Ok(pool)
+                }
+            };
+            let pool = in_parallel(pool, 5).await?;
+            callgrind_control(server.pid, &["-i", "on"])?;
+            in_parallel(pool, calls / clients).await?;
+            callgrind_control(server.pid, &["-i", "off"])?;
+            callgrind_control(server.pid, &["-d"])?;
+            let made = calls / clients * clients;
+            let count = instructions_per_call(&out.with_extension("out.1"), made)?;
+            println!("| http ({clients} clients) | {tool} | {count:.0} |");
+            server.stop().await;
+        }
+        println!();
         Ok(())
     }
 
@@ -619,7 +725,7 @@ fn machine() -> String {
 
 /// An MCP client on a child's stdin/stdout, speaking JSON-RPC lines.
 struct StdioClient {
-    _child: Child,
+    child: Child,
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
     next_id: u64,
@@ -638,7 +744,7 @@ impl StdioClient {
         let stdin = child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         Ok(StdioClient {
-            _child: child,
+            child,
             stdin,
             lines: BufReader::new(stdout).lines(),
             next_id: 0,
@@ -938,6 +1044,39 @@ impl HttpClient {
             .ok_or_else(|| anyhow!("no answer to {method}"))?;
         answer(message)
     }
+}
+
+/// Instructions per call: the program totals of callgrind's dump `out`
+/// over `calls`.
+fn instructions_per_call(out: &Path, calls: usize) -> Result<f64> {
+    let annotated = std::process::Command::new("callgrind_annotate")
+        .arg(out)
+        .output()
+        .context("running callgrind_annotate")?;
+    let text = String::from_utf8_lossy(&annotated.stdout);
+    let total: u64 = text
+        .lines()
+        .find(|line| line.contains("PROGRAM TOTALS"))
+        .and_then(|line| line.split_whitespace().next())
+        .map(|count| count.replace(',', ""))
+        .and_then(|count| count.parse().ok())
+        .ok_or_else(|| anyhow!("no program totals in {}", out.display()))?;
+    Ok(total as f64 / calls as f64)
+}
+
+/// Tells callgrind in process `pid` to `command` (`-i on`, `-i off`, `-d`).
+fn callgrind_control(pid: u32, command: &[&str]) -> Result<()> {
+    let status = std::process::Command::new("callgrind_control")
+        .args(command)
+        .arg(pid.to_string())
+        .stdout(Piped::null())
+        .stderr(Piped::null())
+        .status()
+        .context("running callgrind_control")?;
+    if !status.success() {
+        bail!("callgrind_control {command:?} failed");
+    }
+    Ok(())
 }
 
 /// Calls per second with `clients` concurrent clients calling `tool`, and
