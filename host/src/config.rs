@@ -183,7 +183,10 @@ impl Settings {
                 let file: ConfigFile = toml::from_str(&text).map_err(|e| {
                     anyhow::anyhow!("config {}: {}", path.display(), e.to_string().trim())
                 })?;
-                let base = path.parent().unwrap_or(Path::new(".")).to_owned();
+                let base = match path.parent() {
+                    Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+                    _ => PathBuf::from("."),
+                };
                 (file, base)
             }
             None => (ConfigFile::default(), PathBuf::from(".")),
@@ -231,6 +234,19 @@ impl Settings {
             Protected::new(&policies, "the policies folder", true),
             Protected::new(&plugins, "the plugins folder", false),
         ];
+        if let Some(config) = &flags.config {
+            protected.push(Protected::new(
+                &base,
+                "the folder of the host's config file",
+                false,
+            ));
+            protected.push(Protected::new(config, "the host's config file", true));
+        }
+        protected.extend(
+            audit_log
+                .iter()
+                .map(|log| Protected::new(log, "the audit log", true)),
+        );
         protected.extend(
             cache_dir
                 .iter()

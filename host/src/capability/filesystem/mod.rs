@@ -479,15 +479,62 @@ impl Protected {
     }
 }
 
+/// A file or folder's identity: the same for every path that reaches it
+/// (links, bind mounts, case-insensitive spellings).
+type Identity = (u64, u64);
+
+fn identity(path: &Path) -> Option<Identity> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// The identities of `path` and of every folder above it, up to `/`
+/// (those of its parts that exist).
+fn identities_up(path: &Path) -> Vec<Identity> {
+    path.ancestors().filter_map(identity).collect()
+}
+
 /// Refuses mounts that would let a plugin reach the host's own files: its
 /// policies (which a plugin could rewrite to widen its grants, and which may
-/// hold secrets), its compiled-component cache (which the host executes),
-/// its audit log, or — for writing — the plugins folder.
+/// hold secrets), its config file and the folder holding it, its
+/// compiled-component cache (which the host executes), its audit log, or —
+/// for writing — the plugins folder.
+///
+/// Compared by identity (device and inode) as well as by path, so no
+/// spelling of a folder — a link, a bind mount, another case — gets past
+/// it; and a protected file with a second hard link is refused outright,
+/// since that link may sit in a mount.
 pub fn check_protected(mounts: &[Mount], protected: &[Protected]) -> Result<(), String> {
+    for p in protected {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(meta) = std::fs::symlink_metadata(&p.path)
+            && meta.is_file()
+            && meta.nlink() > 1
+        {
+            return Err(format!(
+                "{} ({}) has {} hard links: another name for it could sit inside a mount; \
+                 remove the other links",
+                p.what,
+                p.path.display(),
+                meta.nlink()
+            ));
+        }
+    }
     for mount in mounts {
+        let mount_path = mount
+            .host
+            .canonicalize()
+            .unwrap_or_else(|_| mount.host.clone());
+        let mount_id = identity(&mount_path);
+        let mount_up = identities_up(&mount_path);
         for p in protected {
-            let holds = p.path.starts_with(&mount.host);
-            let inside = mount.host.starts_with(&p.path);
+            let protected_up = identities_up(&p.path);
+            let holds = p.path.starts_with(&mount_path)
+                || p.path.starts_with(&mount.host)
+                || mount_id.is_some_and(|id| protected_up.contains(&id));
+            let inside = mount_path.starts_with(&p.path)
+                || mount.host.starts_with(&p.path)
+                || identity(&p.path).is_some_and(|id| mount_up.contains(&id));
             let writable = mount.access == Access::ReadWrite;
             if holds && (p.secret || writable) || inside && p.secret {
                 return Err(format!(
