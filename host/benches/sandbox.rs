@@ -108,13 +108,17 @@ async fn greet(runtime: &Runtime, plugin: &Prepared, grants: &Arc<SandboxGrants>
 /// canonical form, matching the order guardrail and the plugin's rules on
 /// it, and rebuilding the URI that is sent.
 fn check_request(c: &mut Criterion) {
-    let rules: Vec<HttpRule> = [
+    let rules: Arc<[HttpRule]> = [
         "GET http://127.0.0.1:*/positions",
         "GET,HEAD https://*.example.com/v2/bars/*",
     ]
     .iter()
     .map(|rule| HttpRule::parse(rule).unwrap())
     .collect();
+    let rules = network::HttpGrant {
+        rules,
+        brokers: Arc::new([]),
+    };
     let orders = OrderGuard::default();
     let mut group = c.benchmark_group("check one outgoing request");
     for (label, url) in [

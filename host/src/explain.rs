@@ -128,7 +128,7 @@ fn describe_plugin(out: &mut String, plugin: &LoadedPlugin) {
         {
             notes.push("it has no network (it declares no network effect)");
         } else if !effects.contains(Effects::NETWORK_WRITE)
-            && g.sandbox.http.iter().any(|r| !r.is_read_only())
+            && g.sandbox.http.rules.iter().any(|r| !r.is_read_only())
         {
             notes.push("it may only GET and HEAD (it does not declare network-write)");
         }

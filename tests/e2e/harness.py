@@ -229,6 +229,7 @@ class BrokerStandIn:
     """A broker API on loopback that records every request it receives."""
 
     POSITIONS = [{"symbol": "AAPL", "quantity": 10, "average_price": 185.2}]
+    ACCOUNT = {"cash": 25000.0, "equity": 26852.0, "buying_power": 50000.0}
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str]] = []
@@ -253,8 +254,9 @@ class BrokerStandIn:
                     self.send_header("content-length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)
-                elif self.path == "/positions":
-                    body = json.dumps({"positions": standin.POSITIONS}).encode()
+                elif self.path in ("/positions", "/v2/positions", "/v2/account"):
+                    answer = {"/v2/account": {"account": standin.ACCOUNT}}.get(self.path, {"positions": standin.POSITIONS})
+                    body = json.dumps(answer).encode()
                     self.send_response(200)
                     self.send_header("content-type", "application/json")
                     self.send_header("content-length", str(len(body)))
@@ -270,8 +272,14 @@ class BrokerStandIn:
                 self.end_headers()
                 self.wfile.write(b"{}")
 
+            def do_HEAD(self) -> None:  # noqa: N802
+                self._record()
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
             # Every other method is recorded too, so a leak shows.
-            do_PUT = do_PATCH = do_DELETE = do_FROB = do_POST  # noqa: N815
+            do_PUT = do_PATCH = do_DELETE = do_FROB = do_OPTIONS = do_TRACE = do_POST  # noqa: N815
 
             def log_message(self, *args) -> None:
                 pass

@@ -24,7 +24,10 @@ async def test_positions_are_read_and_orders_never_leave_the_sandbox(transport, 
         positions = await client.call_tool("broker__get_positions", {})
         assert not positions.is_error, text_of(positions)
         assert json.loads(text_of(positions)) == {"positions": broker.POSITIONS}
-        assert ("GET", "/positions") in broker.requests
+        assert ("GET", "/v2/positions") in broker.requests
+        account = await client.call_tool("broker__get_account", {})
+        assert not account.is_error, text_of(account)
+        assert json.loads(text_of(account)) == {"account": broker.ACCOUNT}
 
         with pytest.raises(MCPError) as refused:
             await client.call_tool("broker__place_order", {"symbol": "AAPL", "side": "buy", "quantity": 5})

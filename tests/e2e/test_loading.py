@@ -32,7 +32,7 @@ def test_check_passes_on_the_shipped_examples():
     for name in EXAMPLES:
         assert f"\n{name} 0.1.0 (" in "\n" + out
     assert "folder /data/market = " in out and "(read-only)" in out
-    assert "network GET http://127.0.0.1:*/positions" in out
+    assert 'network: reads of the broker "paper"' in out
     assert "env BROKER_URL" in out
     assert "tool market-data__get_quote [read-only]" in out
     assert "tool strategies__create_strategy [writes]" in out
@@ -188,8 +188,9 @@ def test_explain_says_what_a_plugin_may_do_and_what_was_refused():
     result = run_host("policy", "explain", "broker", "--plugins", str(REPO / "plugins"), "--policies", str(REPO / "policies"))
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "no-order-execution: on; refuses every write (any method but GET, HEAD and OPTIONS) to a path with an `order` or `orders` segment, on any host" in out
-    assert "allowed: GET http://127.0.0.1:*/positions" in out
+    assert 'no-order-execution: on; the broker "paper" at 127.0.0.1:8787 (every spelling of those addresses) takes only GET/HEAD of /v2/account' in out
+    assert "on other hosts, a write whose path has one of the words order orders trade" in out
+    assert 'allowed: the read routes of the broker "paper"' in out
     assert "BROKER_URL (granted; its value is not shown)" in out
     assert "broker__place_order — NOT SERVED: denied by guardrail no-order-execution" in out
     assert "name lookup: refused" in out

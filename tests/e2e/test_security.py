@@ -24,6 +24,11 @@ def security(tmp_path_factory, broker):
     (ro / "data.txt").write_text("market history")
     os.symlink("../../secret.txt", ro / "escape")
     os.symlink("/etc/hostname", ro / "absolute-escape")
+    # The stand-in is the declared broker "paper" (at BROKER_URL); these
+    # tests read its test routes too.
+    host_toml = root / "policies" / "host.toml"
+    host_toml.write_text(host_toml.read_text().replace(
+        'read = []', 'read = ["/positions", "/redirect", "/big"]'))
     host = HttpHost(root, {"BROKER_URL": broker.url, "HOME": "/root"})
     yield root, host, broker
     host.stop()
@@ -93,8 +98,10 @@ def network_attempts(broker_url: str):
          "policy (no network rule", f"GET http://localhost:{port}/positions"),
         ("an IP literal", "http", {"method": "GET", "url": "http://10.255.255.1/positions"},
          "policy (no network rule", "GET http://10.255.255.1:80/positions"),
-        ("a denied method on an allowed host", "http", {"method": "DELETE", "url": f"{broker_url}/positions"},
-         "policy (no network rule", f"DELETE {broker_url}/positions"),
+        ("a denied method on an allowed host", "http", {"method": "PUT", "url": f"{broker_url}/redirect"},
+         "policy (no network rule", f"PUT {broker_url}/redirect"),
+        ("closing positions on an allowed host", "http", {"method": "DELETE", "url": f"{broker_url}/positions"},
+         "guardrail no-order-execution", f"DELETE {broker_url}/positions"),
         ("a denied path on an allowed host", "http", {"method": "GET", "url": f"{broker_url}/secret"},
          "policy (no network rule", f"GET {broker_url}/secret"),
         ("an order POST where GET is allowed", "http", {"method": "POST", "url": f"{broker_url}/orders"},

@@ -42,6 +42,8 @@ pub enum Rule {
     OrderGuardrail(OrderRoute),
     /// A URL with no single canonical form.
     AmbiguousUrl(String),
+    /// A request something besides its method and URL could redirect.
+    SecondMeaning(String),
     /// A checked request that could not be rebuilt in its checked form.
     CannotSendAsChecked(String),
     /// A response past `[network] max_response_kib`.
@@ -63,6 +65,7 @@ impl Rule {
             Rule::NoHttpRule => "policy no-http-rule",
             Rule::OrderGuardrail(_) => "guardrail no-order-execution",
             Rule::AmbiguousUrl(_) => "policy ambiguous-url",
+            Rule::SecondMeaning(_) => "policy second-meaning",
             Rule::CannotSendAsChecked(_) => "policy cannot-send-as-checked",
             Rule::ResponseTooLarge { .. } => "limit max-response-kib",
             Rule::DiskQuota { .. } => "limit disk-quota",
@@ -83,7 +86,7 @@ impl fmt::Display for Rule {
             Rule::NoNetworkGrant => f.write_str("policy (the plugin has no network grant)"),
             Rule::NoHttpRule => f.write_str("policy (no network rule of the plugin allows it)"),
             Rule::OrderGuardrail(route) => write!(f, "guardrail {} ({route})", orders::NAME),
-            Rule::AmbiguousUrl(why) => write!(f, "policy ({why})"),
+            Rule::AmbiguousUrl(why) | Rule::SecondMeaning(why) => write!(f, "policy ({why})"),
             Rule::CannotSendAsChecked(why) => {
                 write!(f, "policy (the request cannot be sent as checked: {why})")
             }

@@ -10,7 +10,7 @@ pub mod network;
 pub mod sockets;
 
 use filesystem::Mount;
-use network::HttpRule;
+use network::HttpGrant;
 use network::orders::OrderGuard;
 use sockets::SocketGrants;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use std::sync::Arc;
 #[derive(Clone, Debug)]
 pub struct SandboxGrants {
     pub mounts: Vec<Mount>,
-    pub http: Arc<[HttpRule]>,
+    pub http: HttpGrant,
     /// The largest response body one request may receive, in bytes.
     pub max_response_bytes: u64,
     pub sockets: Arc<SocketGrants>,
@@ -87,7 +87,7 @@ impl Default for SandboxGrants {
     fn default() -> Self {
         SandboxGrants {
             mounts: Vec::new(),
-            http: Vec::new().into(),
+            http: HttpGrant::default(),
             max_response_bytes: network::DEFAULT_MAX_RESPONSE_KIB * 1024,
             sockets: Arc::default(),
             env: Vec::new(),
@@ -100,6 +100,7 @@ impl Default for SandboxGrants {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use network::HttpRule;
 
     #[test]
     fn needing_nothing_keeps_only_the_environment_and_limits() {
@@ -110,7 +111,10 @@ mod tests {
                 "/data",
                 filesystem::Access::ReadWrite,
             )],
-            http: vec![HttpRule::parse("* https://api.example.com/*").unwrap()].into(),
+            http: HttpGrant {
+                rules: vec![HttpRule::parse("* https://api.example.com/*").unwrap()].into(),
+                brokers: Arc::new([]),
+            },
             sockets: Arc::new(SocketGrants::resolve(&spec).unwrap()),
             env: vec![env::EnvGrant {
                 name: "KEY".into(),
@@ -126,11 +130,11 @@ mod tests {
         );
         let reading = granted.narrow(Need::Read, Need::Read);
         assert_eq!(reading.mounts[0].access, filesystem::Access::ReadOnly);
-        assert!(reading.http.iter().all(HttpRule::is_read_only) && !reading.http.is_empty());
+        assert!(reading.http.rules.iter().all(HttpRule::is_read_only) && !reading.http.is_empty());
         assert!(!reading.sockets.name_lookup, "sockets carry writes");
         let whole = granted.narrow(Need::Write, Need::Write);
         assert_eq!(whole.mounts[0].access, filesystem::Access::ReadWrite);
-        assert!(whole.sockets.name_lookup && !whole.http[0].is_read_only());
+        assert!(whole.sockets.name_lookup && !whole.http.rules[0].is_read_only());
     }
 
     #[test]

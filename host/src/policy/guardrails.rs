@@ -66,10 +66,15 @@ impl Default for Guardrails {
 }
 
 impl Guardrails {
-    /// Resolves the guardrails, market-data folders against `root`.
-    pub fn resolve(spec: &GuardrailsSpec, root: &Path) -> Result<Guardrails, String> {
+    /// Resolves the guardrails, market-data folders against `root`, the
+    /// variables brokers name through `lookup`.
+    pub fn resolve(
+        spec: &GuardrailsSpec,
+        root: &Path,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Guardrails, String> {
         let market_data = MarketDataGuard::resolve(&spec.market_data_read_only, root)?;
-        let orders = OrderGuard::resolve(&spec.no_order_execution)?.map(Arc::new);
+        let orders = OrderGuard::resolve(&spec.no_order_execution, lookup)?.map(Arc::new);
         Ok(Guardrails {
             market_data,
             orders,
@@ -110,7 +115,7 @@ mod tests {
                 ..OrdersSpec::default()
             },
         };
-        let guard = Guardrails::resolve(&spec, Path::new("/")).unwrap();
+        let guard = Guardrails::resolve(&spec, Path::new("/"), &|_| None).unwrap();
         assert!(guard.orders.is_none() && guard.market_data.is_none());
         assert!(guard.check_tool(Effects::TRADE).is_none());
     }

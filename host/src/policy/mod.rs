@@ -14,7 +14,7 @@ use crate::capability::SandboxGrants;
 use crate::capability::env::{self, EnvSource};
 use crate::capability::filesystem::{self, MountSpec, Protected, Root};
 use crate::capability::limits::Limits;
-use crate::capability::network::HttpRule;
+use crate::capability::network::{HttpGrant, HttpRule};
 use crate::capability::sockets::{SocketGrants, SocketsSpec};
 use guardrails::{Guardrails, HostPolicyFile};
 use serde::Deserialize;
@@ -150,6 +150,10 @@ pub struct NetworkSpec {
     /// Rules such as `GET https://api.example.com/v1/*`.
     #[serde(default)]
     pub allow: Vec<String>,
+    /// Declared brokers (in `host.toml`) whose read routes the plugin may
+    /// use, by name.
+    #[serde(default)]
+    pub brokers: Vec<String>,
     /// The largest response body a request may receive, in KiB.
     #[serde(default = "default_max_response_kib")]
     pub max_response_kib: u64,
@@ -159,6 +163,7 @@ impl Default for NetworkSpec {
     fn default() -> Self {
         NetworkSpec {
             allow: Vec::new(),
+            brokers: Vec::new(),
             max_response_kib: default_max_response_kib(),
         }
     }
@@ -244,12 +249,13 @@ pub fn resolve(
     filesystem::check_overlaps(&mounts)?;
     filesystem::check_protected(&mounts, protected)?;
     guardrails.check_mounts(&mounts)?;
-    let http = file
+    let rules = file
         .network
         .allow
         .iter()
         .map(|rule| HttpRule::parse(rule))
         .collect::<Result<Vec<_>, _>>()?;
+    let brokers = resolve_brokers(&file.network.brokers, guardrails)?;
     let sockets = SocketGrants::resolve(&file.sockets).map_err(|e| format!("[sockets] {e}"))?;
     let mut env = Vec::new();
     for (name, source) in &file.env {
@@ -272,7 +278,10 @@ pub fn resolve(
     }
     let sandbox = SandboxGrants {
         mounts,
-        http: http.into(),
+        http: HttpGrant {
+            rules: rules.into(),
+            brokers: brokers.into(),
+        },
         max_response_bytes: file.network.max_response_kib.saturating_mul(1024),
         sockets: Arc::new(sockets),
         env,
@@ -288,6 +297,32 @@ pub fn resolve(
         access: Arc::new(file.access),
         uri_schemes: uri_schemes.into(),
     })
+}
+
+/// The broker grants `names` ask for, each checked against the brokers
+/// `host.toml` declares. With the order guardrail off no broker is declared
+/// and they grant nothing.
+fn resolve_brokers(names: &[String], guardrails: &Guardrails) -> Result<Vec<String>, String> {
+    let Some(guard) = &guardrails.orders else {
+        return Ok(Vec::new());
+    };
+    names
+        .iter()
+        .map(|name| match guard.broker(name) {
+            Some(_) => Ok(name.clone()),
+            None => {
+                let declared: Vec<&str> = guard.brokers.iter().map(|b| b.name.as_str()).collect();
+                Err(format!(
+                    "[network] brokers: {name:?} is not a broker declared in host.toml \
+                     (declared: {})",
+                    match declared.is_empty() {
+                        true => "none".to_owned(),
+                        false => declared.join(", "),
+                    }
+                ))
+            }
+        })
+        .collect()
 }
 
 /// Where policies live, what their relative paths are relative to, and
@@ -337,7 +372,9 @@ impl PolicyDir {
                 file.version
             )));
         }
-        let mut guardrails = Guardrails::resolve(&file.guardrails, &self.root).map_err(error)?;
+        let lookup = |name: &str| std::env::var(name).ok();
+        let mut guardrails =
+            Guardrails::resolve(&file.guardrails, &self.root, &lookup).map_err(error)?;
         guardrails.digest = crate::digest::sha256(text.as_bytes());
         Ok(guardrails)
     }

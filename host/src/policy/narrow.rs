@@ -63,7 +63,12 @@ pub fn annotations(grants: &Grants, hints: &ToolHints) -> Annotations {
         .mounts
         .iter()
         .any(|m| m.access == Access::ReadWrite)
-        || grants.sandbox.http.iter().any(|rule| !rule.is_read_only())
+        || grants
+            .sandbox
+            .http
+            .rules
+            .iter()
+            .any(|rule| !rule.is_read_only())
         || sockets;
     let read_only = !can_write;
     Annotations {
@@ -89,7 +94,10 @@ mod tests {
     fn grants(access: Access, rules: &[&str]) -> Grants {
         let sandbox = SandboxGrants {
             mounts: vec![Mount::unheld("/r/data", "/data", access)],
-            http: rules.iter().map(|r| HttpRule::parse(r).unwrap()).collect(),
+            http: crate::capability::network::HttpGrant {
+                rules: rules.iter().map(|r| HttpRule::parse(r).unwrap()).collect(),
+                brokers: Arc::new([]),
+            },
             ..SandboxGrants::default()
         };
         Grants {
@@ -110,11 +118,11 @@ mod tests {
         let g = grants(Access::ReadWrite, &["* https://api.example.com/*"]);
         let reader = for_tool(&g, Effects::READ_FILES | Effects::NETWORK_READ);
         assert_eq!(reader.sandbox.mounts[0].access, Access::ReadOnly);
-        assert!(reader.sandbox.http.iter().all(HttpRule::is_read_only));
+        assert!(reader.sandbox.http.rules.iter().all(HttpRule::is_read_only));
         assert!(!reader.sandbox.http.is_empty());
         let writer = for_tool(&g, Effects::WRITE_FILES | Effects::NETWORK_WRITE);
         assert_eq!(writer.sandbox.mounts[0].access, Access::ReadWrite);
-        assert!(!writer.sandbox.http[0].is_read_only());
+        assert!(!writer.sandbox.http.rules[0].is_read_only());
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! A broker client: positions and orders through the broker's HTTP API,
-//! whose base URL comes from the `BROKER_URL` variable the policy grants.
+//! A broker client: account, positions and orders through an Alpaca-style
+//! HTTP API (`/v2/account`, `/v2/positions`, `/v2/orders`), whose base URL
+//! comes from the `BROKER_URL` variable the policy grants.
 //!
-//! Placing an order is a real effect. The shipped policy grants this plugin
-//! GET requests only, so the host refuses the order before it leaves the
-//! sandbox, whatever this code does.
+//! Placing an order is a real effect. The shipped `host.toml` declares the
+//! broker at `BROKER_URL` with Alpaca's read routes, and the shipped policy
+//! grants this plugin those reads only, so the host refuses the order before
+//! it leaves the sandbox, whatever this code does.
 
 use plugin_sdk::http;
 use plugin_sdk::prelude::*;
@@ -44,7 +46,22 @@ fn plugin() -> Plugin {
             .open_world(true)
             .effects(Effects::NETWORK_READ),
             |_: NoArgs| {
-                let response = http::get(&url("/positions")?).send()?;
+                let response = http::get(&url("/v2/positions")?).send()?;
+                body_of(response)
+            },
+        )
+        .tool(
+            Tool::new(
+                "get_account",
+                "The account's cash, buying power and equity as the broker reports them. \
+                 Read-only: use it to size positions within what the account holds.",
+            )
+            .title("Get account")
+            .read_only()
+            .open_world(true)
+            .effects(Effects::NETWORK_READ),
+            |_: NoArgs| {
+                let response = http::get(&url("/v2/account")?).send()?;
                 body_of(response)
             },
         )
@@ -59,7 +76,7 @@ fn plugin() -> Plugin {
             .open_world(true)
             .effects(Effects::NETWORK_WRITE | Effects::TRADE),
             |args: OrderArgs| {
-                let response = http::post(&url("/orders")?).json(&args)?.send()?;
+                let response = http::post(&url("/v2/orders")?).json(&args)?.send()?;
                 body_of(response)
             },
         )

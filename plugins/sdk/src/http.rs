@@ -121,6 +121,12 @@ impl Request {
         self
     }
 
+    /// Sets a body as bytes (give its content type with [`Request::header`]).
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+
     /// Sets a JSON body and its content type.
     pub fn json(self, value: &impl serde::Serialize) -> Result<Self, HttpError> {
         let body = serde_json::to_vec(value).map_err(|e| HttpError::InvalidUrl(e.to_string()))?;

@@ -36,6 +36,9 @@ pub enum Ambiguity {
     EmptySegment,
     /// `..` above the root.
     AboveRoot,
+    /// A byte outside ASCII once decoded (`%EF%BD%8F`, overlong `%C0%AE`):
+    /// servers normalise and decode such bytes in too many ways.
+    NonAscii,
 }
 
 impl fmt::Display for Ambiguity {
@@ -52,6 +55,7 @@ impl fmt::Display for Ambiguity {
             Ambiguity::BadByte => "the path has a control character or a malformed escape",
             Ambiguity::EmptySegment => "the path has an empty segment (//)",
             Ambiguity::AboveRoot => "the path climbs above / with ..",
+            Ambiguity::NonAscii => "the path decodes to bytes outside ASCII",
         })
     }
 }
@@ -67,8 +71,8 @@ pub struct CanonicalUrl {
     /// The canonical path: dot segments resolved, unreserved characters
     /// decoded, other escapes in upper-case hex.
     pub path: String,
-    /// Each path segment fully decoded, lower case: what a server that
-    /// decodes and ignores case would route on.
+    /// Each path segment fully decoded (ASCII, case kept): what a server
+    /// that decodes would route on.
     pub segments: Vec<String>,
     /// The query, as written (rules never match it).
     pub query: Option<String>,
@@ -155,7 +159,7 @@ fn is_unreserved(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
 }
 
-/// The canonical path and its decoded, lower-case segments.
+/// The canonical path and its decoded segments.
 fn canonical_path(raw: &str) -> Result<(String, Vec<String>), Ambiguity> {
     let raw = if raw.is_empty() { "/" } else { raw };
     let rest = raw.strip_prefix('/').ok_or(Ambiguity::Relative)?;
@@ -179,7 +183,7 @@ fn canonical_path(raw: &str) -> Result<(String, Vec<String>), Ambiguity> {
             }
             _ => {
                 canonical.push(text);
-                decoded.push(plain.to_lowercase());
+                decoded.push(plain);
             }
         }
     }
@@ -213,6 +217,7 @@ fn canonical_segment(piece: &str) -> Result<(String, String), Ambiguity> {
             b';' => return Err(Ambiguity::Parameter),
             b'%' => return Err(Ambiguity::DoubleEncoding),
             0..=0x1f | 0x7f => return Err(Ambiguity::BadByte),
+            0x80.. => return Err(Ambiguity::NonAscii),
             _ => {}
         }
         if is_unreserved(byte) || !escaped {
@@ -222,6 +227,7 @@ fn canonical_segment(piece: &str) -> Result<(String, String), Ambiguity> {
         }
         plain.push(byte);
     }
+    // Every byte is ASCII (checked above), so this never replaces anything.
     Ok((text, String::from_utf8_lossy(&plain).into_owned()))
 }
 
@@ -243,8 +249,8 @@ mod tests {
         assert_eq!(path("http://a/%6Frders"), "/orders");
         assert_eq!(path("http://a/v%32/%6f%72%64%65%72%73"), "/v2/orders");
         assert_eq!(path("http://a/x%2a%3a/%7E"), "/x%2A%3A/~");
-        assert_eq!(path("http://a/caf%C3%A9"), "/caf%C3%A9");
-        assert_eq!(parse("http://a/caf%C3%A9").unwrap().segments, ["café"]);
+        assert_eq!(path("http://a/%21%40"), "/%21%40");
+        assert_eq!(parse("http://a/%21x").unwrap().segments, ["!x"]);
     }
 
     #[test]
@@ -276,6 +282,13 @@ mod tests {
             ("http://a/v2/%4", Ambiguity::BadByte),
             ("http://u:p@a/x", Ambiguity::UserInfo),
             ("ftp://a/x", Ambiguity::Scheme),
+            ("http://a/caf%C3%A9", Ambiguity::NonAscii),
+            ("http://a/%EF%BD%8Frders", Ambiguity::NonAscii),
+            ("http://a/x/%C0%AE%C0%AE/orders", Ambiguity::NonAscii),
+            ("http://a/x/%C0%2E/orders", Ambiguity::NonAscii),
+            ("http://a/%E0%80%AE", Ambiguity::NonAscii),
+            ("http://a/%FF", Ambiguity::NonAscii),
+            ("http://a/%80", Ambiguity::NonAscii),
         ] {
             assert_eq!(parse(url), Err(why), "{url}");
         }

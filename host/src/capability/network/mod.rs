@@ -10,15 +10,21 @@
 //!
 //! Every request is checked in [`NetworkHooks::send_request`], the one place
 //! wasi-http hands a request over before any I/O: it is brought into
-//! [`canonical`] form, judged on that form by the [`orders`] guardrail and
-//! then the plugin's rules, and sent in exactly that form.
+//! [`canonical`] form, refused if anything else in it could change what a
+//! server acts on ([`meaning`]), judged on that form by the [`orders`]
+//! guardrail and then the plugin's rules, and — once its destination is
+//! resolved — by the declared [`brokers`]; then it is sent in exactly the
+//! checked form, to the address that was checked.
 
+pub mod brokers;
 pub mod canonical;
+pub mod meaning;
 pub mod orders;
 
 use super::denials::{Denial, Denials, Rule};
 use canonical::CanonicalUrl;
-use orders::OrderGuard;
+use meaning::SecondMeaning;
+use orders::{OrderGuard, OrderRoute};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,11 +106,15 @@ impl fmt::Display for RequestFacts {
     }
 }
 
-/// The outcome of checking a request.
+/// The outcome of checking a request before its destination is resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Allowed by the plugin's rule with this text.
+    /// Allowed by the plugin's rule with this text (a declared broker's
+    /// read routes still bind it once the destination is resolved).
     Allow(String),
+    /// No rule allows it by name: allowed only if its destination turns out
+    /// to be a broker the plugin was granted, on one of its read routes.
+    IfGrantedBroker,
     /// Denied by this rule (a guardrail, or the plugin's policy).
     Deny(Rule),
 }
@@ -253,50 +263,119 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     rest.len() >= last.len() && rest.ends_with(last)
 }
 
-/// `rules` narrowed to a call that needs `need` of the network: none, the
-/// part of each rule that reads (GET and HEAD), or every rule as granted.
-pub fn narrow(rules: &Arc<[HttpRule]>, need: super::Need) -> Arc<[HttpRule]> {
-    match need {
-        super::Need::Nothing => Vec::new().into(),
-        super::Need::Read => rules.iter().filter_map(HttpRule::read_only_part).collect(),
-        super::Need::Write => rules.clone(),
+/// What a plugin's policy grants of outgoing HTTP.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HttpGrant {
+    /// Its rules.
+    pub rules: Arc<[HttpRule]>,
+    /// The declared brokers whose read routes it may use, by name.
+    pub brokers: Arc<[String]>,
+}
+
+impl HttpGrant {
+    /// Whether it grants nothing.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.brokers.is_empty()
     }
 }
 
-/// What `rules` allow, for `check` and `explain`.
-pub fn describe(rules: &[HttpRule]) -> super::Description {
+/// `grant` narrowed to a call that needs `need` of the network: none, the
+/// part of each rule that reads (GET and HEAD), or every rule as granted.
+/// Broker grants are reads: they go only with the whole network.
+pub fn narrow(grant: &HttpGrant, need: super::Need) -> HttpGrant {
+    match need {
+        super::Need::Nothing => HttpGrant::default(),
+        super::Need::Read => HttpGrant {
+            rules: grant
+                .rules
+                .iter()
+                .filter_map(HttpRule::read_only_part)
+                .collect(),
+            brokers: grant.brokers.clone(),
+        },
+        super::Need::Write => grant.clone(),
+    }
+}
+
+/// What `grant` allows, for `check` and `explain`.
+pub fn describe(grant: &HttpGrant) -> super::Description {
     let mut explained = vec![
         "1. the URL is made canonical (unreserved escapes decoded, `.` and `..` resolved); \
-         `//`, `;` parameters, `\\`, encoded `/` and `%` are refused; the canonical form is \
-         what is matched and what is sent"
+         `//`, `;` parameters, `\\`, encoded `/` and `%`, and bytes outside ASCII are \
+         refused; the canonical form is what is matched and what is sent"
             .to_owned(),
-        "2. the guardrails above".to_owned(),
+        "2. a request that could mean something else is refused: method-override, rewrite \
+         and forwarding headers, `_method` parameters, a body on GET, HEAD, OPTIONS or DELETE"
+            .to_owned(),
+        "3. the guardrails above".to_owned(),
     ];
-    for (i, rule) in rules.iter().enumerate() {
-        explained.push(format!("{}. allowed: {}", i + 3, rule.text()));
+    let mut step = 4;
+    for rule in grant.rules.iter() {
+        explained.push(format!("{step}. allowed: {}", rule.text()));
+        step += 1;
+    }
+    for broker in grant.brokers.iter() {
+        explained.push(format!(
+            "{step}. allowed: the read routes of the broker {broker:?} (host.toml)"
+        ));
+        step += 1;
     }
     explained.push("then: everything else is refused".to_owned());
+    let mut summary: Vec<String> = grant
+        .rules
+        .iter()
+        .map(|r| format!("network {}", r.text()))
+        .collect();
+    summary.extend(
+        grant
+            .brokers
+            .iter()
+            .map(|b| format!("network: reads of the broker {b:?}")),
+    );
     super::Description {
         title: "Outgoing HTTP, checked in this order",
-        summary: rules
-            .iter()
-            .map(|r| format!("network {}", r.text()))
-            .collect(),
+        summary,
         explained,
     }
 }
 
-/// Checks `request` (already canonical): denied when the order guardrail
-/// forbids it (no plugin rule can widen a guardrail), else allowed by the
-/// first of the plugin's `rules` that matches, else denied.
-pub fn decide(orders: Option<&OrderGuard>, rules: &[HttpRule], request: &RequestFacts) -> Decision {
+/// Checks `request` (already canonical) before its destination is known:
+/// denied when the order guardrail's words or patterns forbid it (no plugin
+/// rule can widen a guardrail), else allowed by the first of the plugin's
+/// rules that matches, else left to the broker check if the plugin was
+/// granted a broker, else denied.
+pub fn decide(orders: Option<&OrderGuard>, grant: &HttpGrant, request: &RequestFacts) -> Decision {
     if let Some(route) = orders.and_then(|guard| guard.route(&request.method, &request.url)) {
         return Decision::Deny(Rule::OrderGuardrail(route));
     }
-    match rules.iter().find(|rule| rule.matches(request)) {
+    match grant.rules.iter().find(|rule| rule.matches(request)) {
         Some(rule) => Decision::Allow(rule.text.clone()),
-        None if rules.is_empty() => Decision::Deny(Rule::NoNetworkGrant),
+        None if !grant.brokers.is_empty() && orders.is_some() => Decision::IfGrantedBroker,
+        None if grant.is_empty() => Decision::Deny(Rule::NoNetworkGrant),
         None => Decision::Deny(Rule::NoHttpRule),
+    }
+}
+
+/// Checks `request` once its destination is known to be `broker` (or no
+/// broker): a broker takes only its read routes, and a request no rule
+/// allowed needs the broker granted.
+pub fn decide_destination(
+    broker: Option<&brokers::Broker>,
+    decision: &Decision,
+    grant: &HttpGrant,
+    request: &RequestFacts,
+) -> Result<(), Rule> {
+    match broker {
+        Some(broker) if !broker.allows(&request.method, &request.url.path) => Err(
+            Rule::OrderGuardrail(OrderRoute::Broker(broker.name.clone())),
+        ),
+        Some(broker)
+            if matches!(decision, Decision::Allow(_)) || grant.brokers.contains(&broker.name) =>
+        {
+            Ok(())
+        }
+        _ if matches!(decision, Decision::Allow(_)) => Ok(()),
+        _ => Err(Rule::NoHttpRule),
     }
 }
 
@@ -332,28 +411,117 @@ pub const DEFAULT_MAX_RESPONSE_KIB: u64 = 10 * 1024;
 /// The per-call enforcement point for outgoing HTTP.
 pub struct NetworkHooks {
     orders: Option<Arc<OrderGuard>>,
-    rules: Arc<[HttpRule]>,
+    grant: HttpGrant,
     max_response_bytes: u64,
     denials: Denials,
 }
 
 impl NetworkHooks {
-    /// Hooks enforcing the `orders` guardrail and `rules`, cutting
+    /// Hooks enforcing the `orders` guardrail and `grant`, cutting
     /// responses off past `max_response_bytes`, recording refusals in
     /// `denials`.
     pub fn new(
         orders: Option<Arc<OrderGuard>>,
-        rules: Arc<[HttpRule]>,
+        grant: HttpGrant,
         max_response_bytes: u64,
         denials: Denials,
     ) -> Self {
         NetworkHooks {
             orders,
-            rules,
+            grant,
             max_response_bytes,
             denials,
         }
     }
+
+    /// The checks that need nothing but the request: its canonical form,
+    /// one meaning, the guardrail's words and the plugin's rules. Rewrites
+    /// `request` into the checked form.
+    fn check_request(
+        &self,
+        request: &mut http::Request<WasiBody>,
+    ) -> Result<(RequestFacts, Decision), Denial> {
+        let facts = facts_of(request).map_err(|ambiguity| {
+            Denial::new(
+                Rule::AmbiguousUrl(ambiguity.to_string()),
+                format!("{} {}", request.method(), request.uri()),
+            )
+        })?;
+        let deny = |rule| Denial::new(rule, facts.to_string());
+        let query = facts.url.query.as_deref();
+        if let Some(second) = meaning::second_meaning(&facts.method, request.headers(), query) {
+            return Err(deny(Rule::SecondMeaning(second.to_string())));
+        }
+        let decision = decide(self.orders.as_deref(), &self.grant, &facts);
+        if let Decision::Deny(rule) = decision {
+            return Err(deny(rule));
+        }
+        send_as_checked(request, &facts).map_err(|why| deny(Rule::CannotSendAsChecked(why)))?;
+        Ok((facts, decision))
+    }
+}
+
+/// Takes the body of a request whose method has none, and gives it back
+/// empty, or says why not: the guest wrote bytes or trailers into it.
+/// Waits for the guest to finish the body (the call's deadline bounds it).
+async fn without_body(
+    request: http::Request<WasiBody>,
+) -> Result<http::Request<WasiBody>, SecondMeaning> {
+    use http_body_util::BodyExt;
+    let (parts, mut body) = request.into_parts();
+    let method = parts.method.as_str().to_owned();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) if frame.data_ref().is_some_and(|data| data.is_empty()) => {}
+            _ => return Err(SecondMeaning::Body(method)),
+        }
+    }
+    let empty = http_body_util::Empty::new()
+        .map_err(|never: std::convert::Infallible| match never {})
+        .boxed_unsync();
+    Ok(http::Request::from_parts(parts, empty))
+}
+
+/// Resolves the request's destination and each of `guard`'s broker
+/// endpoints, and judges the request by where it really goes. Returns the
+/// address checked, to connect to.
+async fn check_destination(
+    guard: &OrderGuard,
+    grant: &HttpGrant,
+    decision: &Decision,
+    facts: &RequestFacts,
+) -> Result<std::net::SocketAddr, Result<Rule, wasmtime_wasi_http::Error>> {
+    let dns_error = |e: std::io::Error| {
+        Err(wasmtime_wasi_http::Error::DnsError {
+            rcode: Some(e.to_string()),
+            info_code: None,
+        })
+    };
+    let lookup = brokers::resolve(&facts.url.host, facts.url.port);
+    let destination = match tokio::time::timeout(CONNECT_TIMEOUT, lookup).await {
+        Ok(Ok(found)) if !found.is_empty() => found,
+        Ok(Ok(_)) => return Err(Err(wasmtime_wasi_http::Error::DestinationNotFound)),
+        Ok(Err(e)) => return Err(dns_error(e)),
+        Err(_) => return Err(Err(wasmtime_wasi_http::Error::DnsTimeout)),
+    };
+    let places: Vec<brokers::Place> = destination.iter().map(|(_, place)| *place).collect();
+    let mut resolved = Vec::with_capacity(guard.brokers.len());
+    for broker in &guard.brokers {
+        let mut endpoints = Vec::with_capacity(broker.endpoints.len());
+        for endpoint in &broker.endpoints {
+            // A broker name that does not resolve now matches nothing now.
+            let lookup = brokers::resolve(&endpoint.host, endpoint.port.unwrap_or(1));
+            let found = match tokio::time::timeout(CONNECT_TIMEOUT, lookup).await {
+                Ok(Ok(found)) => found.into_iter().map(|(_, place)| place).collect(),
+                _ => Vec::new(),
+            };
+            endpoints.push((found, endpoint.port));
+        }
+        resolved.push(endpoints);
+    }
+    let broker = brokers::broker_at(&guard.brokers, &resolved, &places, facts.url.port);
+    decide_destination(broker, decision, grant, facts).map_err(Ok)?;
+    Ok(destination[0].0)
 }
 
 /// A response body that fails once it grows past its cap, recording why.
@@ -421,29 +589,14 @@ impl WasiHttpHooks for NetworkHooks {
             > + Send,
     > {
         let mut request = request;
-        let checked = match facts_of(&request) {
-            Ok(facts) => match decide(self.orders.as_deref(), &self.rules, &facts) {
-                Decision::Allow(_) => match send_as_checked(&mut request, &facts) {
-                    Ok(()) => Ok(facts.to_string()),
-                    Err(why) => Err(Denial::new(
-                        Rule::CannotSendAsChecked(why),
-                        facts.to_string(),
-                    )),
-                },
-                Decision::Deny(rule) => Err(Denial::new(rule, facts.to_string())),
-            },
-            Err(ambiguity) => Err(Denial::new(
-                Rule::AmbiguousUrl(ambiguity.to_string()),
-                format!("{} {}", request.method(), request.uri()),
-            )),
-        };
-        let attempt = match checked {
-            Ok(attempt) => attempt,
+        let (facts, decision) = match self.check_request(&mut request) {
+            Ok(checked) => checked,
             Err(denial) => {
                 self.denials.record(denial);
                 return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
             }
         };
+        let attempt = facts.to_string();
         let asked = options.unwrap_or_default();
         let clamp =
             |asked: Option<Duration>, max| Some(asked.map_or(max, |a: Duration| a.min(max)));
@@ -452,10 +605,38 @@ impl WasiHttpHooks for NetworkHooks {
             first_byte_timeout: clamp(asked.first_byte_timeout, FIRST_BYTE_TIMEOUT),
             between_bytes_timeout: clamp(asked.between_bytes_timeout, BETWEEN_BYTES_TIMEOUT),
         };
-        let sent = wasmtime_wasi_http::default_hooks().send_request(request, Some(options), fut);
         let cap = self.max_response_bytes;
         let denials = self.denials.clone();
+        // Without declared brokers no decision depends on the destination:
+        // nothing is resolved here, and the connection resolves the name.
+        let guard = self
+            .orders
+            .clone()
+            .filter(|guard| !guard.brokers.is_empty());
+        let grant = self.grant.clone();
         Box::new(async move {
+            let deny = |rule: Rule| {
+                denials.record(Denial::new(rule, attempt.clone()));
+                Err(wasmtime_wasi_http::Error::HttpRequestDenied)
+            };
+            let mut request = request;
+            if meaning::takes_no_body(&facts.method) {
+                request = match without_body(request).await {
+                    Ok(request) => request,
+                    Err(second) => return deny(Rule::SecondMeaning(second.to_string())),
+                };
+            }
+            if let Some(guard) = guard {
+                match check_destination(&guard, &grant, &decision, &facts).await {
+                    Ok(address) => pin_address(&mut request, &facts, address),
+                    Err(Ok(rule)) => return deny(rule),
+                    Err(Err(error)) => return Err(error),
+                }
+            } else if matches!(decision, Decision::IfGrantedBroker) {
+                return deny(Rule::NoHttpRule);
+            }
+            let sent =
+                wasmtime_wasi_http::default_hooks().send_request(request, Some(options), fut);
             let (response, io) = Box::into_pin(sent).await?;
             let response = response.map(|inner| {
                 let capped = CappedBody {
@@ -469,6 +650,33 @@ impl WasiHttpHooks for NetworkHooks {
             });
             Ok((response, io))
         })
+    }
+}
+
+/// Sends a plain-HTTP `request` to the `address` its destination was
+/// checked at, so no second name lookup can send it elsewhere; the `Host`
+/// header keeps the checked name. (HTTPS keeps the name: the certificate
+/// is checked against it, so a different address cannot answer for it.)
+fn pin_address(
+    request: &mut http::Request<WasiBody>,
+    facts: &RequestFacts,
+    address: std::net::SocketAddr,
+) {
+    if facts.url.scheme != "http" {
+        return;
+    }
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    if let Ok(uri) = http::Uri::builder()
+        .scheme("http")
+        .authority(address.to_string())
+        .path_and_query(path_and_query)
+        .build()
+    {
+        *request.uri_mut() = uri;
     }
 }
 
@@ -489,8 +697,11 @@ mod tests {
     /// Guardrail off: these tests are about the plugin's own rules.
     const OPEN: Option<&OrderGuard> = None;
 
-    fn rules(texts: &[&str]) -> Vec<HttpRule> {
-        texts.iter().map(|t| HttpRule::parse(t).unwrap()).collect()
+    fn rules(texts: &[&str]) -> HttpGrant {
+        HttpGrant {
+            rules: texts.iter().map(|t| HttpRule::parse(t).unwrap()).collect(),
+            brokers: Arc::new([]),
+        }
     }
 
     #[test]
@@ -554,7 +765,11 @@ mod tests {
 
     #[test]
     fn no_rules_means_no_network() {
-        let decision = decide(OPEN, &[], &facts("GET", "https://example.com/"));
+        let decision = decide(
+            OPEN,
+            &HttpGrant::default(),
+            &facts("GET", "https://example.com/"),
+        );
         assert!(matches!(decision, Decision::Deny(Rule::NoNetworkGrant)));
     }
 

@@ -1,25 +1,75 @@
 //! The `no-order-execution` guardrail: no plugin sends a request that could
-//! place, change or cancel an order, whatever its rules allow.
+//! place, change or cancel an order, or close a position, whatever its rules
+//! allow.
 //!
-//! It is matched on the canonical request (see [`super::canonical`]), so an
-//! encoded, dotted or parameterised path is judged as the server would read
-//! it. A request is an order request when its method writes (anything but
-//! GET, HEAD and OPTIONS) and
+//! It has two lines, both judged on the canonical request (see
+//! [`super::canonical`]), so an encoded, dotted or parameterised path is
+//! judged as the server would read it:
 //!
-//! - any path segment, decoded and in any case, holds the word `order` or
-//!   `orders` (`/orders`, `/v2/Orders/42`, `/api/orders.json`,
-//!   `/bulk-orders`), or
-//! - the path matches one of the operator's extra patterns, or
-//! - the host is one of the operator's broker hosts, where every write is
-//!   refused.
+//! 1. **Declared brokers are default-deny** ([`super::brokers`]): a request
+//!    whose destination resolves to a broker's address is refused unless it
+//!    is a GET or HEAD to one of the broker's read routes. This is the line
+//!    that holds: it needs no guess about what a path means.
+//! 2. **Words, on every other host**: a request is refused when a word of
+//!    its path — segments split at punctuation, at lower-to-upper case
+//!    changes and between letters and digits (`AddOrder` is `add order`,
+//!    `ordersV2` is `orders v 2`) — is in [`WRITE_WORDS`] and its method
+//!    writes (anything but GET, HEAD and OPTIONS), or is in [`READ_WORDS`]
+//!    (or such a word is in its query) whatever the method, or the path
+//!    matches one of the operator's extra patterns. It cannot see an order
+//!    in a body (a GraphQL mutation, a JSON-RPC call, a batch), a word glued
+//!    into lower-case text (`neworder`), or a vocabulary it does not know:
+//!    declare brokers.
 
+use super::brokers::{Broker, BrokerSpec};
 use super::canonical::CanonicalUrl;
-use super::{HostPattern, glob_match};
+use super::glob_match;
 use serde::Deserialize;
 use std::fmt;
 
 /// The guardrail's name in `policies/host.toml`, errors and the audit log.
 pub const NAME: &str = "no-order-execution";
+
+/// Words that name an order or a position change: refused in the path of
+/// any request that writes.
+pub const WRITE_WORDS: &[&str] = &[
+    "order",
+    "orders",
+    "trade",
+    "trades",
+    "trading",
+    "execute",
+    "execution",
+    "executions",
+    "exec",
+    "liquidate",
+    "liquidation",
+    "exercise",
+    "close",
+    "buy",
+    "sell",
+    "deal",
+    "deals",
+    "place",
+    "submit",
+    "cancel",
+    "position",
+    "positions",
+];
+
+/// Imperative words that place or undo an order even on a GET (some
+/// exchanges take orders as GETs): refused in the path or the query of any
+/// request.
+pub const READ_WORDS: &[&str] = &[
+    "buy",
+    "sell",
+    "execute",
+    "liquidate",
+    "exercise",
+    "place",
+    "submit",
+    "cancel",
+];
 
 /// `[guardrails.no-order-execution]` as written.
 #[derive(Debug, Deserialize)]
@@ -29,13 +79,12 @@ pub struct OrdersSpec {
     #[serde(default = "on")]
     pub enabled: bool,
     /// More order routes, as path patterns (`*` matches anything), beyond
-    /// every path with an `order` or `orders` segment.
+    /// the words.
     #[serde(default)]
     pub paths: Vec<String>,
-    /// Broker hosts (`api.broker.example`, `*.broker.example`) where every
-    /// write is refused, whatever its path.
+    /// The brokers: default-deny endpoints with their read routes.
     #[serde(default)]
-    pub brokers: Vec<String>,
+    pub brokers: Vec<BrokerSpec>,
 }
 
 fn on() -> bool {
@@ -57,26 +106,33 @@ impl Default for OrdersSpec {
 pub struct OrderGuard {
     /// Extra path patterns, lower case.
     paths: Vec<String>,
-    brokers: Vec<HostPattern>,
+    /// The declared brokers.
+    pub brokers: Vec<Broker>,
 }
 
 /// Why a request counts as an order request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OrderRoute {
-    /// A segment holds `order` or `orders`.
-    Segment(String),
+    /// A word of the path (or query) names an order action.
+    Word { word: String, part: String },
     /// The path matches an operator pattern.
     Pattern(String),
-    /// The host is a broker's.
-    Broker,
+    /// The destination is a declared broker, and the request is not one of
+    /// its read routes.
+    Broker(String),
 }
 
 impl fmt::Display for OrderRoute {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            OrderRoute::Segment(segment) => write!(f, "the path segment {segment:?} names orders"),
+            OrderRoute::Word { word, part } => {
+                write!(f, "the word {word:?} in {part:?} names an order action")
+            }
             OrderRoute::Pattern(pattern) => write!(f, "the path matches {pattern}"),
-            OrderRoute::Broker => f.write_str("every write to a broker host is refused"),
+            OrderRoute::Broker(name) => write!(
+                f,
+                "the destination is the broker {name:?}, where only its read routes are allowed"
+            ),
         }
     }
 }
@@ -88,17 +144,54 @@ pub fn is_write(method: &str) -> bool {
     !matches!(method, "GET" | "HEAD" | "OPTIONS")
 }
 
-/// Whether a decoded, lower-case segment names orders: one of its words
-/// (runs of letters and digits) is `order` or `orders`.
-fn names_orders(segment: &str) -> bool {
-    segment
-        .split(|c: char| !c.is_alphanumeric())
-        .any(|word| word == "order" || word == "orders")
+/// The words of `text`, lower case: runs of letters and digits, split where
+/// lower case turns upper (`addOrder`), where an upper-case run gives way to
+/// a capitalised word (`HTTPOrder`), and between letters and digits
+/// (`orders2`).
+pub fn words(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    for run in text.split(|c: char| !c.is_ascii_alphanumeric()) {
+        let chars: Vec<char> = run.chars().collect();
+        let mut word = String::new();
+        for (i, &c) in chars.iter().enumerate() {
+            let previous = i.checked_sub(1).map(|j| chars[j]);
+            let next = chars.get(i + 1).copied();
+            let boundary = match previous {
+                None => false,
+                Some(p) => {
+                    (p.is_ascii_lowercase() && c.is_ascii_uppercase())
+                        || (p.is_ascii_digit() != c.is_ascii_digit())
+                        || (p.is_ascii_uppercase()
+                            && c.is_ascii_uppercase()
+                            && next.is_some_and(|n| n.is_ascii_lowercase()))
+                }
+            };
+            if boundary && !word.is_empty() {
+                words.push(std::mem::take(&mut word));
+            }
+            word.push(c.to_ascii_lowercase());
+        }
+        if !word.is_empty() {
+            words.push(word);
+        }
+    }
+    words
+}
+
+/// The first word of `text` in `vocabulary`.
+fn word_in(text: &str, vocabulary: &[&str]) -> Option<String> {
+    words(text)
+        .into_iter()
+        .find(|word| vocabulary.contains(&word.as_str()))
 }
 
 impl OrderGuard {
-    /// The guardrail `spec` describes; `None` when the operator turned it off.
-    pub fn resolve(spec: &OrdersSpec) -> Result<Option<OrderGuard>, String> {
+    /// The guardrail `spec` describes, broker variables read through
+    /// `lookup`; `None` when the operator turned it off.
+    pub fn resolve(
+        spec: &OrdersSpec,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<OrderGuard>, String> {
         if !spec.enabled {
             return Ok(None);
         }
@@ -106,8 +199,13 @@ impl OrderGuard {
         let brokers = spec
             .brokers
             .iter()
-            .map(|host| HostPattern::parse(host).map_err(|e| bad(format!("broker {host:?}: {e}"))))
+            .map(|broker| Broker::resolve(broker, lookup).map_err(bad))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut names: Vec<&str> = brokers.iter().map(|b| b.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(twice) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(bad(format!("two brokers are named {:?}", twice[0])));
+        }
         let paths = spec
             .paths
             .iter()
@@ -122,37 +220,72 @@ impl OrderGuard {
         Ok(Some(OrderGuard { paths, brokers }))
     }
 
-    /// Why `method` on `url` is an order request, if it is.
+    /// The broker named `name`, if declared.
+    pub fn broker(&self, name: &str) -> Option<&Broker> {
+        self.brokers.iter().find(|broker| broker.name == name)
+    }
+
+    /// Why `method` on `url` is an order request by its words or the
+    /// operator's patterns, if it is. (Brokers are judged by address, once
+    /// the destination is resolved.)
     pub fn route(&self, method: &str, url: &CanonicalUrl) -> Option<OrderRoute> {
+        let vocabulary = match is_write(method) {
+            true => WRITE_WORDS,
+            false => READ_WORDS,
+        };
+        for segment in &url.segments {
+            if let Some(word) = word_in(segment, vocabulary) {
+                return Some(OrderRoute::Word {
+                    word,
+                    part: segment.clone(),
+                });
+            }
+        }
+        if let Some(query) = &url.query {
+            let decoded = super::meaning::decode_query(query);
+            if let Some(word) = word_in(&decoded, READ_WORDS) {
+                return Some(OrderRoute::Word {
+                    word,
+                    part: "the query".into(),
+                });
+            }
+        }
         if !is_write(method) {
             return None;
         }
-        if let Some(segment) = url.segments.iter().find(|s| names_orders(s)) {
-            return Some(OrderRoute::Segment(segment.clone()));
-        }
         let path = url.path.to_lowercase();
-        if let Some(pattern) = self.paths.iter().find(|p| glob_match(p, &path)) {
-            return Some(OrderRoute::Pattern(pattern.clone()));
-        }
-        self.brokers
+        self.paths
             .iter()
-            .any(|broker| broker.matches(&url.host))
-            .then_some(OrderRoute::Broker)
+            .find(|p| glob_match(p, &path))
+            .map(|pattern| OrderRoute::Pattern(pattern.clone()))
     }
 }
 
 impl fmt::Display for OrderGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            "refuses every write (any method but GET, HEAD and OPTIONS) to a path with an \
-             `order` or `orders` segment, on any host",
+        for broker in &self.brokers {
+            let endpoints: Vec<String> = broker.endpoints.iter().map(ToString::to_string).collect();
+            let routes: Vec<&str> = broker.routes.iter().map(|r| r.text()).collect();
+            write!(
+                f,
+                "the broker {:?} at {} (every spelling of those addresses) takes only {}; ",
+                broker.name,
+                endpoints.join(", "),
+                match routes.is_empty() {
+                    true => "nothing".to_owned(),
+                    false => format!("GET/HEAD of {}", routes.join(", ")),
+                }
+            )?;
+        }
+        write!(
+            f,
+            "on other hosts, a write whose path has one of the words {} and any request whose \
+             path or query has one of {} is refused",
+            WRITE_WORDS.join(" "),
+            READ_WORDS.join(" ")
         )?;
         if !self.paths.is_empty() {
-            write!(f, "; also to {}", self.paths.join(", "))?;
-        }
-        if !self.brokers.is_empty() {
-            let hosts: Vec<String> = self.brokers.iter().map(ToString::to_string).collect();
-            write!(f, "; and every write to {}", hosts.join(", "))?;
+            write!(f, "; so are writes to {}", self.paths.join(", "))?;
         }
         Ok(())
     }
@@ -166,18 +299,30 @@ mod tests {
         CanonicalUrl::parse(&text.parse().unwrap()).unwrap()
     }
 
-    fn guard(paths: &[&str], brokers: &[&str]) -> OrderGuard {
+    fn guard(paths: &[&str]) -> OrderGuard {
         let spec = OrdersSpec {
             enabled: true,
             paths: paths.iter().map(|p| p.to_string()).collect(),
-            brokers: brokers.iter().map(|b| b.to_string()).collect(),
+            brokers: Vec::new(),
         };
-        OrderGuard::resolve(&spec).unwrap().unwrap()
+        OrderGuard::resolve(&spec, &|_| None).unwrap().unwrap()
     }
 
     #[test]
-    fn writes_to_any_order_segment_are_order_requests() {
-        let guard = guard(&[], &[]);
+    fn words_split_at_case_digits_and_punctuation() {
+        assert_eq!(words("AddOrder"), ["add", "order"]);
+        assert_eq!(words("ordersV2"), ["orders", "v", "2"]);
+        assert_eq!(words("placeOrder"), ["place", "order"]);
+        assert_eq!(words("HTTPOrderSend"), ["http", "order", "send"]);
+        assert_eq!(words("order.place"), ["order", "place"]);
+        assert_eq!(words("bulk-orders_v3"), ["bulk", "orders", "v", "3"]);
+        assert_eq!(words("orderbook"), ["orderbook"]);
+        assert_eq!(words(""), Vec::<String>::new());
+    }
+
+    #[test]
+    fn writes_naming_an_order_action_are_order_requests() {
+        let guard = guard(&[]);
         for (method, target) in [
             ("POST", "http://x/orders"),
             ("POST", "http://x/%6Frders"),
@@ -191,6 +336,30 @@ mod tests {
             ("POST", "http://x/v2/bars/../orders"),
             ("FROB", "http://x/orders"),
             ("TRACE", "http://x/orders"),
+            ("POST", "http://x/0/private/AddOrder"),
+            ("POST", "http://x/ordersV2"),
+            ("POST", "http://x/trade"),
+            ("POST", "http://x/execute"),
+            ("POST", "http://x/positions/close"),
+            ("DELETE", "http://x/v2/positions"),
+            ("DELETE", "http://x/v2/positions/AAPL"),
+            ("POST", "http://x/api/placeOrder"),
+            ("POST", "http://x/rpc/order.place"),
+            ("POST", "http://x/v1/liquidate"),
+            ("POST", "http://x/options/exercise"),
+            ("POST", "http://x/fx/deal"),
+            ("POST", "http://x/iserver/reply/cancelOrder"),
+            ("POST", "http://x/spot/Buy"),
+            ("PUT", "http://x/v2/sell"),
+            ("POST", "http://x/v3/trades/1/close"),
+            ("GET", "http://x/api/v2/private/buy"),
+            ("GET", "http://x/api/v2/private/sell"),
+            ("GET", "http://x/executeOrder"),
+            ("GET", "http://x/api?command=buy"),
+            ("GET", "http://x/api?action=SELL&pair=btc"),
+            ("GET", "http://x/api?op=%70lace"),
+            ("HEAD", "http://x/cancel"),
+            ("OPTIONS", "http://x/buy"),
         ] {
             assert!(
                 guard.route(method, &url(target)).is_some(),
@@ -201,9 +370,13 @@ mod tests {
             ("GET", "http://x/orders"),
             ("HEAD", "http://x/v2/orders"),
             ("OPTIONS", "http://x/orders"),
-            ("POST", "http://x/positions"),
+            ("GET", "http://x/v2/positions"),
+            ("GET", "http://x/v2/stocks/AAPL/trades"),
             ("POST", "http://x/orderbook"),
             ("POST", "http://x/reorders"),
+            ("POST", "http://x/v2/backtests"),
+            ("POST", "http://x/api/strategies"),
+            ("GET", "http://x/bars?close=1"),
         ] {
             assert!(
                 guard.route(method, &url(target)).is_none(),
@@ -213,22 +386,13 @@ mod tests {
     }
 
     #[test]
-    fn operator_patterns_and_broker_hosts_widen_it() {
-        let guard = guard(&["/api/trade*"], &["*.broker.example"]);
-        let post = |target: &str| guard.route("POST", &url(target));
+    fn operator_patterns_widen_it() {
+        let guard = guard(&["/api/rebalance*"]);
         assert_eq!(
-            post("http://x/API/Trade/1"),
-            Some(OrderRoute::Pattern("/api/trade*".into()))
+            guard.route("POST", &url("http://x/API/Rebalance/1")),
+            Some(OrderRoute::Pattern("/api/rebalance*".into()))
         );
-        assert_eq!(
-            post("http://api.broker.example/anything"),
-            Some(OrderRoute::Broker)
-        );
-        assert_eq!(post("http://broker.example/anything"), None);
-        assert_eq!(
-            guard.route("GET", &url("http://api.broker.example/x")),
-            None
-        );
+        assert_eq!(guard.route("GET", &url("http://x/api/rebalance")), None);
     }
 
     #[test]
@@ -237,11 +401,47 @@ mod tests {
             enabled: false,
             ..OrdersSpec::default()
         };
-        assert!(OrderGuard::resolve(&off).unwrap().is_none());
+        assert!(OrderGuard::resolve(&off, &|_| None).unwrap().is_none());
         let bad = OrdersSpec {
             paths: vec!["orders".into()],
             ..OrdersSpec::default()
         };
-        assert!(OrderGuard::resolve(&bad).unwrap_err().contains(NAME));
+        assert!(
+            OrderGuard::resolve(&bad, &|_| None)
+                .unwrap_err()
+                .contains(NAME)
+        );
+        let twice = OrdersSpec {
+            brokers: vec![BrokerSpec::Host("a".into()), BrokerSpec::Host("a".into())],
+            ..OrdersSpec::default()
+        };
+        assert!(
+            OrderGuard::resolve(&twice, &|_| None)
+                .unwrap_err()
+                .contains("two brokers")
+        );
+    }
+
+    #[test]
+    fn brokers_are_read_from_toml_as_hosts_or_tables() {
+        let spec: OrdersSpec = toml::from_str(
+            r#"
+            brokers = ["api.broker.example", { name = "paper", hosts = ["localhost:8787"], preset = "alpaca", read = ["/v2/watchlists"] }]
+            "#,
+        )
+        .unwrap();
+        let guard = OrderGuard::resolve(&spec, &|_| None).unwrap().unwrap();
+        assert_eq!(guard.brokers.len(), 2);
+        assert!(
+            guard
+                .broker("paper")
+                .unwrap()
+                .allows("GET", "/v2/watchlists")
+        );
+        assert!(!guard.brokers[0].allows("GET", "/anything"));
+        let error = toml::from_str::<OrdersSpec>("brokers = [{ name = \"x\", host = [] }]")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown field `host`"), "{error}");
     }
 }
