@@ -69,7 +69,7 @@ pub async fn run(
         orphans.len(),
         if orphans.len() == 1 { "y" } else { "ies" }
     );
-    print!("{out}");
+    print!("{}", crate::printable::report(&out));
     Ok(registry.failures().is_empty() && orphans.is_empty())
 }
 
@@ -83,7 +83,7 @@ fn describe(out: &mut String, plugin: &LoadedPlugin, served: &Resources) {
         plugin.path.display()
     );
     if let Some(description) = &m.description {
-        let _ = writeln!(out, "  {description}");
+        let _ = writeln!(out, "  {}", crate::printable::escape(description));
     }
     let g = &plugin.grants;
     let policy = g

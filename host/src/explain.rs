@@ -29,7 +29,7 @@ pub async fn run(
         let _ = writeln!(out, "REFUSED {failure}");
     }
     let ok = registry.failures().is_empty();
-    print!("{out}");
+    print!("{}", crate::printable::report(&out));
     Ok(ok)
 }
 

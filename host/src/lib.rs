@@ -18,6 +18,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod plugin;
 pub mod policy;
+pub mod printable;
 pub mod reload;
 pub mod runtime;
 pub mod shutdown;
@@ -85,7 +86,7 @@ fn init_logging(cli: &Cli) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(printable::stderr_one_line)
         .with_ansi(false);
     match cli.log_format {
         LogFormat::Text => builder.init(),

@@ -121,6 +121,7 @@ pub async fn compile(runtime: &Arc<Runtime>, bytes: Vec<u8>) -> Result<Compiled,
         )
         .await
         .map_err(|e| format!("describing itself failed: {e}"))?;
+    let manifest = manifest::sanitize(manifest)?;
     tracing::debug!(
         compile_or_cache_ms = compiled.as_secs_f64() * 1000.0,
         total_ms = started.elapsed().as_secs_f64() * 1000.0,

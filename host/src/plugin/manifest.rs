@@ -349,6 +349,70 @@ fn check_uri(uri: &str) -> Result<(), String> {
     }
 }
 
+/// `manifest` made safe to show: names, URIs, MIME types and the version
+/// with a control or bidirectional character are refused (they would read
+/// as something else in a log, a terminal or a client's list), and titles
+/// and descriptions lose such characters, keeping line breaks.
+pub fn sanitize(mut manifest: types::Manifest) -> Result<types::Manifest, String> {
+    use crate::printable::{is_unprintable, strip_controls};
+    let plain = |what: &str, text: &str| match text.chars().any(is_unprintable) {
+        true => Err(format!(
+            "{what} {:?} holds a control or bidirectional character",
+            crate::printable::escape(text)
+        )),
+        false => Ok(()),
+    };
+    let strip = |text: &mut String| {
+        if let std::borrow::Cow::Owned(clean) = strip_controls(text) {
+            *text = clean;
+        }
+    };
+    let strip_option = |text: &mut Option<String>| {
+        if let Some(text) = text {
+            strip(text);
+        }
+    };
+    plain("the plugin's name", &manifest.name)?;
+    plain("the version", &manifest.version)?;
+    strip_option(&mut manifest.description);
+    for tool in &mut manifest.tools {
+        plain("tool name", &tool.name)?;
+        strip_option(&mut tool.title);
+        strip(&mut tool.description);
+    }
+    for resource in &mut manifest.resources {
+        plain("resource URI", &resource.uri)?;
+        plain("resource name", &resource.name)?;
+        plain(
+            "MIME type",
+            resource.mime_type.as_deref().unwrap_or_default(),
+        )?;
+        strip_option(&mut resource.title);
+        strip_option(&mut resource.description);
+    }
+    for template in &mut manifest.resource_templates {
+        plain("resource template", &template.uri_template)?;
+        plain("resource template name", &template.name)?;
+        plain(
+            "MIME type",
+            template.mime_type.as_deref().unwrap_or_default(),
+        )?;
+        strip_option(&mut template.title);
+        strip_option(&mut template.description);
+    }
+    for prompt in &mut manifest.prompts {
+        plain("prompt name", &prompt.name)?;
+        strip_option(&mut prompt.title);
+        strip_option(&mut prompt.description);
+        for argument in &mut prompt.arguments {
+            plain("prompt argument", &argument.name)?;
+            strip_option(&mut argument.title);
+            strip_option(&mut argument.description);
+        }
+    }
+    Ok(manifest)
+}
+
 /// A compiled schema, and the schema as written.
 pub type Schema = (Arc<Validator>, Arc<JsonObject>);
 
