@@ -260,54 +260,70 @@ async def test_granted_network_and_env_still_work(security):
         assert text_of(granted) == "yes"
 
 
-MAX_DISTINCT_REFUSALS = 32  # host/src/capability/denials.rs
+MAX_REFUSALS = 256  # host/src/capability/denials.rs
 
 
-async def storm(host, broker, tag: str, times: int):
-    """Buries one order attempt under `times` different refused reads; returns
-    the client's message and the order attempt as the host names it."""
+async def storm(host, broker, tag: str, times: int, after: int = 0):
+    """Buries one order attempt among `times` different refused reads before
+    it and `after` more after it; returns the client's message and the order
+    attempt as the host names it."""
     last = f"POST {broker.url}/orders/{tag}"
     async with Client(host.url) as client:
         result = await client.call_tool(
             "intruder__storm",
-            {"url": f"{broker.url}/secret/{tag}/", "times": times, "then": f"{broker.url}/orders/{tag}"},
+            {"url": f"{broker.url}/secret/{tag}/", "times": times, "then": f"{broker.url}/orders/{tag}", "after": after},
         )
     assert result.is_error, text_of(result)
     return text_of(result), last
 
 
-def storm_records(root, tag: str, last: str) -> list[dict]:
-    """This storm's refusal records, once its last attempt is in the log."""
+def storm_records(root, tag: str, until) -> list[dict]:
+    """This storm's refusal and call records, once `until` holds for one."""
 
     def ours(record):
-        return record["event"] in ("denied", "denied-more") and f"/{tag}" in record.get("attempt", record.get("latest_attempt", ""))
+        return (record["event"] in ("denied", "denied-more") and f"/{tag}" in record.get("attempt", record.get("latest_attempt", ""))) or (
+            record["event"] == "call" and record["target"] == "intruder__storm" and record.get("outcome") == "refusal-limit")
 
-    def last_recorded(record):
-        return ours(record) and last in record.get("attempt", record.get("latest_attempt", ""))
-
-    records = audit_records(root, until=last_recorded, timeout=30)
-    assert any(last_recorded(r) for r in records), f"the audit log lost the last attempt {last!r}"
-    return [r for r in records if ours(r)]
+    records = audit_records(root, until=lambda r: ours(r) and until(r), timeout=30)
+    assert any(ours(r) and until(r) for r in records)
+    return [r for r in records if ours(r) and r["event"] != "call"]
 
 
-async def test_a_flood_of_refusals_cannot_hide_the_last_attempt(security):
+def attempt_is(text):
+    return lambda record: record.get("attempt") == text
+
+
+async def test_an_attempt_between_decoys_is_named_in_the_audit_log(security):
+    """The attack that got through: one order attempt among decoys, then one
+    more decoy. Every refusal is named, so the attempt is too."""
     root, host, broker = security
-    times = 3000
-    message, last = await storm(host, broker, "alone", times)
-    # The client hears of the flood in a bounded message that names the last attempt.
-    assert "more refusals, the latest denied by guardrail no-order-execution" in message, message
-    assert last in message
+    message, last = await storm(host, broker, "between", 100, after=1)
+    # The client's message stays short: the first refusals, then a count.
+    assert "more refusals" in message and len(message) < 20_000
+    records = storm_records(root, "between", attempt_is(f"GET {broker.url}/secret/between/after0"))
+    named = [r["attempt"] for r in records if r["event"] == "denied"]
+    assert last in named, "the hidden attempt is not named"
+    assert len(named) == 102 and len(set(named)) == 102, len(named)
+    assert not any(r["event"] == "denied-more" for r in records)
+    assert not any(path.startswith("/orders") for _, path in broker.requests)
+
+
+async def test_a_call_that_keeps_getting_refused_is_stopped(security):
+    root, host, broker = security
+    message, last = await storm(host, broker, "flood", 3000)
+    # Stopped with a clear error long before its order attempt.
+    assert f"stopped after {MAX_REFUSALS} refused attempts" in message, message
     assert len(message) < 20_000, len(message)
-    # The log holds the first distinct refusals, then one record counting the rest
-    # and naming the latest: every attempt is counted, none is silently lost.
-    records = storm_records(root, "alone", last)
+
+    def stopped(record):
+        return record["event"] == "call" and record["target"] == "intruder__storm" and record.get("outcome") == "refusal-limit"
+
+    records = storm_records(root, "flood", stopped)
     named = [r for r in records if r["event"] == "denied"]
-    more = [r for r in records if r["event"] == "denied-more"]
-    assert len(named) == MAX_DISTINCT_REFUSALS, len(named)
-    assert len(more) == 1, more
-    assert more[0]["latest_rule"].startswith("guardrail no-order-execution")
-    assert more[0]["latest_attempt"] == last
-    assert len(named) + more[0]["count"] == times + 1
+    # Every refusal made is named, each once; the flood went no further.
+    assert MAX_REFUSALS < len(named) < 3000, len(named)
+    assert len({r["attempt"] for r in named}) == len(named)
+    assert not any(r["attempt"] == last for r in named)
     assert not any(path.startswith("/orders") for _, path in broker.requests)
 
 
@@ -316,32 +332,32 @@ async def test_the_same_refusal_repeated_is_one_record_with_a_count(security):
     async with Client(host.url) as client:
         result = await client.call_tool(
             "intruder__storm",
-            {"url": f"{broker.url}/secret/twice", "repeat": True, "times": 500, "then": f"{broker.url}/orders/twice"},
+            {"url": f"{broker.url}/secret/twice", "repeat": True, "times": 200, "then": f"{broker.url}/orders/twice"},
         )
     assert result.is_error
     message = text_of(result)
     read = f"GET {broker.url}/secret/twice"
-    assert f"{read} (500 times)" in message, message
+    assert f"{read} (200 times)" in message, message
     last = f"POST {broker.url}/orders/twice"
-    records = storm_records(root, "twice", last)
-    assert [(r["attempt"], r.get("times", 1)) for r in records] == [(read, 500), (last, 1)], records
+    records = storm_records(root, "twice", attempt_is(last))
+    assert [(r["attempt"], r.get("times", 1)) for r in records] == [(read, 200), (last, 1)], records
 
 
-async def test_concurrent_floods_lose_no_last_attempt(security):
+async def test_concurrent_floods_lose_no_attempt(security):
     """Many calls flooding at once fill the audit queue; the host waits for
     room rather than dropping records."""
     root, host, broker = security
     results = {}
 
     async def one(tag):
-        results[tag] = await storm(host, broker, tag, 1500)
+        results[tag] = await storm(host, broker, tag, 200)
 
     async with anyio.create_task_group() as group:
         for n in range(6):
             group.start_soon(one, f"crowd{n}")
     for tag, (_, last) in results.items():
-        records = storm_records(root, tag, last)
-        assert sum(1 for r in records if r["event"] == "denied") == MAX_DISTINCT_REFUSALS
+        records = storm_records(root, tag, attempt_is(last))
+        assert sum(1 for r in records if r["event"] == "denied") == 201
 
 
 async def test_every_call_is_audited_with_its_client(security):

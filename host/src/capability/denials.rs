@@ -2,18 +2,28 @@
 //! [`Rule`] and the attempt it stopped, kept in a log whose size is bounded
 //! whatever the plugin does.
 //!
-//! A plugin can make millions of refused attempts in one call. The log keeps
-//! the first [`MAX_DISTINCT`] distinct ones, each with how often it was
-//! repeated, and folds the rest into one count that names the latest: the
-//! caller's error and the audit log stay a few dozen lines, and the attempt a
-//! flood was meant to hide is still the one named.
+//! Every refusal is named: the log keeps each distinct one with how often it
+//! was repeated, and the audit log gets a record of each. A plugin that keeps
+//! getting refused is not counted past: once a call has made
+//! [`MAX_REFUSALS`] refusals (repeats included) it is stopped, at its next
+//! refused host call or within one epoch tick of running wasm, with a clear
+//! error. So no flood of decoys can bury an attempt, and what one call can
+//! write to the audit log is bounded. (Only refusals made in the moment
+//! between the limit and the stop, past [`MAX_DISTINCT`], are counted with
+//! the latest named.)
 
 use super::network::orders::{self, OrderRoute};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// How many distinct refusals one call keeps by name.
-pub const MAX_DISTINCT: usize = 32;
+/// How many refusals (repeats included) one call may make before it is
+/// stopped: far more than a plugin probing a few paths or hosts makes.
+pub const MAX_REFUSALS: u64 = 256;
+
+/// How many distinct refusals one call keeps by name: room for every
+/// refusal up to the limit and those a plugin can make before it stops.
+pub const MAX_DISTINCT: usize = 1024;
 
 /// How many refusals the caller's error names; the rest are counted.
 const NAMED_FOR_CALLER: usize = 20;
@@ -204,31 +214,54 @@ impl Refusals {
 /// The refusal log of one call; clones share it, so every enforcement point
 /// of the call writes to the same log.
 #[derive(Clone, Debug, Default)]
-pub struct Denials(Arc<Mutex<Refusals>>);
+pub struct Denials(Arc<Shared>);
+
+#[derive(Debug, Default)]
+struct Shared {
+    log: Mutex<Refusals>,
+    /// Every refusal made, repeats included: read at every epoch tick.
+    total: AtomicU64,
+}
+
+/// The error that stops a call which made too many refusals.
+pub fn limit_message() -> String {
+    format!(
+        "the plugin was stopped after {MAX_REFUSALS} refused attempts (every one is named in \
+         the audit log)"
+    )
+}
 
 impl Denials {
-    /// Records `denial`, and logs it the first time it is made.
-    pub fn record(&self, denial: Denial) {
-        let Ok(mut log) = self.0.lock() else {
-            return;
-        };
-        if let Some(seen) = log.distinct.iter_mut().find(|r| r.denial == denial) {
-            seen.times += 1;
-        } else if log.distinct.len() < MAX_DISTINCT {
-            tracing::info!(rule = %denial.rule, attempt = %denial.attempt, "denied");
-            log.distinct.push(Refused { denial, times: 1 });
-        } else {
-            let count = log.beyond.as_ref().map_or(0, |b| b.count) + 1;
-            log.beyond = Some(Beyond {
-                count,
-                latest: denial,
-            });
+    /// Records `denial`, and logs it the first time it is made. Returns
+    /// whether the call has now made more than [`MAX_REFUSALS`] refusals
+    /// and must be stopped.
+    pub fn record(&self, denial: Denial) -> bool {
+        let total = self.0.total.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Ok(mut log) = self.0.log.lock() {
+            if let Some(seen) = log.distinct.iter_mut().find(|r| r.denial == denial) {
+                seen.times += 1;
+            } else if log.distinct.len() < MAX_DISTINCT {
+                tracing::info!(rule = %denial.rule, attempt = %denial.attempt, "denied");
+                log.distinct.push(Refused { denial, times: 1 });
+            } else {
+                let count = log.beyond.as_ref().map_or(0, |b| b.count) + 1;
+                log.beyond = Some(Beyond {
+                    count,
+                    latest: denial,
+                });
+            }
         }
+        total > MAX_REFUSALS
+    }
+
+    /// Whether the call has made more than [`MAX_REFUSALS`] refusals.
+    pub fn over_limit(&self) -> bool {
+        self.0.total.load(Ordering::Relaxed) > MAX_REFUSALS
     }
 
     /// What was refused so far.
     pub fn snapshot(&self) -> Refusals {
-        self.0.lock().map(|log| log.clone()).unwrap_or_default()
+        self.0.log.lock().map(|log| log.clone()).unwrap_or_default()
     }
 }
 
@@ -237,21 +270,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_flood_keeps_the_first_distinct_refusals_and_names_the_latest() {
+    fn every_refusal_up_to_the_limit_is_named_and_the_limit_stops_the_call() {
         let denials = Denials::default();
-        for _ in 0..1000 {
-            denials.record(Denial::new(Rule::NoEnvGrant, "read SECRET"));
+        for _ in 0..100 {
+            assert!(!denials.record(Denial::new(Rule::NoEnvGrant, "read SECRET")));
         }
-        for i in 0..100_000 {
-            denials.record(Denial::new(Rule::NoHttpRule, format!("GET http://x/{i}")));
+        for i in 0..(MAX_REFUSALS - 101) {
+            assert!(!denials.record(Denial::new(Rule::NoHttpRule, format!("GET http://x/{i}"))));
         }
-        denials.record(Denial::new(Rule::NoEnvGrant, "read OTHER"));
+        assert!(!denials.record(Denial::new(Rule::NoEnvGrant, "read OTHER")));
+        assert!(!denials.over_limit());
+        assert!(denials.record(Denial::new(Rule::NoMount, "open /decoy")));
+        assert!(denials.over_limit());
+        let refusals = denials.snapshot();
+        assert_eq!(refusals.distinct.len() as u64, MAX_REFUSALS - 100 + 2);
+        assert_eq!(refusals.distinct[0].times, 100);
+        assert!(
+            refusals
+                .distinct
+                .iter()
+                .any(|r| r.denial.attempt == "read OTHER")
+        );
+        assert!(
+            refusals
+                .distinct
+                .iter()
+                .any(|r| r.denial.attempt == "open /decoy")
+        );
+        assert!(refusals.beyond.is_none());
+    }
+
+    #[test]
+    fn past_the_names_room_refusals_are_counted_with_the_latest_named() {
+        let denials = Denials::default();
+        for i in 0..MAX_DISTINCT + 10 {
+            denials.record(Denial::new(Rule::NoMount, format!("open /{i}")));
+        }
         let refusals = denials.snapshot();
         assert_eq!(refusals.distinct.len(), MAX_DISTINCT);
-        assert_eq!(refusals.distinct[0].times, 1000);
         let beyond = refusals.beyond.unwrap();
-        assert_eq!(beyond.count, 100_000 - (MAX_DISTINCT as u64 - 1) + 1);
-        assert_eq!(beyond.latest.attempt, "read OTHER");
+        assert_eq!(beyond.count, 10);
+        assert_eq!(beyond.latest.attempt, format!("open /{}", MAX_DISTINCT + 9));
     }
 
     #[test]

@@ -56,7 +56,8 @@ fn charge(
     attempt: &str,
 ) -> Result<(), OverQuota> {
     ledger.charge(quota, usage).inspect_err(|_| {
-        store.data().deny_quota(quota, attempt.to_owned());
+        // Past the refusal limit, the next epoch tick stops the call.
+        let _ = store.data().deny_quota(quota, attempt.to_owned());
     })
 }
 

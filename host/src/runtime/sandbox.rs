@@ -84,6 +84,8 @@ pub enum FailureKind {
     Timeout,
     /// It used up its CPU budget.
     CpuLimit,
+    /// It made more refused attempts than a call may.
+    RefusalLimit,
     /// It tried to grow its memory past its limit.
     OutOfMemory,
     /// It trapped (a panic, `unreachable`, a bad memory access, ...).
@@ -102,6 +104,7 @@ impl FailureKind {
         match self {
             FailureKind::Timeout => "timeout",
             FailureKind::CpuLimit => "cpu-limit",
+            FailureKind::RefusalLimit => "refusal-limit",
             FailureKind::OutOfMemory => "out-of-memory",
             FailureKind::Crashed => "crashed",
             FailureKind::Cancelled => "cancelled",
@@ -292,6 +295,7 @@ impl Runtime {
         };
         let memory_refused = store.data().limiter.refused;
         let cpu_exhausted = store.data().cpu_exhausted;
+        let refused_too_often = store.data().refused_too_often();
         drop(store);
 
         let diagnostics = Diagnostics {
@@ -300,6 +304,11 @@ impl Runtime {
             denials: denials.snapshot(),
         };
         match outcome {
+            Some(Ok(_)) if refused_too_often => Err(fail(
+                FailureKind::RefusalLimit,
+                crate::capability::denials::limit_message(),
+                diagnostics,
+            )),
             Some(Ok(Ok(value))) => Ok((value, diagnostics)),
             Some(Ok(Err(_))) if cpu_exhausted => {
                 let message = format!(
@@ -389,6 +398,9 @@ impl Runtime {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut store| {
             spent += 1;
+            if store.data().refused_too_often() {
+                return Ok(UpdateDeadline::Interrupt);
+            }
             if spent > budget {
                 store.data_mut().cpu_exhausted = true;
                 return Ok(UpdateDeadline::Interrupt);

@@ -104,7 +104,7 @@ macro_rules! watch_at {
                 Box::new(async move {
                     let attempt = store.data().describe_path(&fd, $verb, &$path);
                     if store.data().is_outside_mounts(&fd) {
-                        store.data().deny(Rule::NoMount, attempt);
+                        store.data().deny(Rule::NoMount, attempt)?;
                         return Ok((Err(ErrorCode::NotPermitted),));
                     }
                     let planned = watch_at!(@plan store, fd, attempt $(, |$st, $dir, $att| $plan)?);
@@ -124,7 +124,7 @@ macro_rules! watch_at {
                         store.data_mut().set_quota(opened.rep(), quota);
                     })?
                     if let Err(code) = &result && is_refusal(*code) {
-                        store.data().deny(Rule::Sandbox, attempt);
+                        store.data().deny(Rule::Sandbox, attempt)?;
                     }
                     Ok((result,))
                 })
@@ -279,7 +279,7 @@ pub fn add_to_linker(linker: &mut Linker<CallState>, outside_mounts: Dir) -> Res
         |mut store: StoreContextMut<'_, CallState>, (net, name): (Resource<Network>, String)| {
             if !store.data().name_lookup_granted() {
                 let attempt = format!("resolve the host name {name}");
-                store.data().deny(Rule::NoNameLookupGrant, attempt);
+                store.data().deny(Rule::NoNameLookupGrant, attempt)?;
                 return Ok((Err::<Resource<ResolveAddressStream>, _>(
                     network::ErrorCode::PermanentResolverFailure,
                 ),));

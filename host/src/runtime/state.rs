@@ -168,9 +168,21 @@ impl CallState {
         }
     }
 
-    /// Records that `rule` refused `attempt`.
-    pub(super) fn deny(&self, rule: Rule, attempt: String) {
-        self.denials.record(Denial::new(rule, attempt));
+    /// Records that `rule` refused `attempt`; an error (which traps the
+    /// guest) once the call has made more refusals than it may.
+    pub(super) fn deny(&self, rule: Rule, attempt: String) -> wasmtime::Result<()> {
+        match self.denials.record(Denial::new(rule, attempt)) {
+            true => Err(wasmtime::format_err!(
+                "{}",
+                crate::capability::denials::limit_message()
+            )),
+            false => Ok(()),
+        }
+    }
+
+    /// Whether the call made more refusals than it may, and must stop.
+    pub(super) fn refused_too_often(&self) -> bool {
+        self.denials.over_limit()
     }
 
     /// Remembers that the descriptor `rep` is the mount at `guest`.
@@ -194,12 +206,12 @@ impl CallState {
 
     /// Records that writing past the quota of the folder at `quota.guest`
     /// was refused.
-    pub(super) fn deny_quota(&self, quota: &Quota, attempt: String) {
+    pub(super) fn deny_quota(&self, quota: &Quota, attempt: String) -> wasmtime::Result<()> {
         let rule = Rule::DiskQuota {
             max_mib: quota.limits.max_bytes >> 20,
             max_entries: quota.limits.max_entries,
         };
-        self.deny(rule, attempt);
+        self.deny(rule, attempt)
     }
 
     /// The call's refusal log, for what records refusals outside the store.
@@ -298,7 +310,7 @@ impl host::Host for CallState {
             self.deny(
                 Rule::NoEnvGrant,
                 format!("read the environment variable {name}"),
-            );
+            )?;
         }
         Ok(granted.map(|var| var.value.clone()))
     }
