@@ -68,6 +68,15 @@ pub enum Event {
         tool: String,
         rule: String,
     },
+    /// A tool or prompt a plugin offers is not served: another plugin
+    /// serves its name.
+    NameWithheld {
+        plugin: String,
+        /// `tool` or `prompt`.
+        kind: &'static str,
+        name: String,
+        rule: String,
+    },
     /// The sandbox, a guardrail or a policy refused something.
     Denied {
         plugin: String,

@@ -99,6 +99,9 @@ fn describe(out: &mut String, plugin: &LoadedPlugin, served: &Resources) {
         }
     }
     for tool in &plugin.offer.tools {
+        if !served.serves("tool", &tool.qualified) {
+            continue;
+        }
         let a = tool.annotations;
         let mut flags = vec![if a.read_only { "read-only" } else { "writes" }];
         if a.destructive {
@@ -122,7 +125,16 @@ fn describe(out: &mut String, plugin: &LoadedPlugin, served: &Resources) {
         let _ = writeln!(out, "  tool {} NOT SERVED: {}", tool.qualified, tool.reason);
     }
     for prompt in &plugin.offer.prompts {
-        let _ = writeln!(out, "  prompt {}", prompt.qualified);
+        if served.serves("prompt", &prompt.qualified) {
+            let _ = writeln!(out, "  prompt {}", prompt.qualified);
+        }
+    }
+    for name in &served.names_withheld {
+        let _ = writeln!(
+            out,
+            "  {} {} NOT SERVED: {}",
+            name.kind, name.qualified, name.reason
+        );
     }
     out.push('\n');
 }

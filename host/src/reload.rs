@@ -44,15 +44,15 @@ pub struct Change {
 impl Change {
     /// What differs between two registries, as clients see them.
     pub fn between(old: &Registry, new: &Registry) -> Change {
-        let tools = |p: &LoadedPlugin, _: &Resources| -> Vec<String> {
-            p.offer.tools.iter().map(|t| t.qualified.clone()).collect()
+        let tools = |p: &LoadedPlugin, served: &Resources| -> Vec<String> {
+            let tools = p.offer.tools.iter().map(|t| &t.qualified);
+            let tools = tools.filter(|name| served.serves("tool", name));
+            tools.cloned().collect()
         };
-        let prompts = |p: &LoadedPlugin, _: &Resources| -> Vec<String> {
-            p.offer
-                .prompts
-                .iter()
-                .map(|t| t.qualified.clone())
-                .collect()
+        let prompts = |p: &LoadedPlugin, served: &Resources| -> Vec<String> {
+            let prompts = p.offer.prompts.iter().map(|p| &p.qualified);
+            let prompts = prompts.filter(|name| served.serves("prompt", name));
+            prompts.cloned().collect()
         };
         let resources = |_: &LoadedPlugin, served: &Resources| -> Vec<String> {
             let resources = served.resources.iter().map(|r| r.uri.clone());
@@ -93,9 +93,21 @@ pub async fn record_served(audit: &AuditLog, plugin: &LoadedPlugin, served: &Res
     audit
         .record(Event::Loaded {
             plugin: plugin.name.clone(),
-            tools: plugin.offer.tools.len(),
+            tools: plugin.offer.tools.len()
+                - served.names_withheld.len().min(plugin.offer.tools.len()),
         })
         .await;
+    for name in &served.names_withheld {
+        tracing::warn!(plugin = %plugin.name, "{} {} not served: {}", name.kind, name.qualified, name.reason);
+        audit
+            .record(Event::NameWithheld {
+                plugin: plugin.name.clone(),
+                kind: name.kind,
+                name: name.qualified.clone(),
+                rule: name.reason.clone(),
+            })
+            .await;
+    }
     for tool in &plugin.offer.withheld {
         audit
             .record(Event::Withheld {

@@ -62,14 +62,16 @@ def test_conformance_tasks_extension(host, tmp_path, scenario):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
 
 
-def test_unprefixed_names_cannot_be_served_twice(tmp_path):
-    """Two plugins serving the same unprefixed tool name: the second (by
-    name) is refused whole, so a name never depends on load order."""
+def test_unprefixed_names_are_served_once_and_the_rest_withheld(tmp_path):
+    """Two plugins serving the same unprefixed names at start-up: the first
+    by name gets each name, the other's items of that name are withheld (and
+    shown), and both plugins are served."""
     root = make_root(tmp_path, fixtures=("conformance",))
     (root / "plugins" / "conformance-2.wasm").write_bytes((root / "plugins" / "conformance.wasm").read_bytes())
     (root / "policies" / "conformance-2.toml").write_text((root / "policies" / "conformance.toml").read_text())
     check = run_host("check", *host_args(root))
-    assert check.returncode == 1, check.stdout + check.stderr
-    output = check.stdout + check.stderr
-    assert "conformance-2.wasm" in output
-    assert "is already served by plugin conformance" in output
+    assert check.returncode == 0, check.stdout + check.stderr
+    out = check.stdout
+    assert "conformance-2 0.1.0" in out, out
+    assert "tool test_simple_text NOT SERVED: the name is served by plugin conformance, which offered it first" in out
+    assert "prompt test_simple_prompt NOT SERVED: the name is served by plugin conformance" in out

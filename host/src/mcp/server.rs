@@ -149,15 +149,9 @@ fn principal_of(context: &RequestContext<RoleServer>) -> Principal {
     auth::http::principal_of(context.extensions.get::<http::request::Parts>())
 }
 
-/// The plugins `principal` may use at all.
-fn usable<'a>(
-    registry: &'a Registry,
-    principal: &'a Principal,
-) -> impl Iterator<Item = &'a Arc<LoadedPlugin>> + 'a {
-    registry
-        .plugins()
-        .iter()
-        .filter(move |plugin| access::decide(&plugin.grants.access, principal, false).is_ok())
+/// Whether `principal` may use `plugin` at all.
+fn may_use(plugin: &LoadedPlugin, principal: &Principal) -> bool {
+    access::decide(&plugin.grants.access, principal, false).is_ok()
 }
 
 /// The resources served by the plugins `principal` may use.
@@ -167,7 +161,7 @@ fn usable_resources<'a>(
 ) -> impl Iterator<Item = &'a Resources> + 'a {
     registry
         .served()
-        .filter(move |(plugin, _)| access::decide(&plugin.grants.access, principal, false).is_ok())
+        .filter(move |(plugin, _)| may_use(plugin, principal))
         .map(|(_, served)| served)
 }
 
@@ -577,8 +571,10 @@ impl ServerHandler for McpServer {
     ) -> Result<ListToolsResult, McpError> {
         let registry = self.shared.registry.load();
         let principal = principal_of(&context);
-        let mut tools: Vec<_> = usable(&registry, &principal)
-            .flat_map(|plugin| plugin.offer.tools.iter())
+        let mut tools: Vec<_> = registry
+            .served_tools()
+            .filter(|(plugin, _)| may_use(plugin, &principal))
+            .map(|(_, tool)| tool)
             .filter(|tool| {
                 let writes = !tool.annotations.read_only;
                 access::decide(&tool.grants.access, &principal, writes).is_ok()
@@ -802,9 +798,10 @@ impl ServerHandler for McpServer {
         let registry = self.shared.registry.load();
         let principal = principal_of(&context);
         Ok(ListPromptsResult::with_all_items(
-            usable(&registry, &principal)
-                .flat_map(|plugin| plugin.offer.prompts.iter())
-                .map(convert::prompt)
+            registry
+                .served_prompts()
+                .filter(|(plugin, _)| may_use(plugin, &principal))
+                .map(|(_, prompt)| convert::prompt(prompt))
                 .collect(),
         ))
     }

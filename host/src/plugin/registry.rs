@@ -29,69 +29,118 @@ pub struct Registry {
 }
 
 /// A plugin's resources and templates the registry serves, and those it
-/// does not with why.
+/// does not with why; and its tools and prompts whose names another plugin
+/// serves.
 #[derive(Default)]
 pub struct Resources {
     pub resources: Vec<types::Resource>,
     pub templates: Vec<types::ResourceTemplate>,
     /// URI or template → why it is not served.
     pub withheld: Vec<(String, String)>,
+    /// Tools and prompts not served because another plugin owns the name.
+    pub names_withheld: Vec<NameWithheld>,
+}
+
+/// A tool or prompt not served because another plugin serves its name.
+#[derive(Clone, Debug)]
+pub struct NameWithheld {
+    /// `tool` or `prompt`.
+    pub kind: &'static str,
+    /// The name clients call it by.
+    pub qualified: String,
+    pub reason: String,
+}
+
+impl Resources {
+    /// Whether the plugin's `kind` (`tool` or `prompt`) named `qualified`
+    /// is served under that name.
+    pub fn serves(&self, kind: &str, qualified: &str) -> bool {
+        !self
+            .names_withheld
+            .iter()
+            .any(|w| w.kind == kind && w.qualified == qualified)
+    }
 }
 
 impl Registry {
     /// Indexes `loaded`, with `previous` the registry being replaced (empty
-    /// at start-up). A plugin offering (served unprefixed) a tool or prompt
-    /// name that an earlier plugin (by name) already offers is refused
-    /// whole: what a name reaches never depends on load order. Resources
-    /// are served by URI scheme, as [`claim_schemes`] decides.
+    /// at start-up). Tool and prompt names (as clients call them) are owned
+    /// like URI schemes: when several plugins offer one name, the plugin
+    /// that served it already keeps it, so a newcomer never displaces an
+    /// incumbent; failing that, the first plugin by name gets it. The other
+    /// offers of that name are withheld — only those items, the rest of
+    /// their plugin is served — and reported. Resources are served by URI
+    /// scheme, as [`claim_schemes`] decides.
     pub fn new(
         loaded: Vec<Arc<LoadedPlugin>>,
         mut failures: Vec<LoadFailure>,
         previous: &Registry,
     ) -> Registry {
-        let mut registry = Registry::default();
-        for plugin in loaded {
-            let tools = plugin
-                .offer
-                .tools
-                .iter()
-                .map(|t| &t.qualified)
-                .chain(plugin.offer.withheld.iter().map(|t| &t.qualified));
-            let tool = tools
-                .filter_map(|name| Some((format!("tool {name}"), registry.tool_owner(name)?)))
-                .next();
-            let prompt = plugin
-                .offer
-                .prompts
-                .iter()
-                .filter_map(|p| {
-                    let &(owner, _) = registry.prompts.get(&p.qualified)?;
-                    Some((format!("prompt {}", p.qualified), owner))
-                })
-                .next();
-            if let Some((what, owner)) = tool.or(prompt) {
-                let owner = &registry.plugins[owner].name;
-                failures.push(LoadFailure {
-                    path: plugin.path.clone(),
-                    reason: format!("{what} is already served by plugin {owner}"),
-                });
-                continue;
-            }
-            let index = registry.plugins.len();
+        let mut registry = Registry {
+            plugins: loaded,
+            ..Registry::default()
+        };
+        let tool_claims: Vec<Vec<&str>> = registry
+            .plugins
+            .iter()
+            .map(|plugin| {
+                let served = plugin.offer.tools.iter().map(|t| t.qualified.as_str());
+                let withheld = plugin.offer.withheld.iter().map(|t| t.qualified.as_str());
+                served.chain(withheld).collect()
+            })
+            .collect();
+        let prompt_claims: Vec<Vec<&str>> = registry
+            .plugins
+            .iter()
+            .map(|plugin| {
+                let prompts = plugin.offer.prompts.iter();
+                prompts.map(|p| p.qualified.as_str()).collect()
+            })
+            .collect();
+        let incumbent_tools = previous.name_owners(&previous.tools, &previous.withheld_owners());
+        let incumbent_prompts = previous.name_owners(&previous.prompts, &HashMap::new());
+        let names = &registry.plugins;
+        let tool_owners = claim_names(names, &tool_claims, &incumbent_tools);
+        let prompt_owners = claim_names(names, &prompt_claims, &incumbent_prompts);
+        let mut names_withheld: Vec<Vec<NameWithheld>> = vec![Vec::new(); names.len()];
+        let mut withhold = |index: usize, kind: &'static str, qualified: &str, owner: usize| {
+            names_withheld[index].push(NameWithheld {
+                kind,
+                qualified: qualified.to_owned(),
+                reason: format!(
+                    "the name is served by plugin {}, which offered it first",
+                    names[owner].name
+                ),
+            });
+        };
+        for (index, plugin) in names.iter().enumerate() {
             for (i, tool) in plugin.offer.tools.iter().enumerate() {
-                registry.tools.insert(tool.qualified.clone(), (index, i));
-            }
-            for (i, prompt) in plugin.offer.prompts.iter().enumerate() {
-                registry
-                    .prompts
-                    .insert(prompt.qualified.clone(), (index, i));
+                match tool_owners[tool.qualified.as_str()] {
+                    owner if owner == index => {
+                        registry.tools.insert(tool.qualified.clone(), (index, i));
+                    }
+                    owner => withhold(index, "tool", &tool.qualified, owner),
+                }
             }
             for tool in &plugin.offer.withheld {
-                registry
-                    .withheld
-                    .insert(tool.qualified.clone(), (index, tool.reason.clone()));
+                match tool_owners[tool.qualified.as_str()] {
+                    owner if owner == index => {
+                        let entry = (index, tool.reason.clone());
+                        registry.withheld.insert(tool.qualified.clone(), entry);
+                    }
+                    owner => withhold(index, "tool", &tool.qualified, owner),
+                }
             }
-            registry.plugins.push(plugin);
+            for (i, prompt) in plugin.offer.prompts.iter().enumerate() {
+                match prompt_owners[prompt.qualified.as_str()] {
+                    owner if owner == index => {
+                        registry
+                            .prompts
+                            .insert(prompt.qualified.clone(), (index, i));
+                    }
+                    owner => withhold(index, "prompt", &prompt.qualified, owner),
+                }
+            }
         }
 
         let claims: Vec<Claim> = registry
@@ -149,6 +198,7 @@ impl Registry {
                         Some(why) => served.withheld.push((template.uri_template.clone(), why)),
                     }
                 }
+                served.names_withheld = std::mem::take(&mut names_withheld[index]);
                 served
             })
             .collect();
@@ -178,12 +228,6 @@ impl Registry {
         let &(plugin, tool) = self.tools.get(qualified)?;
         let plugin = &self.plugins[plugin];
         Some((plugin, &plugin.offer.tools[tool]))
-    }
-
-    /// The plugin offering the tool `qualified`, served or withheld.
-    fn tool_owner(&self, qualified: &str) -> Option<usize> {
-        let served = self.tools.get(qualified).map(|&(plugin, _)| plugin);
-        served.or_else(|| self.withheld.get(qualified).map(|&(plugin, _)| plugin))
     }
 
     /// The plugin offering the tool `qualified` and why the tool is not
@@ -223,15 +267,84 @@ impl Registry {
             .then(|| &self.plugins[owner])
     }
 
-    /// Every tool, in plugin then declaration order.
-    pub fn tools(&self) -> impl Iterator<Item = &ToolEntry> {
-        self.plugins.iter().flat_map(|p| p.offer.tools.iter())
+    /// Every served tool with its plugin, in plugin then declaration order.
+    pub fn served_tools(&self) -> impl Iterator<Item = (&Arc<LoadedPlugin>, &ToolEntry)> {
+        self.served().flat_map(|(plugin, served)| {
+            let tools = plugin.offer.tools.iter();
+            tools
+                .filter(|t| served.serves("tool", &t.qualified))
+                .map(move |t| (plugin, t))
+        })
     }
 
-    /// Every prompt, in plugin then declaration order.
-    pub fn prompts(&self) -> impl Iterator<Item = &PromptEntry> {
-        self.plugins.iter().flat_map(|p| p.offer.prompts.iter())
+    /// Every served prompt with its plugin, in plugin then declaration order.
+    pub fn served_prompts(&self) -> impl Iterator<Item = (&Arc<LoadedPlugin>, &PromptEntry)> {
+        self.served().flat_map(|(plugin, served)| {
+            let prompts = plugin.offer.prompts.iter();
+            prompts
+                .filter(|p| served.serves("prompt", &p.qualified))
+                .map(move |p| (plugin, p))
+        })
     }
+
+    /// Every served tool, in plugin then declaration order.
+    pub fn tools(&self) -> impl Iterator<Item = &ToolEntry> {
+        self.served_tools().map(|(_, tool)| tool)
+    }
+
+    /// Name → owning plugin's name, for `index` (tools or prompts) and the
+    /// owners of withheld tools.
+    fn name_owners<'a>(
+        &'a self,
+        index: &'a HashMap<String, (usize, usize)>,
+        withheld: &HashMap<&'a str, usize>,
+    ) -> HashMap<&'a str, &'a str> {
+        let served = index
+            .iter()
+            .map(|(name, &(owner, _))| (name.as_str(), owner));
+        served
+            .chain(withheld.iter().map(|(&name, &owner)| (name, owner)))
+            .map(|(name, owner)| (name, self.plugins[owner].name.as_str()))
+            .collect()
+    }
+
+    /// Withheld tool → its owning plugin.
+    fn withheld_owners(&self) -> HashMap<&str, usize> {
+        self.withheld
+            .iter()
+            .map(|(name, &(owner, _))| (name.as_str(), owner))
+            .collect()
+    }
+}
+
+/// Decides which plugin owns each tool or prompt name, given each plugin's
+/// `claims` (same order as `plugins`, which is by name) and the
+/// `incumbents` (name → plugin) of the registry being replaced: the
+/// incumbent if it still claims the name, else the first claimant.
+fn claim_names<'a>(
+    plugins: &[Arc<LoadedPlugin>],
+    claims: &[Vec<&'a str>],
+    incumbents: &HashMap<&str, &str>,
+) -> HashMap<&'a str, usize> {
+    let mut owners: HashMap<&'a str, usize> = HashMap::new();
+    for (index, names) in claims.iter().enumerate() {
+        for &name in names {
+            let incumbent = incumbents.get(name).copied();
+            match owners.get(name) {
+                None => {
+                    owners.insert(name, index);
+                }
+                Some(&owner)
+                    if incumbent == Some(plugins[index].name.as_str())
+                        && incumbent != Some(plugins[owner].name.as_str()) =>
+                {
+                    owners.insert(name, index);
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    owners
 }
 
 /// The canonical (lower-case) scheme of `uri`, if it has one.
