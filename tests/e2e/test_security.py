@@ -3,6 +3,8 @@ Each attempt must be denied, the client must get an error naming the rule,
 and the audit log must hold a record of it."""
 
 import os
+import socket
+import time
 
 import anyio
 import pytest
@@ -24,6 +26,12 @@ def security(tmp_path_factory, broker):
     (ro / "data.txt").write_text("market history")
     os.symlink("../../secret.txt", ro / "escape")
     os.symlink("/etc/hostname", ro / "absolute-escape")
+    # Things that are neither files nor folders, put there from outside.
+    os.mkfifo(ro / "fifo")
+    os.mkfifo(root / "intruder" / "rw" / "fifo")
+    os.symlink("fifo", ro / "link-to-fifo")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(ro / "socket"))
     # The stand-in is the declared broker "paper" (at BROKER_URL); these
     # tests read its test routes too.
     host_toml = root / "policies" / "host.toml"
@@ -32,6 +40,7 @@ def security(tmp_path_factory, broker):
     host = HttpHost(root, {"BROKER_URL": broker.url, "HOME": "/root"})
     yield root, host, broker
     host.stop()
+    listener.close()
 
 
 async def attempt(host, tool: str, arguments: dict) -> str:
@@ -73,13 +82,48 @@ FILE_ATTEMPTS = [
 ]
 
 
+SPECIAL_FILES = [
+    ("read a FIFO in a read-only mount", {"op": "read", "path": "/ro/fifo"}, "open /ro/fifo", "a FIFO"),
+    ("write a FIFO in a read-write mount", {"op": "write", "path": "/rw/fifo"}, "open /rw/fifo", "a FIFO"),
+    ("read a FIFO through a link", {"op": "read", "path": "/ro/link-to-fifo"}, "open /ro/link-to-fifo", "a FIFO"),
+    ("truncate a FIFO", {"op": "truncate", "path": "/rw/fifo"}, "open /rw/fifo", "a FIFO"),
+    ("read a socket", {"op": "read", "path": "/ro/socket"}, "open /ro/socket", "a socket"),
+]
+
+
+@pytest.mark.parametrize("case, arguments, attempt_text, kind", SPECIAL_FILES, ids=[c[0] for c in SPECIAL_FILES])
+async def test_only_regular_files_and_folders_open_in_mounts(security, case, arguments, attempt_text, kind):
+    root, host, _ = security
+    started = time.monotonic()
+    message = await attempt(host, "fs", arguments)
+    # Refused at once: the FIFO is never opened, so no host thread waits on it.
+    assert time.monotonic() - started < 3, "the open blocked"
+    # wasmtime-wasi reports FIFOs and sockets alike as of an unknown type.
+    rule = "policy (only regular files and folders open in a mount; this is a"
+    assert_denied_and_audited(root, message, "fs", rule, attempt_text)
+
+
+async def test_fifo_opens_hold_no_host_thread(security):
+    """Forty FIFO opens, then ordinary calls: had each open held a thread
+    of the pool file operations share, the calls after would stall."""
+    _, host, _ = security
+    async with Client(host.url) as client:
+        for _ in range(40):
+            result = await client.call_tool("intruder__fs", {"op": "read", "path": "/ro/fifo"})
+            assert result.is_error
+        started = time.monotonic()
+        read = await client.call_tool("intruder__fs", {"op": "read", "path": "/ro/data.txt"})
+        assert not read.is_error and text_of(read) == "market history"
+        assert time.monotonic() - started < 3
+
+
 @pytest.mark.parametrize("case, arguments, rule, attempt_text", FILE_ATTEMPTS, ids=[c[0] for c in FILE_ATTEMPTS])
 async def test_file_escapes_are_denied(security, case, arguments, rule, attempt_text):
     root, host, _ = security
     message = await attempt(host, "fs", arguments)
     assert_denied_and_audited(root, message, "fs", rule, attempt_text)
     assert (root / "intruder" / "ro" / "data.txt").read_text() == "market history"
-    assert sorted(p.name for p in (root / "intruder" / "rw").iterdir() if p.name != "ok.txt") == []
+    assert sorted(p.name for p in (root / "intruder" / "rw").iterdir() if p.name not in ("ok.txt", "fifo")) == []
 
 
 async def test_granted_files_still_work(security):

@@ -36,6 +36,9 @@ const MAX_ATTEMPT_BYTES: usize = 512;
 pub enum Rule {
     /// A path outside every mount of the plugin.
     NoMount,
+    /// Something in a mount that is not a regular file or folder (a FIFO, a
+    /// device, a socket), and what it is.
+    NotAFile(String),
     /// WASI itself: the path leaves its mount, or the mount is read-only.
     Sandbox,
     /// An environment variable the policy does not name.
@@ -67,6 +70,7 @@ impl Rule {
     pub fn label(&self) -> &'static str {
         match self {
             Rule::NoMount => "policy no-mount",
+            Rule::NotAFile(_) => "policy not-a-file",
             Rule::Sandbox => "sandbox",
             Rule::NoEnvGrant => "policy no-env-grant",
             Rule::NoSocketGrant => "policy no-socket-grant",
@@ -87,6 +91,10 @@ impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Rule::NoMount => f.write_str("policy (no mount holds this path)"),
+            Rule::NotAFile(kind) => write!(
+                f,
+                "policy (only regular files and folders open in a mount; this is {kind})"
+            ),
             Rule::Sandbox => {
                 f.write_str("the sandbox (the path leaves its mount, or the mount is read-only)")
             }

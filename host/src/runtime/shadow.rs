@@ -10,7 +10,11 @@
 //!   `/`: such paths then arrive on that descriptor, and are refused here
 //!   without touching it;
 //! - name lookup is refused here unless the policy grants it, instead of
-//!   failing silently inside wasmtime-wasi.
+//!   failing silently inside wasmtime-wasi;
+//! - only regular files and folders are opened: a FIFO, device or socket
+//!   placed in a mount (by anyone outside the sandbox: WASI cannot make
+//!   one) is refused after a stat, which never blocks, instead of being
+//!   opened, which would hold a host thread until something writes to it.
 
 use super::metering;
 use super::state::{CallState, Preopen};
@@ -27,6 +31,31 @@ use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::{self, ResolveAddressS
 use wasmtime_wasi::p2::bindings::sockets::network::{self, Network};
 use wasmtime_wasi::sockets::WasiSocketsView;
 use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtxBuilder};
+
+/// What `path` under `fd` is, when it exists and is neither a regular file
+/// nor a folder: `a FIFO`, `a character device`, …. A stat follows links as
+/// the open would (`path_flags`), and never blocks.
+async fn special_file(
+    store: &mut StoreContextMut<'_, CallState>,
+    fd: &Resource<Descriptor>,
+    path_flags: PathFlags,
+    path: &str,
+) -> Option<String> {
+    use fs::DescriptorType as Type;
+    let fd = Resource::<Descriptor>::new_borrow(fd.rep());
+    let mut view = store.data_mut().filesystem();
+    let stat = HostDescriptor::stat_at(&mut view, fd, path_flags, path.to_owned())
+        .await
+        .ok()?;
+    match stat.type_ {
+        Type::RegularFile | Type::Directory | Type::SymbolicLink => None,
+        Type::Fifo => Some("a FIFO".into()),
+        Type::CharacterDevice => Some("a character device".into()),
+        Type::BlockDevice => Some("a block device".into()),
+        Type::Socket => Some("a socket".into()),
+        Type::Unknown => Some("a FIFO, a socket or a device".into()),
+    }
+}
 
 /// The guest path of the catch-all mount.
 pub const OUTSIDE_MOUNTS: &str = "/";
@@ -96,6 +125,7 @@ macro_rules! watch_at {
     }};
     ($types:ident, $name:literal, $verb:literal, $method:ident,
      ($($arg:ident: $ty:ty),*), path: $path:ident, returns $ret:ty
+     $(, only_files: $follow:ident)?
      $(, quota: |$st:ident, $dir:ident, $att:ident| $plan:expr)?
      $(, inherit_quota: $inherit:ident)?) => {
         $types.func_wrap_async(
@@ -107,6 +137,10 @@ macro_rules! watch_at {
                         store.data().deny(Rule::NoMount, attempt)?;
                         return Ok((Err(ErrorCode::NotPermitted),));
                     }
+                    $(if let Some(kind) = special_file(&mut store, &fd, $follow, &$path).await {
+                        store.data().deny(Rule::NotAFile(kind), attempt)?;
+                        return Ok((Err(ErrorCode::NotPermitted),));
+                    })?
                     let planned = watch_at!(@plan store, fd, attempt $(, |$st, $dir, $att| $plan)?);
                     let Ok(ledger) = planned else {
                         return Ok((Err(ErrorCode::Quota),));
@@ -164,7 +198,7 @@ pub fn add_to_linker(linker: &mut Linker<CallState>, outside_mounts: Dir) -> Res
     let mut types = linker.instance(FS_TYPES)?;
     watch_at!(types, "[method]descriptor.open-at", "open", open_at,
         (path_flags: PathFlags, path: String, open_flags: OpenFlags, flags: DescriptorFlags),
-        path: path, returns Resource<Descriptor>,
+        path: path, returns Resource<Descriptor>, only_files: path_flags,
         quota: |st, dir, att| metering::open_at(st, dir, &path, open_flags, att),
         inherit_quota: parent);
     watch_at!(types, "[method]descriptor.stat-at", "stat", stat_at,
