@@ -29,7 +29,15 @@ pub async fn run(
         return Ok(false);
     }
     let empty = Registry::default();
-    let (registry, _) = loader::build(runtime, files, &settings.policies, &empty, &[]).await?;
+    let (registry, _) = loader::build(
+        runtime,
+        files,
+        &settings.policies,
+        &empty,
+        &loader::Known::default(),
+        &loader::Patience::All,
+    )
+    .await?;
     let mut out = String::new();
     for (plugin, served) in registry.served() {
         describe(&mut out, plugin, served);

@@ -21,7 +21,15 @@ pub async fn run(
     describe_guardrails(&mut out, &guardrails);
     let path = loader::file_for(&settings.plugins, plugin);
     let empty = Registry::default();
-    let (registry, _) = loader::build(runtime, vec![path], &settings.policies, &empty, &[]).await?;
+    let (registry, _) = loader::build(
+        runtime,
+        vec![path],
+        &settings.policies,
+        &empty,
+        &loader::Known::default(),
+        &loader::Patience::All,
+    )
+    .await?;
     for loaded in registry.plugins() {
         describe_plugin(&mut out, loaded);
     }

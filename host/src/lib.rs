@@ -116,7 +116,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let engine_ready = started.elapsed();
     let files = loader::plugin_files(&settings.plugins)?;
     let empty = Registry::default();
-    let (registry, _) = loader::build(&wasm, files, &settings.policies, &empty, &[]).await?;
+    // With reloads, a plugin slow to describe itself joins when it is done;
+    // without them it is waited for.
+    let (late_send, late) = tokio::sync::mpsc::unbounded_channel();
+    let patience = match args.no_watch {
+        true => loader::Patience::All,
+        false => loader::Patience::Until(reload::PATIENCE, late_send.clone()),
+    };
+    let (registry, outcome) = loader::build(
+        &wasm,
+        files,
+        &settings.policies,
+        &empty,
+        &loader::Known::default(),
+        &patience,
+    )
+    .await?;
+    for name in &outcome.pending {
+        tracing::warn!(plugin = %name, "still describing itself: it is served once it is done");
+    }
     if args.verbose {
         tracing::info!(
             engine_ms = ms(engine_ready),
@@ -154,12 +172,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let watch = if args.no_watch {
         None
     } else {
-        let reloader = reload::Reloader::new(
+        let mut reloader = reload::Reloader::new(
             wasm,
             settings.plugins.clone(),
             settings.policies.clone(),
             shared.clone(),
+            (late_send, late),
         );
+        reloader.describing(&outcome.started);
         Some(reload::watch(reloader)?)
     };
 

@@ -15,16 +15,17 @@
 use crate::audit::{AuditLog, Event};
 use crate::digest::Digest;
 use crate::mcp::Shared;
-use crate::plugin::loader::{self, Compiled, LoadedPlugin, Outcome};
+use crate::plugin::loader::{self, Compiled, Known, Late, LoadedPlugin, Outcome, Patience};
 use crate::plugin::{Registry, Resources};
 use crate::policy::PolicyDir;
 use crate::runtime::Runtime;
 use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecursiveMode, Watcher};
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 /// How long the folders must be quiet before a change is acted on: long
 /// enough to gather an editor's write-rename-delete into one reload.
@@ -129,6 +130,14 @@ pub async fn record_served(audit: &AuditLog, plugin: &LoadedPlugin, served: &Res
     }
 }
 
+/// How long a build waits for plugins to describe themselves before it
+/// serves the rest: a plugin slower than this joins when it is done.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How many components that failed to describe themselves are remembered,
+/// so a slow failure is not retried on every reload.
+const REMEMBERED_FAILURES: usize = 64;
+
 /// Rebuilds the registry from the folders and swaps it in.
 pub struct Reloader {
     runtime: Arc<Runtime>,
@@ -136,6 +145,12 @@ pub struct Reloader {
     policies: PolicyDir,
     shared: Arc<Shared>,
     remembered: VecDeque<Arc<Compiled>>,
+    /// Components that failed after a build stopped waiting for them.
+    failed: HashMap<Digest, String>,
+    /// Components still describing themselves in the background.
+    running: HashSet<Digest>,
+    /// Where those descriptions arrive when done.
+    late: (UnboundedSender<Late>, Option<UnboundedReceiver<Late>>),
 }
 
 impl Reloader {
@@ -144,6 +159,7 @@ impl Reloader {
         plugins: PathBuf,
         policies: PolicyDir,
         shared: Arc<Shared>,
+        late: (UnboundedSender<Late>, UnboundedReceiver<Late>),
     ) -> Self {
         Reloader {
             runtime,
@@ -151,6 +167,29 @@ impl Reloader {
             policies,
             shared,
             remembered: VecDeque::new(),
+            failed: HashMap::new(),
+            running: HashSet::new(),
+            late: (late.0, Some(late.1)),
+        }
+    }
+
+    /// Notes that the components `hashes` are describing themselves in the
+    /// background (a build stopped waiting for them).
+    pub fn describing(&mut self, hashes: &[Digest]) {
+        self.running.extend(hashes.iter().copied());
+    }
+
+    /// Takes in a description that finished in the background.
+    fn arrived(&mut self, (hash, result): Late) {
+        self.running.remove(&hash);
+        match result {
+            Ok(compiled) => self.remembered.push_back(compiled),
+            Err(reason) => {
+                if self.failed.len() >= REMEMBERED_FAILURES {
+                    self.failed.clear();
+                }
+                self.failed.insert(hash, reason);
+            }
         }
     }
 
@@ -159,9 +198,22 @@ impl Reloader {
     pub async fn reload(&mut self) -> anyhow::Result<(Outcome, Change)> {
         let current = self.shared.registry.load_full();
         let files = loader::plugin_files(&self.plugins)?;
-        let remembered: Vec<Arc<Compiled>> = self.remembered.iter().cloned().collect();
-        let (registry, outcome) =
-            loader::build(&self.runtime, files, &self.policies, &current, &remembered).await?;
+        let known = Known {
+            compiled: self.remembered.iter().cloned().collect(),
+            failed: self.failed.clone(),
+            running: self.running.clone(),
+        };
+        let patience = Patience::Until(PATIENCE, self.late.0.clone());
+        let (registry, outcome) = loader::build(
+            &self.runtime,
+            files,
+            &self.policies,
+            &current,
+            &known,
+            &patience,
+        )
+        .await?;
+        self.describing(&outcome.started);
         self.remember(current.plugins());
         let change = Change::between(&current, &registry);
         self.shared.registry.store(Arc::new(registry));
@@ -269,8 +321,22 @@ pub fn watch(mut reloader: Reloader) -> anyhow::Result<Watch> {
     })
     .map_err(|e| anyhow::anyhow!("cannot watch the plugin folders: {e}"))?;
     watch_folders(&mut watcher, &folders)?;
+    let mut late = reloader.late.1.take();
     let task = tokio::spawn(async move {
-        while let Some(first) = received.recv().await {
+        loop {
+            // A plugin that was slow to describe itself is ready: serve it.
+            let first = tokio::select! {
+                first = received.recv() => first,
+                Some(done) = async { late.as_mut()?.recv().await } => {
+                    reloader.arrived(done);
+                    while let Some(more) = late.as_mut().and_then(|l| l.try_recv().ok()) {
+                        reloader.arrived(more);
+                    }
+                    reloader.reload_and_report().await;
+                    continue;
+                }
+            };
+            let Some(first) = first else { return };
             // Gather the burst (an editor's write-rename-delete) until the
             // folders are quiet, or for at most a few quiet periods.
             let mut relevant = matters(&folders, &first);

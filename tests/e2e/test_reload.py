@@ -15,7 +15,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from harness import FIXTURE_WASM, HttpHost, RawHttp, audit_records, make_root, stdio_params
+from harness import FIXTURE_WASM, HttpHost, RawHttp, audit_records, make_root, stdio_params, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -319,5 +319,46 @@ def test_reading_watched_files_never_starts_a_reload(tmp_path):
         settled = reloads(host)
         time.sleep(1.0)
         assert reloads(host) == settled, "the reload kept reloading"
+    finally:
+        host.stop()
+
+
+async def test_a_plugin_slow_to_describe_itself_holds_nothing_up(tmp_path):
+    """A plugin whose describe() takes 3 s: the host serves the others at
+    once, reloads stay fast while it is still loading, and it joins by itself
+    when done, with a list-changed notification."""
+    root = make_root(tmp_path, fixtures=("sleepy",))
+    started = time.monotonic()
+    host = HttpHost(root)
+    try:
+        ready = time.monotonic() - started
+        assert ready < 3.0, f"start-up waited {ready:.1f} s for the slow plugin"
+        notified = []
+
+        async def on_message(message) -> None:
+            if getattr(getattr(message, "root", message), "method", None) == "notifications/tools/list_changed":
+                notified.append(time.monotonic())
+
+        async with Client(host.url, mode="legacy", message_handler=on_message) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert "market-data__get_quote" in names and "sleepy__awake" not in names
+            # A reload while it is still loading does not wait for it either.
+            policy = root / "policies" / "market-data.toml"
+            policy.write_text(policy.read_text() + "\n# touched\n")
+            with anyio.fail_after(20):
+                while not any("reloaded in" in line for line in host.log):
+                    await anyio.sleep(0.05)
+            reload_ms = float(next(line for line in host.log if "reloaded in" in line).split("reloaded in ")[1].split(" ms")[0])
+            assert reload_ms < 1000, reload_ms
+            with anyio.fail_after(20):
+                while "sleepy__awake" not in {t.name for t in (await client.list_tools()).tools}:
+                    await anyio.sleep(0.1)
+                # Told once for the policy edit, once more when it joined.
+                while len(notified) < 2:
+                    await anyio.sleep(0.05)
+            joined = time.monotonic() - started
+            assert joined < 10, joined
+            result = await client.call_tool("sleepy__awake", {})
+            assert text_of(result) == "awake"
     finally:
         host.stop()

@@ -95,15 +95,33 @@ pub fn name_of(path: &Path) -> Result<String, String> {
 
 /// Compiles, links and describes the component in `bytes`.
 pub async fn compile(runtime: &Arc<Runtime>, bytes: Vec<u8>) -> Result<Compiled, String> {
-    let started = Instant::now();
     let hash = sha256(&bytes);
-    // Compiling is CPU-bound work: keep it off the async workers.
+    let component = compile_component(runtime, hash, bytes).await?;
+    describe(runtime, hash, component).await
+}
+
+/// Compiles the component in `bytes` (the host's own work, cached by
+/// content), off the async workers.
+async fn compile_component(
+    runtime: &Arc<Runtime>,
+    hash: Digest,
+    bytes: Vec<u8>,
+) -> Result<wasmtime::component::Component, String> {
     let compiler = runtime.clone();
-    let component = tokio::task::spawn_blocking(move || compiler.component(&hash, &bytes))
+    tokio::task::spawn_blocking(move || compiler.component(&hash, &bytes))
         .await
         .map_err(|e| format!("compilation was interrupted: {e}"))?
-        .map_err(|e| format!("not a WebAssembly component this host can run: {e:#}"))?;
-    let compiled = started.elapsed();
+        .map_err(|e| format!("not a WebAssembly component this host can run: {e:#}"))
+}
+
+/// Links `component` and asks it what it offers: the plugin's own code
+/// runs here, in a sandbox with no grants and a time limit.
+async fn describe(
+    runtime: &Arc<Runtime>,
+    hash: Digest,
+    component: wasmtime::component::Component,
+) -> Result<Compiled, String> {
+    let started = Instant::now();
     let prepared = runtime
         .prepare(&component, 1)
         .map_err(|e| format!("does not fit the plugin interface: {e:#}"))?;
@@ -123,9 +141,8 @@ pub async fn compile(runtime: &Arc<Runtime>, bytes: Vec<u8>) -> Result<Compiled,
         .map_err(|e| format!("describing itself failed: {e}"))?;
     let manifest = manifest::sanitize(manifest)?;
     tracing::debug!(
-        compile_or_cache_ms = compiled.as_secs_f64() * 1000.0,
-        total_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "loaded the component of {}",
+        describe_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "described the component of {}",
         manifest.name
     );
     Ok(Compiled {
@@ -165,9 +182,42 @@ fn describe_grants() -> Arc<SandboxGrants> {
     Arc::new(grants)
 }
 
+/// A component whose description was still running when [`build`] stopped
+/// waiting, once it is done.
+pub type Late = (Digest, Result<Arc<Compiled>, String>);
+
+/// How long [`build`] waits for plugins to describe themselves (their own
+/// code, unlike compiling, which is the host's and always awaited).
+pub enum Patience {
+    /// Until every plugin is described: `check`, `explain`, and serving
+    /// without reloads.
+    All,
+    /// This long; descriptions still running then go on in the background
+    /// and are sent here when done, so one slow plugin never holds up the
+    /// rest.
+    Until(
+        std::time::Duration,
+        tokio::sync::mpsc::UnboundedSender<Late>,
+    ),
+}
+
+/// What earlier builds left behind: components described, components that
+/// failed, and descriptions still running.
+#[derive(Default)]
+pub struct Known {
+    pub compiled: Vec<Arc<Compiled>>,
+    pub failed: HashMap<Digest, String>,
+    pub running: std::collections::HashSet<Digest>,
+}
+
 /// What building a registry changed, plugin by plugin.
 #[derive(Debug, Default)]
 pub struct Outcome {
+    /// Still describing themselves: they join (or replace their previous
+    /// version) when done.
+    pub pending: Vec<String>,
+    /// The components this build left describing in the background.
+    pub started: Vec<Digest>,
     pub added: Vec<String>,
     pub updated: Vec<String>,
     /// Same component, new policy: re-granted without recompiling.
@@ -191,7 +241,8 @@ pub async fn build(
     files: Vec<PathBuf>,
     policies: &PolicyDir,
     current: &Registry,
-    known: &[Arc<Compiled>],
+    known: &Known,
+    patience: &Patience,
 ) -> anyhow::Result<(Registry, Outcome)> {
     let guardrails = Arc::new(policies.guardrails()?);
 
@@ -214,36 +265,91 @@ pub async fn build(
             }),
         }
     }
-    let reusable = |hash: &Digest| -> Option<Arc<Compiled>> {
-        current
-            .plugins()
-            .iter()
-            .map(|p| &p.compiled)
-            .chain(known)
-            .find(|c| c.hash == *hash)
-            .cloned()
+    let reusable = |hash: &Digest| -> Option<Result<Arc<Compiled>, String>> {
+        let compiled = current.plugins().iter().map(|p| &p.compiled);
+        let found = compiled.chain(&known.compiled).find(|c| c.hash == *hash);
+        match found {
+            Some(found) => Some(Ok(found.clone())),
+            None => known.failed.get(hash).cloned().map(Err),
+        }
     };
+    let mut outcome = Outcome::default();
     let mut compiling = tokio::task::JoinSet::new();
     let mut compiled: HashMap<Digest, Result<Arc<Compiled>, String>> = HashMap::new();
     for (_, _, hash, bytes) in &mut wanted {
         if let Some(found) = reusable(hash) {
-            compiled.insert(*hash, Ok(found));
-        } else if !compiled.contains_key(hash) {
+            compiled.insert(*hash, found);
+        } else if !compiled.contains_key(hash) && !known.running.contains(hash) {
             compiled.insert(*hash, Err("not compiled".into()));
             let runtime = runtime.clone();
             let (hash, bytes) = (*hash, std::mem::take(bytes));
-            compiling.spawn(async move { (hash, compile(&runtime, bytes).await.map(Arc::new)) });
+            compiling.spawn(async move {
+                let component = compile_component(&runtime, hash, bytes).await;
+                (hash, component)
+            });
         }
     }
+    // Compiling is the host's own work: always awaited.
+    let mut describing = tokio::task::JoinSet::new();
+    let mut in_progress = std::collections::HashSet::new();
     while let Some(done) = compiling.join_next().await {
+        match done? {
+            (hash, Ok(component)) => {
+                in_progress.insert(hash);
+                let runtime = runtime.clone();
+                describing.spawn(async move {
+                    let described = describe(&runtime, hash, component).await;
+                    (hash, described.map(Arc::new))
+                });
+            }
+            (hash, Err(reason)) => {
+                compiled.insert(hash, Err(reason));
+            }
+        }
+    }
+    // Describing runs the plugin's code: awaited only as long as patience.
+    let deadline = match patience {
+        Patience::All => None,
+        Patience::Until(patience, _) => Some(tokio::time::Instant::now() + *patience),
+    };
+    loop {
+        let next = match deadline {
+            None => describing.join_next().await,
+            Some(deadline) => match tokio::time::timeout_at(deadline, describing.join_next()).await
+            {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+        };
+        let Some(done) = next else { break };
         let (hash, result) = done?;
+        in_progress.remove(&hash);
         compiled.insert(hash, result);
     }
+    if let (Patience::Until(_, send), false) = (patience, describing.is_empty()) {
+        let send = send.clone();
+        tokio::spawn(async move {
+            while let Some(done) = describing.join_next().await {
+                if let Ok(done) = done {
+                    let _ = send.send(done);
+                }
+            }
+        });
+    }
+    for hash in &in_progress {
+        compiled.remove(hash);
+    }
+    outcome.started = in_progress.into_iter().collect();
 
-    let mut outcome = Outcome::default();
     let mut next = Vec::new();
     for (name, path, hash, _) in wanted {
         let old = current.plugins().iter().find(|p| p.name == name);
+        let Some(component) = compiled.get(&hash) else {
+            // Still describing itself: the previous version (if any) serves.
+            outcome.pending.push(name);
+            next.extend(old.cloned());
+            continue;
+        };
         let policy = policies.read(&name, &guardrails);
         if let (Some(old), Ok(policy)) = (old, &policy)
             && old.compiled.hash == hash
@@ -252,7 +358,7 @@ pub async fn build(
             next.push(old.clone());
             continue;
         }
-        let assembled = compiled[&hash].clone().and_then(|component| {
+        let assembled = component.clone().and_then(|component| {
             let policy = policy.map_err(|e| e.to_string())?;
             let grants = policies
                 .grants(&policy, &guardrails)
