@@ -3,6 +3,9 @@ however a plugin tries to fill it: big files, many files, appends, sparse
 files, folders, across calls. Each refusal is named and audited, and
 deleting makes room again."""
 
+import time
+
+import anyio
 import pytest
 from mcp import Client
 
@@ -10,7 +13,7 @@ from harness import HttpHost, audit_records, make_root, text_of
 
 pytestmark = pytest.mark.anyio
 
-QUOTA = "limit (the mount's quota: max_mib = 1, max_entries = 20)"
+QUOTA = "limit (the quota of /quota: max_mib = 1, max_entries = 20)"
 
 
 @pytest.fixture
@@ -57,6 +60,7 @@ def assert_refused_and_audited(root, message: str) -> None:
         ("write", 10, 200 << 10),  # files each within it, together past it
         ("append", 40, 100 << 10),  # one file appended to past it
         ("grow", 1, 10 << 30),  # a sparse 10 GiB file: its size counts
+        ("retruncate", 4, 900 << 10),  # rewritten through a stream opened before a truncate
     ],
 )
 async def test_bytes_past_the_quota_are_refused(quota, how, files, bytes_each):
@@ -96,3 +100,97 @@ async def test_the_quota_holds_across_calls_and_deleting_makes_room(quota):
     failed, message = await fill(host, dir="/quota/more", how="write", files=4, bytes=200 << 10)
     assert not failed, message
     assert on_disk(root) == (800 << 10, 5)
+
+
+WIDE = '\n[[mounts]]\nhost = "intruder/{name}"\nguest = "/{name}"\naccess = "read-write"\nmax_mib = 1\nmax_entries = 10000\n'
+
+
+@pytest.fixture
+def wide(tmp_path, broker):
+    """Mounts of 1 MiB that allow many entries, and a big read-write one."""
+    root = make_root(tmp_path, fixtures=("intruder",))
+    (root / "intruder" / "ro").mkdir(parents=True)
+    (root / "intruder" / "rw").mkdir()
+    policy = root / "policies" / "intruder.toml"
+    policy.write_text(policy.read_text() + WIDE.format(name="links") + WIDE.format(name="deep") + WIDE.format(name="small"))
+    host = HttpHost(root, {"BROKER_URL": broker.url})
+    yield root, host
+    host.stop()
+
+
+def refused_by_quota(root, guest: str) -> bool:
+    """Whether the audit log names a refusal by the quota of the mount at `guest`."""
+    rule = f"limit (the quota of {guest}: "
+
+    def refused(record):
+        return record["event"] == "denied" and record["rule"].startswith(rule)
+
+    return any(refused(r) for r in audit_records(root, until=refused))
+
+
+def disk_bytes(folder) -> int:
+    """What the folder really takes on disk: allocated blocks, links and folders included."""
+    return sum(p.lstat().st_blocks * 512 for p in folder.rglob("*"))
+
+
+async def test_symlinks_are_charged_for_the_disk_they_take(wide):
+    root, host = wide
+    async with Client(host.url) as client:
+        result = await client.call_tool("intruder__fill", {"dir": "/links", "how": "symlink", "files": 2000, "bytes": 200})
+    assert result.is_error, text_of(result)
+    assert refused_by_quota(root, "/links"), audit_records(root)
+    made = int(text_of(result).rsplit("after ", 1)[1].split()[0])
+    assert made <= 256, made
+    assert disk_bytes(root / "intruder" / "links") <= (1 << 20) + (64 << 10)
+
+
+async def test_a_deep_tree_cannot_escape_the_measure(wide):
+    """Data 70 folders deep is measured after a reload like any other."""
+    root, host = wide
+    async with Client(host.url) as client:
+        deep = await client.call_tool("intruder__fill", {"dir": "/deep", "how": "deep", "files": 70, "bytes": 700 << 10})
+        assert not deep.is_error, text_of(deep)
+    # A policy edit reloads the plugin, and its mounts are measured again.
+    policy = root / "policies" / "intruder.toml"
+    policy.write_text(policy.read_text() + "\n# re-measure\n")
+    deadline = time.monotonic() + 15
+    while not any("regranted" in line and "intruder" in line for line in host.log):
+        assert time.monotonic() < deadline, "".join(host.log)
+        await anyio.sleep(0.1)
+    async with Client(host.url) as client:
+        more = await client.call_tool("intruder__fill", {"dir": "/deep", "how": "write", "files": 1, "bytes": 700 << 10})
+    assert more.is_error, text_of(more)
+    assert refused_by_quota(root, "/deep"), audit_records(root)
+    assert disk_bytes(root / "intruder" / "deep") <= (1 << 20) + (512 << 10)
+
+
+@pytest.mark.parametrize("op", ["rename", "hardlink"])
+async def test_nothing_moves_into_a_quota_uncharged(wide, op):
+    """A 3 MiB folder renamed, or a file hard-linked, from a big mount into
+    a 1 MiB one is refused, not charged as one entry."""
+    root, host = wide
+    async with Client(host.url) as client:
+        filled = await client.call_tool("intruder__fill", {"dir": "/rw", "how": "write", "files": 3, "bytes": 1 << 20})
+        assert not filled.is_error, text_of(filled)
+        await client.call_tool("intruder__fs", {"op": "mkdir", "path": "/rw/big"})
+        for i in range(3):
+            await client.call_tool("intruder__fs", {"op": "rename", "path": f"/rw/{i}", "to": f"/rw/big/{i}"})
+        source = "/rw/big" if op == "rename" else "/rw/big/0"
+        moved = await client.call_tool("intruder__fs", {"op": op, "path": source, "to": "/small/in"})
+        assert moved.is_error, text_of(moved)
+    assert disk_bytes(root / "intruder" / "small") <= (1 << 20)
+
+    assert refused_by_quota(root, "/small"), audit_records(root)
+
+
+async def test_a_link_from_outside_any_quota_is_charged_in_full(wide):
+    """/rw has no quota: a 3 MiB file linked from it into a 1 MiB mount is
+    charged its 3 MiB, and refused."""
+    root, host = wide
+    async with Client(host.url) as client:
+        filled = await client.call_tool("intruder__fill", {"dir": "/rw", "how": "grow", "files": 1, "bytes": 3 << 20})
+        assert not filled.is_error, text_of(filled)
+        linked = await client.call_tool("intruder__fs", {"op": "hardlink", "path": "/rw/0", "to": "/small/in"})
+        assert linked.is_error, text_of(linked)
+    assert not (root / "intruder" / "small" / "in").exists()
+    assert refused_by_quota(root, "/small"), audit_records(root)

@@ -62,10 +62,23 @@ pub enum Rule {
     /// A response past `[network] max_response_kib`.
     ResponseTooLarge { max_kib: u64 },
     /// A change that would take a read-write mount past its quota.
-    DiskQuota { max_mib: u64, max_entries: u64 },
+    DiskQuota {
+        mount: String,
+        max_mib: u64,
+        max_entries: u64,
+    },
 }
 
 impl Rule {
+    /// The quota of the mount `quota` refused a write.
+    pub fn disk_quota(quota: &super::filesystem::quota::Quota) -> Rule {
+        Rule::DiskQuota {
+            mount: quota.guest.clone(),
+            max_mib: quota.limits.max_bytes >> 20,
+            max_entries: quota.limits.max_entries,
+        }
+    }
+
     /// A short, fixed name for metrics labels: never carries request data.
     pub fn label(&self) -> &'static str {
         match self {
@@ -112,11 +125,12 @@ impl fmt::Display for Rule {
                 write!(f, "limit ([network] max_response_kib = {max_kib})")
             }
             Rule::DiskQuota {
+                mount,
                 max_mib,
                 max_entries,
             } => write!(
                 f,
-                "limit (the mount's quota: max_mib = {max_mib}, max_entries = {max_entries})"
+                "limit (the quota of {mount}: max_mib = {max_mib}, max_entries = {max_entries})"
             ),
         }
     }

@@ -8,7 +8,7 @@
 
 use super::state::CallState;
 use crate::capability::denials::{Denial, Denials, Rule};
-use crate::capability::filesystem::quota::{Ledger, OverQuota, Quota, Usage};
+use crate::capability::filesystem::quota::{ENTRY_BLOCK, Ledger, OverQuota, Quota, Usage};
 use std::sync::Arc;
 use wasmtime::StoreContextMut;
 use wasmtime::component::Resource;
@@ -42,6 +42,7 @@ async fn stat(store: Store<'_, '_>, fd: u32) -> Option<DescriptorStat> {
 fn freed_by_deleting(stat: &DescriptorStat) -> Usage {
     let bytes = match stat.type_ {
         DescriptorType::RegularFile if stat.link_count <= 1 => stat.size,
+        DescriptorType::Directory | DescriptorType::SymbolicLink => ENTRY_BLOCK,
         _ => 0,
     };
     Usage::entry(bytes)
@@ -89,13 +90,53 @@ pub async fn open_at(
     Ok(ledger)
 }
 
-/// `create-directory-at`, `symlink-at` and `link-at`: one more entry in the
-/// folder `dir`.
+/// `create-directory-at` and `symlink-at`: one more entry in the folder
+/// `dir`, and the block it takes.
 pub fn add_entry(store: Store<'_, '_>, dir: u32, attempt: &str) -> Result<Ledger, OverQuota> {
     let mut ledger = Ledger::default();
     if let Some(quota) = store.data().quota_of(dir) {
-        charge(store, &mut ledger, &quota, Usage::entry(0), attempt)?;
+        charge(
+            store,
+            &mut ledger,
+            &quota,
+            Usage::entry(ENTRY_BLOCK),
+            attempt,
+        )?;
     }
+    Ok(ledger)
+}
+
+/// `link-at`: one more name, in the folder `to_dir`, for the file at `from`
+/// in `from_dir`. Within one quota the bytes are already charged; a file
+/// from outside any quota is charged in full, as a copy would be; a link
+/// from one quota into another is refused, since deleting either name
+/// could not then credit the right one.
+pub async fn add_link(
+    store: Store<'_, '_>,
+    (from_dir, from): (u32, &str),
+    to_dir: u32,
+    attempt: &str,
+) -> Result<Ledger, OverQuota> {
+    let mut ledger = Ledger::default();
+    let (source, target) = (
+        store.data().quota_of(from_dir),
+        store.data().quota_of(to_dir),
+    );
+    let Some(target) = &target else {
+        return Ok(ledger);
+    };
+    let usage = match &source {
+        Some(source) if Arc::ptr_eq(source, target) => Usage::entry(0),
+        Some(_) => {
+            let _ = store.data().deny_quota(target, attempt.to_owned());
+            return Err(OverQuota::Crossing);
+        }
+        None => match stat_at(store, from_dir, from).await {
+            Some(linked) => Usage::entry(linked.size),
+            None => Usage::entry(0),
+        },
+    };
+    charge(store, &mut ledger, target, usage, attempt)?;
     Ok(ledger)
 }
 
@@ -132,6 +173,13 @@ pub async fn rename(
         _ => false,
     };
     if !same && let Some(moved) = stat_at(store, from_dir, from).await {
+        // A folder's contents could not be charged exactly: refused.
+        if moved.type_ == DescriptorType::Directory || moved.link_count > 1 {
+            if let Some(quota) = target.as_ref().or(source.as_ref()) {
+                let _ = store.data().deny_quota(quota, attempt.to_owned());
+            }
+            return Err(OverQuota::Crossing);
+        }
         let usage = freed_by_deleting(&moved);
         if let Some(target) = &target {
             charge(store, &mut ledger, target, usage, attempt)?;
@@ -193,7 +241,7 @@ async fn resize(
 
 /// Wraps the output stream just opened on the file `fd` at `offset` (its
 /// end when `None`, for appending) so that its writes are charged.
-pub async fn meter_stream(
+pub fn meter_stream(
     store: Store<'_, '_>,
     fd: u32,
     stream: Resource<DynOutputStream>,
@@ -203,15 +251,17 @@ pub async fn meter_stream(
     let Some(quota) = store.data().quota_of(fd) else {
         return Ok(stream);
     };
-    let end = stat(store, fd).await.map_or(0, |s| s.size);
     let state = store.data_mut();
+    let file = match state.table.get(&Resource::<Descriptor>::new_borrow(fd))? {
+        Descriptor::File(file) => file.file.clone(),
+        Descriptor::Dir(_) => wasmtime::bail!("an output stream on a folder"),
+    };
     let inner = state.table.delete(stream)?;
     let metered: DynOutputStream = Box::new(MeteredStream {
         inner,
+        file,
         quota,
-        position: offset.unwrap_or(end),
-        appending: offset.is_none(),
-        end,
+        position: offset,
         denials: state.denials().clone(),
         attempt,
     });
@@ -219,17 +269,31 @@ pub async fn meter_stream(
 }
 
 /// An output stream to a file in a folder with a quota.
+///
+/// Each write is charged for how far it takes the file past the end the
+/// file has *now*, not the end it had when the stream was opened: a file
+/// truncated (by another stream, `set-size` or a truncating open) while
+/// this stream was open is charged again as it regrows. The inner stream
+/// accepts a write only once its previous one has landed, so the size read
+/// before a write that is accepted includes all of this stream's earlier
+/// writes.
 struct MeteredStream {
     inner: DynOutputStream,
+    /// The file the stream writes, to read its size at each write.
+    file: Arc<std::fs::File>,
     quota: Arc<Quota>,
-    /// Where the next write lands.
-    position: u64,
-    /// Whether every write lands at the end.
-    appending: bool,
-    /// The file's end as far as this stream knows.
-    end: u64,
+    /// Where the next write lands; `None` when every write lands at the end.
+    position: Option<u64>,
     denials: Denials,
     attempt: String,
+}
+
+impl MeteredStream {
+    /// The file's size now. Unknown, it is taken as empty, so that the
+    /// whole write is charged: over-charging is the safe mistake.
+    fn size_now(&self) -> u64 {
+        self.file.metadata().map_or(0, |m| m.len())
+    }
 }
 
 #[wasmtime_wasi::async_trait]
@@ -241,19 +305,15 @@ impl Pollable for MeteredStream {
 
 impl OutputStream for MeteredStream {
     fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
-        let start = if self.appending {
-            self.end
-        } else {
-            self.position
-        };
+        let size = self.size_now();
+        let start = self.position.unwrap_or(size);
         let after = start.saturating_add(bytes.len() as u64);
-        let growth = after.saturating_sub(self.end);
+        let growth = after.saturating_sub(size);
         if growth > 0 && self.quota.charge(Usage::bytes(growth)).is_err() {
-            let rule = Rule::DiskQuota {
-                max_mib: self.quota.limits.max_bytes >> 20,
-                max_entries: self.quota.limits.max_entries,
-            };
-            self.denials.record(Denial::new(rule, self.attempt.clone()));
+            self.denials.record(Denial::new(
+                Rule::disk_quota(&self.quota),
+                self.attempt.clone(),
+            ));
             return Err(StreamError::LastOperationFailed(wasmtime::format_err!(
                 "the disk quota of {} is used up",
                 self.quota.guest
@@ -263,8 +323,9 @@ impl OutputStream for MeteredStream {
             self.quota.credit(Usage::bytes(growth));
             return Err(e);
         }
-        self.position = after;
-        self.end = self.end.max(after);
+        if let Some(position) = &mut self.position {
+            *position = after;
+        }
         Ok(())
     }
 

@@ -142,8 +142,10 @@ macro_rules! watch_at {
                         return Ok((Err(ErrorCode::NotPermitted),));
                     })?
                     let planned = watch_at!(@plan store, fd, attempt $(, |$st, $dir, $att| $plan)?);
-                    let Ok(ledger) = planned else {
-                        return Ok((Err(ErrorCode::Quota),));
+                    let ledger = match planned {
+                        Ok(ledger) => ledger,
+                        Err(OverQuota::Full) => return Ok((Err(ErrorCode::Quota),)),
+                        Err(OverQuota::Crossing) => return Ok((Err(ErrorCode::CrossDevice),)),
                     };
                     $(let $inherit = fd.rep();)?
                     let mut view = store.data_mut().filesystem();
@@ -227,7 +229,7 @@ pub fn add_to_linker(linker: &mut Linker<CallState>, outside_mounts: Dir) -> Res
     watch_at!(types, "[method]descriptor.link-at", "hard-link", link_at,
         (old_flags: PathFlags, old_path: String, new_fd: Resource<Descriptor>, new_path: String),
         path: old_path, returns (),
-        quota: |st, _dir, att| async { metering::add_entry(st, new_fd.rep(), att) });
+        quota: |st, dir, att| metering::add_link(st, (dir, &old_path), new_fd.rep(), att));
 
     types.func_wrap_async(
         "[method]descriptor.write",
@@ -283,7 +285,7 @@ pub fn add_to_linker(linker: &mut Linker<CallState>, outside_mounts: Dir) -> Res
                 };
                 let attempt = format!("write to a file past the quota, from offset {offset}");
                 let stream =
-                    metering::meter_stream(&mut store, rep, stream, Some(offset), attempt).await?;
+                    metering::meter_stream(&mut store, rep, stream, Some(offset), attempt)?;
                 Ok((Ok(stream),))
             })
         },
@@ -301,7 +303,7 @@ pub fn add_to_linker(linker: &mut Linker<CallState>, outside_mounts: Dir) -> Res
                     }
                 };
                 let attempt = "append to a file past the quota".to_owned();
-                let stream = metering::meter_stream(&mut store, rep, stream, None, attempt).await?;
+                let stream = metering::meter_stream(&mut store, rep, stream, None, attempt)?;
                 Ok((Ok(stream),))
             })
         },

@@ -207,11 +207,7 @@ impl CallState {
     /// Records that writing past the quota of the folder at `quota.guest`
     /// was refused.
     pub(super) fn deny_quota(&self, quota: &Quota, attempt: String) -> wasmtime::Result<()> {
-        let rule = Rule::DiskQuota {
-            max_mib: quota.limits.max_bytes >> 20,
-            max_entries: quota.limits.max_entries,
-        };
-        self.deny(rule, attempt)
+        self.deny(Rule::disk_quota(quota), attempt)
     }
 
     /// The call's refusal log, for what records refusals outside the store.

@@ -52,8 +52,18 @@ impl Usage {
 }
 
 /// A change refused because it would pass a quota.
-#[derive(Debug)]
-pub struct OverQuota;
+#[derive(Debug, PartialEq, Eq)]
+pub enum OverQuota {
+    /// It would take more than the quota has left.
+    Full,
+    /// It would move a folder, or link a file, from one quota into
+    /// another: what it holds could not be charged exactly, so like a move
+    /// between disks it is refused (the guest sees `cross-device`).
+    Crossing,
+}
+
+/// What a folder or a symlink takes on disk: one block.
+pub const ENTRY_BLOCK: u64 = 4096;
 
 /// One folder's quota and what it holds now.
 #[derive(Debug)]
@@ -68,7 +78,17 @@ impl Quota {
     /// The quota of the folder `dir`, measured now.
     pub fn measure(dir: &impl AsFd, guest: &str, limits: QuotaLimits) -> Quota {
         let mut used = Usage::default();
-        walk(dir.as_fd(), &limits, &mut used, 0);
+        if !walk(dir.as_fd(), &limits, &mut used, 0) {
+            tracing::warn!(
+                mount = guest,
+                "part of the folder could not be measured (deeper than {MAX_DEPTH} folders, or \
+                 unreadable): its quota counts as used up until it is cleared"
+            );
+            used = Usage {
+                bytes: limits.max_bytes,
+                entries: limits.max_entries,
+            };
+        }
         Quota {
             guest: guest.to_owned(),
             limits,
@@ -89,7 +109,7 @@ impl Quota {
         if (usage.bytes > 0 && bytes > self.limits.max_bytes)
             || (usage.entries > 0 && entries > self.limits.max_entries)
         {
-            return Err(OverQuota);
+            return Err(OverQuota::Full);
         }
         *used = Usage { bytes, entries };
         Ok(())
@@ -134,17 +154,27 @@ impl Ledger {
     }
 }
 
-/// The deepest a measurement descends; deeper folders count as entries only.
-const MAX_DEPTH: usize = 64;
+/// The deepest a measurement descends. A folder deeper than this cannot be
+/// measured, so the quota counts as used up (it fails closed: nothing can
+/// hide below the limit).
+const MAX_DEPTH: usize = 256;
 
-/// Adds what `dir` holds to `used`, stopping once past `limits`.
-fn walk(dir: std::os::fd::BorrowedFd<'_>, limits: &QuotaLimits, used: &mut Usage, depth: usize) {
-    let Ok(mut entries) = rustix::fs::Dir::read_from(dir) else {
-        return;
+/// Adds what `dir` holds to `used`, stopping once past `limits`: a regular
+/// file its size, a folder or symlink one block. Returns `false` when some
+/// part could not be measured.
+fn walk(
+    dir: std::os::fd::BorrowedFd<'_>,
+    limits: &QuotaLimits,
+    used: &mut Usage,
+    depth: usize,
+) -> bool {
+    let Ok(entries) = rustix::fs::Dir::read_from(dir) else {
+        return false;
     };
-    while let Some(Ok(entry)) = entries.next() {
+    for entry in entries {
+        let Ok(entry) = entry else { return false };
         if used.entries > limits.max_entries || used.bytes > limits.max_bytes {
-            return;
+            return true;
         }
         let name = entry.file_name();
         if name.to_bytes() == b"." || name.to_bytes() == b".." {
@@ -152,20 +182,27 @@ fn walk(dir: std::os::fd::BorrowedFd<'_>, limits: &QuotaLimits, used: &mut Usage
         }
         used.entries += 1;
         let Ok(stat) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
-            continue;
+            return false;
         };
         match FileType::from_raw_mode(stat.st_mode) {
             FileType::RegularFile => used.bytes += stat.st_size.max(0) as u64,
-            FileType::Directory if depth < MAX_DEPTH => {
+            FileType::Directory => {
+                used.bytes += ENTRY_BLOCK;
                 let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
                 let sub: Result<OwnedFd, _> = rustix::fs::openat(dir, name, flags, Mode::empty());
-                if let Ok(sub) = sub {
-                    walk(sub.as_fd(), limits, used, depth + 1);
+                let measured = match sub {
+                    Ok(sub) if depth < MAX_DEPTH => walk(sub.as_fd(), limits, used, depth + 1),
+                    _ => false,
+                };
+                if !measured {
+                    return false;
                 }
             }
+            FileType::Symlink => used.bytes += ENTRY_BLOCK,
             _ => {}
         }
     }
+    true
 }
 
 #[cfg(test)]
@@ -193,8 +230,30 @@ mod tests {
         assert_eq!(
             quota.used(),
             Usage {
-                bytes: 150,
+                bytes: 150 + 2 * ENTRY_BLOCK,
                 entries: 4
+            }
+        );
+    }
+
+    #[test]
+    fn a_tree_too_deep_to_measure_counts_as_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("d/".repeat(MAX_DEPTH + 2));
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("hidden"), vec![0u8; 10]).unwrap();
+        let held = std::fs::File::open(dir.path()).unwrap();
+        let quota = Quota::measure(&held, "/rw", limits(1 << 20, 100_000));
+        assert_eq!(quota.used().bytes, 1 << 20);
+        let shallow = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(shallow.path().join("d/".repeat(70))).unwrap();
+        let held = std::fs::File::open(shallow.path()).unwrap();
+        let quota = Quota::measure(&held, "/rw", limits(1 << 20, 100_000));
+        assert_eq!(
+            quota.used(),
+            Usage {
+                bytes: 70 * ENTRY_BLOCK,
+                entries: 70
             }
         );
     }
