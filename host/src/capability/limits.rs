@@ -87,6 +87,14 @@ impl Limits {
         self.memory_mib as usize * 1024 * 1024
     }
 
+    /// The most the host copies out of the guest in one transfer: the
+    /// larger of the memory and output limits. Without aliasing, a guest
+    /// cannot hand over more than its memory holds, nor need to hand over
+    /// more than its answer may be.
+    pub fn transfer_bytes(&self) -> usize {
+        self.memory_bytes().max(self.max_output_bytes())
+    }
+
     /// The wall-clock limit per call.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)

@@ -128,10 +128,16 @@ pub fn content_size(c: &types::Content) -> usize {
     match c {
         types::Content::Text(text) => text.len(),
         types::Content::Image(m) | types::Content::Audio(m) => m.data.len() * 4 / 3,
-        types::Content::Embedded(c) => match &c.body {
-            types::ResourceBody::Text(text) => text.len(),
-            types::ResourceBody::Blob(data) => data.len() * 4 / 3,
-        },
+        types::Content::Embedded(c) => contents_size(c),
         types::Content::Link(r) => r.uri.len() + r.name.len(),
     }
+}
+
+/// The size resource contents take on the wire, roughly.
+pub fn contents_size(c: &types::ResourceContents) -> usize {
+    c.uri.len()
+        + match &c.body {
+            types::ResourceBody::Text(text) => text.len(),
+            types::ResourceBody::Blob(data) => data.len() * 4 / 3,
+        }
 }

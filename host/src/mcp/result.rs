@@ -28,6 +28,40 @@ impl std::io::Write for Counter {
     }
 }
 
+/// The most items one answer may hold: content blocks of a tool result,
+/// contents of a resource read, messages of a prompt. Each costs the host
+/// far more than its bytes once converted, so they are counted before any
+/// is converted.
+pub const MAX_ITEMS: usize = 10_000;
+
+/// What one item costs on the wire at least (`{"type":"text","text":""}`),
+/// counted against the output limit with the item's own bytes.
+const ITEM_BYTES: usize = 24;
+
+/// Checks, before anything is converted, that `count` items of `what`
+/// holding `bytes` of text and data fit `max_bytes`; the error says why not.
+pub fn items_within(
+    what: &str,
+    count: usize,
+    bytes: usize,
+    max_bytes: usize,
+) -> Result<(), String> {
+    if count > MAX_ITEMS {
+        return Err(format!(
+            "the plugin's answer holds {count} {what}; at most {MAX_ITEMS} are accepted"
+        ));
+    }
+    let size = bytes.saturating_add(count.saturating_mul(ITEM_BYTES));
+    if size > max_bytes {
+        return Err(format!(
+            "the plugin's answer is {} KiB, over its limit of {} KiB ([limits] max_output_kib)",
+            size.div_ceil(1024),
+            max_bytes / 1024
+        ));
+    }
+    Ok(())
+}
+
 /// Checks that `answer`, serialized as the client receives it, is at most
 /// `max_bytes`; the error says so in words.
 pub fn within_cap(answer: &impl serde::Serialize, max_bytes: usize) -> Result<(), String> {
@@ -68,18 +102,14 @@ pub fn tool_result(
         CallToolResult::error(content)
     };
 
-    let size = result
+    let bytes = result
         .content
         .iter()
         .map(convert::content_size)
         .sum::<usize>()
         + result.structured.as_ref().map_or(0, String::len);
-    if size > max_bytes {
-        return fail(format!(
-            "the result is {} KiB, over the plugin's limit of {} KiB",
-            size.div_ceil(1024),
-            max_bytes / 1024
-        ));
+    if let Err(why) = items_within("content blocks", result.content.len(), bytes, max_bytes) {
+        return fail(why);
     }
 
     let structured = match (&result.structured, result.is_error) {
@@ -116,5 +146,30 @@ pub fn tool_result(
     match within_cap(&converted, max_bytes) {
         Ok(()) => converted,
         Err(why) => fail(why),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_are_counted_before_bytes() {
+        let refused = items_within("content blocks", MAX_ITEMS + 1, 0, usize::MAX).unwrap_err();
+        assert!(refused.contains("10001 content blocks"), "{refused}");
+        assert!(items_within("content blocks", MAX_ITEMS, 0, usize::MAX).is_ok());
+    }
+
+    #[test]
+    fn every_item_costs_its_wire_overhead() {
+        // 1000 empty blocks hold no text yet cost the client 24 KB.
+        let refused = items_within("content blocks", 1000, 0, 16 * 1024).unwrap_err();
+        assert!(refused.contains("over its limit of 16 KiB"), "{refused}");
+        assert!(items_within("content blocks", 100, 0, 16 * 1024).is_ok());
+    }
+
+    #[test]
+    fn sizes_near_usize_max_do_not_wrap() {
+        assert!(items_within("messages", MAX_ITEMS, usize::MAX, 1024).is_err());
     }
 }

@@ -782,11 +782,16 @@ impl ServerHandler for McpServer {
             types::Error::NotFound(why) => not_found(format!("{uri}: {why}")),
             other => plugin_error(other, &uri),
         })?;
-        let result = ReadResourceResult::new(contents.into_iter().map(convert::contents).collect());
-        super::result::within_cap(&result, plugin.grants.sandbox.limits.max_output_bytes())
+        let max_bytes = plugin.grants.sandbox.limits.max_output_bytes();
+        let bytes = contents.iter().map(convert::contents_size).sum();
+        super::result::items_within("resource contents", contents.len(), bytes, max_bytes)
             .map_err(|why| {
                 McpError::internal_error(format!("reading {uri} failed: {why}"), None)
             })?;
+        let result = ReadResourceResult::new(contents.into_iter().map(convert::contents).collect());
+        super::result::within_cap(&result, max_bytes).map_err(|why| {
+            McpError::internal_error(format!("reading {uri} failed: {why}"), None)
+        })?;
         Ok(result.into())
     }
 
@@ -844,6 +849,16 @@ impl ServerHandler for McpServer {
             .await?
             .map_err(|e| McpError::internal_error(format!("{} failed: {e}", request.name), None))?;
         let prompt = result.map_err(|e| plugin_error(e, &request.name))?;
+        let max_bytes = plugin.grants.sandbox.limits.max_output_bytes();
+        let bytes = prompt
+            .messages
+            .iter()
+            .map(|m| convert::content_size(&m.content))
+            .sum();
+        super::result::items_within("prompt messages", prompt.messages.len(), bytes, max_bytes)
+            .map_err(|why| {
+                McpError::internal_error(format!("{} failed: {why}", request.name), None)
+            })?;
         let messages = prompt.messages.into_iter().map(convert::message).collect();
         let mut result = GetPromptResult::new(messages);
         if let Some(description) = prompt.description {

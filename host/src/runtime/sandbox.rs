@@ -88,6 +88,8 @@ pub enum FailureKind {
     RefusalLimit,
     /// It tried to grow its memory past its limit.
     OutOfMemory,
+    /// It passed the host more in one transfer than its limits allow.
+    TransferLimit,
     /// It trapped (a panic, `unreachable`, a bad memory access, ...).
     Crashed,
     /// The client cancelled it.
@@ -106,6 +108,7 @@ impl FailureKind {
             FailureKind::CpuLimit => "cpu-limit",
             FailureKind::RefusalLimit => "refusal-limit",
             FailureKind::OutOfMemory => "out-of-memory",
+            FailureKind::TransferLimit => "transfer-limit",
             FailureKind::Crashed => "crashed",
             FailureKind::Cancelled => "cancelled",
             FailureKind::Busy => "busy",
@@ -325,6 +328,14 @@ impl Runtime {
                 );
                 Err(fail(FailureKind::OutOfMemory, message, diagnostics))
             }
+            Some(Ok(Err(error))) if is_transfer_refused(&error) => {
+                let message = format!(
+                    "the plugin passed the host more than {} MiB in one transfer (the larger of \
+                     its memory and output limits; every reference to the same memory counts)",
+                    limits.transfer_bytes() >> 20
+                );
+                Err(fail(FailureKind::TransferLimit, message, diagnostics))
+            }
             Some(Ok(Err(error))) => {
                 let message = format!("the plugin crashed: {}", describe_trap(&error));
                 Err(fail(FailureKind::Crashed, message, diagnostics))
@@ -386,6 +397,11 @@ impl Runtime {
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
+        // What the host copies out of the guest in one transfer (a host
+        // call's arguments, or the call's answer) is counted as it is
+        // lifted, each reference to the same bytes again, and refused past
+        // this: the guest cannot make the host hold more than its limits.
+        store.set_hostcall_fuel(grants.limits.transfer_bytes());
         // At every epoch tick spent running wasm: charge the CPU budget, and
         // yield to the async runtime, so a busy guest never holds a worker
         // thread and the call's timeout can always fire. Ticks spent waiting
@@ -409,6 +425,17 @@ impl Runtime {
         });
         Ok(store)
     }
+}
+
+/// Whether `error` is wasmtime refusing a transfer past the store's hostcall
+/// fuel. Its error type is private: the message is matched, and the e2e
+/// test of the transfer limit fails if wasmtime rewords it.
+fn is_transfer_refused(error: &wasmtime::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .to_string()
+            .contains("fuel allocated for hostcalls has been exhausted")
+    })
 }
 
 /// A trap's one-line description.
