@@ -105,6 +105,9 @@ async def test_the_quota_holds_across_calls_and_deleting_makes_room(quota):
 WIDE = '\n[[mounts]]\nhost = "intruder/{name}"\nguest = "/{name}"\naccess = "read-write"\nmax_mib = 1\nmax_entries = 10000\n'
 
 
+TALL = '\n[[mounts]]\nhost = "intruder/tall"\nguest = "/tall"\naccess = "read-write"\nmax_mib = 16\n'
+
+
 @pytest.fixture
 def wide(tmp_path, broker):
     """Mounts of 1 MiB that allow many entries, and a big read-write one."""
@@ -112,7 +115,7 @@ def wide(tmp_path, broker):
     (root / "intruder" / "ro").mkdir(parents=True)
     (root / "intruder" / "rw").mkdir()
     policy = root / "policies" / "intruder.toml"
-    policy.write_text(policy.read_text() + WIDE.format(name="links") + WIDE.format(name="deep") + WIDE.format(name="small"))
+    policy.write_text(policy.read_text() + WIDE.format(name="links") + WIDE.format(name="deep") + WIDE.format(name="small") + TALL)
     host = HttpHost(root, {"BROKER_URL": broker.url})
     yield root, host
     host.stop()
@@ -162,6 +165,54 @@ async def test_a_deep_tree_cannot_escape_the_measure(wide):
     assert more.is_error, text_of(more)
     assert refused_by_quota(root, "/deep"), audit_records(root)
     assert disk_bytes(root / "intruder" / "deep") <= (1 << 20) + (512 << 10)
+
+
+def refused_too_deep(root) -> bool:
+    def refused(record):
+        return (
+            record["event"] == "denied"
+            and record["rule"] == "limit (folders in /tall lie at most 256 deep, so that its quota can be measured)"
+        )
+
+    return any(refused(r) for r in audit_records(root, until=refused))
+
+
+async def test_no_folder_is_made_deeper_than_a_measure_reaches(wide):
+    """Creating the 257th level is refused, however the path is spelled:
+    directly, through a link that points deep, or by moving a tall folder
+    under a deep one. A shallower move still works."""
+    root, host = wide
+    async with Client(host.url) as client:
+        for folder in ("/tall/a", "/tall/b"):
+            made = await client.call_tool("intruder__fs", {"op": "mkdir", "path": folder})
+            assert not made.is_error, text_of(made)
+        direct = await client.call_tool("intruder__fill", {"dir": "/tall/a", "how": "deep", "files": 300, "bytes": 1})
+        assert direct.is_error and "after 255" in text_of(direct), text_of(direct)
+        assert refused_too_deep(root), audit_records(root)
+
+        # A link at the top pointing at the deepest folder: the new folder's
+        # depth is where it lands, not how the path reads.
+        deepest = "a/" + "d/" * 255
+        linked = await client.call_tool("intruder__fs", {"op": "symlink", "path": deepest, "to": "/tall/s"})
+        assert not linked.is_error, text_of(linked)
+        via_link = await client.call_tool("intruder__fs", {"op": "mkdir", "path": "/tall/s/x"})
+        assert via_link.is_error, text_of(via_link)
+        dotted = await client.call_tool("intruder__fs", {"op": "mkdir", "path": f"/tall/b/../{deepest}x"})
+        assert dotted.is_error, text_of(dotted)
+
+        # A 101-level folder moved 200 levels down is 301 deep: refused.
+        tall = await client.call_tool("intruder__fill", {"dir": "/tall/b", "how": "deep", "files": 100, "bytes": 1})
+        assert not tall.is_error, text_of(tall)
+        under = "/tall/a/" + "d/" * 200 + "b"
+        moved = await client.call_tool("intruder__fs", {"op": "rename", "path": "/tall/b", "to": under})
+        assert moved.is_error, text_of(moved)
+        assert (root / "intruder" / "tall" / "b").is_dir()
+        # The same folder moved 100 levels down fits, and is allowed.
+        fits = "/tall/a/" + "d/" * 100 + "b"
+        moved = await client.call_tool("intruder__fs", {"op": "rename", "path": "/tall/b", "to": fits})
+        assert not moved.is_error, text_of(moved)
+    deepest_on_disk = max(len(p.relative_to(root / "intruder" / "tall").parts) for p in (root / "intruder" / "tall").rglob("*") if p.is_dir() and not p.is_symlink())
+    assert deepest_on_disk <= 256, deepest_on_disk
 
 
 @pytest.mark.parametrize("op", ["rename", "hardlink"])

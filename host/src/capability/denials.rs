@@ -67,6 +67,9 @@ pub enum Rule {
         max_mib: u64,
         max_entries: u64,
     },
+    /// A folder that would lie deeper below its mount than a measurement
+    /// of the quota reaches.
+    TooDeep { mount: String },
 }
 
 impl Rule {
@@ -96,6 +99,7 @@ impl Rule {
             Rule::CannotSendAsChecked(_) => "policy cannot-send-as-checked",
             Rule::ResponseTooLarge { .. } => "limit max-response-kib",
             Rule::DiskQuota { .. } => "limit disk-quota",
+            Rule::TooDeep { .. } => "limit folder-depth",
         }
     }
 }
@@ -131,6 +135,11 @@ impl fmt::Display for Rule {
             } => write!(
                 f,
                 "limit (the quota of {mount}: max_mib = {max_mib}, max_entries = {max_entries})"
+            ),
+            Rule::TooDeep { mount } => write!(
+                f,
+                "limit (folders in {mount} lie at most {} deep, so that its quota can be measured)",
+                super::filesystem::quota::MAX_DEPTH
             ),
         }
     }

@@ -8,7 +8,11 @@
 
 use super::state::CallState;
 use crate::capability::denials::{Denial, Denials, Rule};
-use crate::capability::filesystem::quota::{ENTRY_BLOCK, Ledger, OverQuota, Quota, Usage};
+use crate::capability::filesystem::quota::{
+    self, ENTRY_BLOCK, Ledger, MAX_DEPTH, OverQuota, Quota, Usage,
+};
+use std::os::fd::AsFd;
+use std::path::Path;
 use std::sync::Arc;
 use wasmtime::StoreContextMut;
 use wasmtime::component::Resource;
@@ -90,8 +94,69 @@ pub async fn open_at(
     Ok(ledger)
 }
 
-/// `create-directory-at` and `symlink-at`: one more entry in the folder
-/// `dir`, and the block it takes.
+/// The folder the descriptor `dir` holds, or `path` beneath it resolved as
+/// the sandbox resolves it (links followed only within the folder).
+fn folder_at(store: Store<'_, '_>, dir: u32, path: &Path) -> Option<std::fs::File> {
+    let held = match store
+        .data()
+        .table
+        .get(&Resource::<Descriptor>::new_borrow(dir))
+    {
+        Ok(Descriptor::Dir(held)) => held.dir.clone(),
+        _ => return None,
+    };
+    let path = if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    };
+    cap_primitives::fs::open_dir(&held, path).ok()
+}
+
+/// Refuses, as too deep for `quota`, placing a folder `height` levels tall
+/// at `path` beneath `dir`.
+fn within_depth(
+    store: Store<'_, '_>,
+    quota: &Quota,
+    (dir, path): (u32, &str),
+    height: usize,
+    attempt: &str,
+) -> Result<(), OverQuota> {
+    let parent = Path::new(path).parent().unwrap_or(Path::new(""));
+    let Some(parent) = folder_at(store, dir, parent) else {
+        // Nowhere to create it: the operation fails on its own.
+        return Ok(());
+    };
+    quota
+        .may_hold(parent.as_fd(), height)
+        .inspect_err(|_| deny_too_deep(store, quota, attempt))
+}
+
+/// Records that `attempt` would have put a folder out of a measurement's
+/// reach.
+fn deny_too_deep(store: Store<'_, '_>, quota: &Quota, attempt: &str) {
+    let rule = Rule::TooDeep {
+        mount: quota.guest.clone(),
+    };
+    // Past the refusal limit, the next epoch tick stops the call.
+    let _ = store.data().deny(rule, attempt.to_owned());
+}
+
+/// `create-directory-at`: one more entry in the folder `dir` and the block
+/// it takes, no deeper than a measurement reaches.
+pub fn add_folder(
+    store: Store<'_, '_>,
+    dir: u32,
+    path: &str,
+    attempt: &str,
+) -> Result<Ledger, OverQuota> {
+    if let Some(quota) = store.data().quota_of(dir) {
+        within_depth(store, &quota, (dir, path), 1, attempt)?;
+    }
+    add_entry(store, dir, attempt)
+}
+
+/// `symlink-at`: one more entry in the folder `dir`, and the block it takes.
 pub fn add_entry(store: Store<'_, '_>, dir: u32, attempt: &str) -> Result<Ledger, OverQuota> {
     let mut ledger = Ledger::default();
     if let Some(quota) = store.data().quota_of(dir) {
@@ -172,6 +237,23 @@ pub async fn rename(
         (None, None) => true,
         _ => false,
     };
+    if same
+        && let Some(quota) = &target
+        && stat_at(store, from_dir, from)
+            .await
+            .map(|moved| moved.type_)
+            == Some(DescriptorType::Directory)
+        && let Some(moved) = folder_at(store, from_dir, Path::new(from))
+    {
+        // A folder moved within its mount stays within a measurement's reach.
+        match quota::height(moved.as_fd(), MAX_DEPTH) {
+            Some(height) => within_depth(store, quota, (to_dir, to), height, attempt)?,
+            None => {
+                deny_too_deep(store, quota, attempt);
+                return Err(OverQuota::TooDeep);
+            }
+        }
+    }
     if !same && let Some(moved) = stat_at(store, from_dir, from).await {
         // A folder's contents could not be charged exactly: refused.
         if moved.type_ == DescriptorType::Directory || moved.link_count > 1 {

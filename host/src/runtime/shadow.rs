@@ -144,7 +144,9 @@ macro_rules! watch_at {
                     let planned = watch_at!(@plan store, fd, attempt $(, |$st, $dir, $att| $plan)?);
                     let ledger = match planned {
                         Ok(ledger) => ledger,
-                        Err(OverQuota::Full) => return Ok((Err(ErrorCode::Quota),)),
+                        Err(OverQuota::Full | OverQuota::TooDeep) => {
+                            return Ok((Err(ErrorCode::Quota),));
+                        }
                         Err(OverQuota::Crossing) => return Ok((Err(ErrorCode::CrossDevice),)),
                     };
                     $(let $inherit = fd.rep();)?
@@ -212,7 +214,7 @@ pub fn add_to_linker(linker: &mut Linker<CallState>, outside_mounts: Dir) -> Res
         (path: String), path: path, returns String);
     watch_at!(types, "[method]descriptor.create-directory-at", "create the directory",
         create_directory_at, (path: String), path: path, returns (),
-        quota: |st, dir, att| async { metering::add_entry(st, dir, att) });
+        quota: |st, dir, att| async { metering::add_folder(st, dir, &path, att) });
     watch_at!(types, "[method]descriptor.remove-directory-at", "remove the directory",
         remove_directory_at, (path: String), path: path, returns (),
         quota: |st, dir, _att| async { Ok::<_, OverQuota>(metering::remove(st, dir, &path).await) });

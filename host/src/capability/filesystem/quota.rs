@@ -56,6 +56,9 @@ impl Usage {
 pub enum OverQuota {
     /// It would take more than the quota has left.
     Full,
+    /// It would put a folder deeper than [`MAX_DEPTH`] below the mount,
+    /// where no measurement reaches (the guest sees `quota`).
+    TooDeep,
     /// It would move a folder, or link a file, from one quota into
     /// another: what it holds could not be charged exactly, so like a move
     /// between disks it is refused (the guest sees `cross-device`).
@@ -72,6 +75,8 @@ pub struct Quota {
     pub guest: String,
     pub limits: QuotaLimits,
     used: Mutex<Usage>,
+    /// The mount's folder (device and inode), where depths are counted from.
+    root: Option<(u64, u64)>,
 }
 
 impl Quota {
@@ -93,6 +98,37 @@ impl Quota {
             guest: guest.to_owned(),
             limits,
             used: Mutex::new(used),
+            root: rustix::fs::fstat(dir).ok().map(|stat| identity(&stat)),
+        }
+    }
+
+    /// How many folders `dir` lies below the mount's folder (0 for the
+    /// folder itself), found by following `..` from the held descriptor, so
+    /// no path spelling or link can make it look shallower. `None` when it is
+    /// not below the mount, or deeper than [`MAX_DEPTH`].
+    pub fn depth_of(&self, dir: std::os::fd::BorrowedFd<'_>) -> Option<usize> {
+        let root = self.root?;
+        let mut here = rustix::io::fcntl_dupfd_cloexec(dir, 0).ok()?;
+        for depth in 0..=MAX_DEPTH {
+            if identity(&rustix::fs::fstat(&here).ok()?) == root {
+                return Some(depth);
+            }
+            here = rustix::fs::openat(&here, "..", FOLDER, Mode::empty()).ok()?;
+        }
+        None
+    }
+
+    /// Whether a folder of `height` levels (1 for an empty one) may be
+    /// placed in the folder `parent`: it may if its deepest folder is still
+    /// within reach of a measurement.
+    pub fn may_hold(
+        &self,
+        parent: std::os::fd::BorrowedFd<'_>,
+        height: usize,
+    ) -> Result<(), OverQuota> {
+        match self.depth_of(parent) {
+            Some(depth) if depth.saturating_add(height) <= MAX_DEPTH => Ok(()),
+            _ => Err(OverQuota::TooDeep),
         }
     }
 
@@ -154,10 +190,48 @@ impl Ledger {
     }
 }
 
-/// The deepest a measurement descends. A folder deeper than this cannot be
-/// measured, so the quota counts as used up (it fails closed: nothing can
-/// hide below the limit).
-const MAX_DEPTH: usize = 256;
+/// The deepest folder a mount may hold, counting the mount's own folder as
+/// 0. The sandbox refuses to create or move a folder deeper; a folder put
+/// deeper by something else cannot be measured, so the quota counts as used
+/// up (it fails closed: nothing can hide below the limit).
+pub const MAX_DEPTH: usize = 256;
+
+/// How folders are opened to walk them: never following a link.
+const FOLDER: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+/// What identifies a folder on this machine.
+fn identity(stat: &rustix::fs::Stat) -> (u64, u64) {
+    (stat.st_dev, stat.st_ino)
+}
+
+/// How many levels of folders `dir` holds, itself included (1 when it
+/// holds none), or `None` when that is more than `limit` or some part
+/// cannot be read.
+pub fn height(dir: std::os::fd::BorrowedFd<'_>, limit: usize) -> Option<usize> {
+    if limit == 0 {
+        return None;
+    }
+    // Opened again to be readable: `dir` may be a path-only descriptor.
+    let dir = rustix::fs::openat(dir, ".", FOLDER, Mode::empty()).ok()?;
+    let dir = dir.as_fd();
+    let mut tallest = 1;
+    for entry in rustix::fs::Dir::read_from(dir).ok()? {
+        let entry = entry.ok()?;
+        let name = entry.file_name();
+        if matches!(name.to_bytes(), b"." | b"..") || entry.file_type() == FileType::Symlink {
+            continue;
+        }
+        let stat = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
+            let sub = rustix::fs::openat(dir, name, FOLDER, Mode::empty()).ok()?;
+            tallest = tallest.max(1 + height(sub.as_fd(), limit - 1)?);
+        }
+    }
+    Some(tallest)
+}
 
 /// Adds what `dir` holds to `used`, stopping once past `limits`: a regular
 /// file its size, a folder or symlink one block. Returns `false` when some
@@ -188,8 +262,7 @@ fn walk(
             FileType::RegularFile => used.bytes += stat.st_size.max(0) as u64,
             FileType::Directory => {
                 used.bytes += ENTRY_BLOCK;
-                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                let sub: Result<OwnedFd, _> = rustix::fs::openat(dir, name, flags, Mode::empty());
+                let sub: Result<OwnedFd, _> = rustix::fs::openat(dir, name, FOLDER, Mode::empty());
                 let measured = match sub {
                     Ok(sub) if depth < MAX_DEPTH => walk(sub.as_fd(), limits, used, depth + 1),
                     _ => false,
@@ -256,6 +329,48 @@ mod tests {
                 entries: 70
             }
         );
+    }
+
+    #[test]
+    fn depth_is_counted_from_the_held_folder_not_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b/c")).unwrap();
+        std::os::unix::fs::symlink("a/b/c", dir.path().join("link")).unwrap();
+        let held = std::fs::File::open(dir.path()).unwrap();
+        let quota = Quota::measure(&held, "/rw", limits(1 << 20, 100));
+        let depth = |path: &str| {
+            let folder = std::fs::File::open(dir.path().join(path)).unwrap();
+            quota.depth_of(folder.as_fd())
+        };
+        assert_eq!(depth("."), Some(0));
+        assert_eq!(depth("a/b"), Some(2));
+        assert_eq!(depth("link"), Some(3));
+        let elsewhere = tempfile::tempdir().unwrap();
+        let outside = std::fs::File::open(elsewhere.path()).unwrap();
+        assert_eq!(quota.depth_of(outside.as_fd()), None);
+        let c = std::fs::File::open(dir.path().join("a/b/c")).unwrap();
+        assert!(quota.may_hold(c.as_fd(), MAX_DEPTH - 3).is_ok());
+        assert_eq!(
+            quota.may_hold(c.as_fd(), MAX_DEPTH - 2),
+            Err(OverQuota::TooDeep)
+        );
+    }
+
+    #[test]
+    fn height_counts_folder_levels_not_links() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b/c")).unwrap();
+        std::fs::create_dir_all(dir.path().join("x")).unwrap();
+        std::fs::write(dir.path().join("a/file"), b"x").unwrap();
+        std::os::unix::fs::symlink("a", dir.path().join("x/loop")).unwrap();
+        let held = std::fs::File::open(dir.path()).unwrap();
+        assert_eq!(height(held.as_fd(), MAX_DEPTH), Some(4));
+        assert_eq!(height(held.as_fd(), 4), Some(4));
+        assert_eq!(height(held.as_fd(), 3), None);
+        let deep = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(deep.path().join("d/".repeat(100))).unwrap();
+        let held = std::fs::File::open(deep.path().join("d")).unwrap();
+        assert_eq!(height(held.as_fd(), MAX_DEPTH), Some(100));
     }
 
     #[test]
