@@ -84,7 +84,7 @@ pub struct HttpConfig {
     pub max_sessions: Option<usize>,
     /// Sessions open at once per user (per address for anonymous
     /// clients) [default: 32]; a user past it loses its least recently
-    /// used session.
+    /// used idle session, or is refused when all are in use.
     pub max_sessions_per_user: Option<usize>,
     /// Seconds after which a session its client has not used is closed
     /// [default: 600].

@@ -51,6 +51,7 @@ pub struct Metrics {
     sandboxes: Gauge,
     plugins: Gauge,
     failed_plugins: Gauge,
+    session_watchers: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -97,6 +98,12 @@ impl Default for Metrics {
             "Plugin files that failed to load",
             failed_plugins.clone(),
         );
+        let session_watchers = Gauge::default();
+        registry.register(
+            "session_watchers",
+            "Sessions whose client is told of reloads (one task each)",
+            session_watchers.clone(),
+        );
         Metrics {
             registry,
             calls,
@@ -107,6 +114,7 @@ impl Default for Metrics {
             sandboxes,
             plugins,
             failed_plugins,
+            session_watchers,
         }
     }
 }
@@ -157,6 +165,18 @@ impl Metrics {
                 result: result.to_owned(),
             })
             .inc();
+    }
+
+    /// One more session is watching for reloads, until the guard drops.
+    pub fn session_watcher(&self) -> impl Drop + Send + 'static {
+        struct Watching(Gauge);
+        impl Drop for Watching {
+            fn drop(&mut self) {
+                self.0.dec();
+            }
+        }
+        self.session_watchers.inc();
+        Watching(self.session_watchers.clone())
     }
 
     /// The metrics as text, with the gauges read now.

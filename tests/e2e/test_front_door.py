@@ -108,7 +108,7 @@ def bounded(tmp_path_factory, keypair):
 
 
 def test_a_user_past_its_share_loses_its_own_oldest_session_and_the_host_refuses_past_its_bound(bounded, keypair):
-    token = {user: bearer(issued(bounded, user, key=keypair[0])) for user in ("alice", "bob", "carol")}
+    token = {user: bearer(issued(bounded, user, key=keypair[0])) for user in ("alice", "bob", "carol", "erin")}
     first = open_session(bounded.url, token["alice"])
     second = open_session(bounded.url, token["alice"])
     assert list_tools(bounded.url, first, token["alice"])[0] == 200  # now the most recently used
@@ -117,18 +117,24 @@ def test_a_user_past_its_share_loses_its_own_oldest_session_and_the_host_refuses
     assert list_tools(bounded.url, first, token["alice"])[0] == 200
     assert list_tools(bounded.url, third, token["alice"])[0] == 200
     open_session(bounded.url, token["bob"])
-    status, answer, text = send(bounded.url, body=json.dumps(INITIALIZE).encode(), headers=token["carol"])
+    # The host is full; carol, holding none, gets the place of the least
+    # recently used session of alice, who holds the most.
+    open_session(bounded.url, token["carol"])
+    assert list_tools(bounded.url, first, token["alice"])[0] == 404
+    assert list_tools(bounded.url, third, token["alice"])[0] == 200
+    # Now everyone holds one: nobody gives one up for erin.
+    status, answer, text = send(bounded.url, body=json.dumps(INITIALIZE).encode(), headers=token["erin"])
     assert status == 503, text
     assert jsonrpc_error(text)["code"] == -32000
-    # A session nobody uses expires and makes room; one in use does not.
+    # A session nobody uses expires and makes room.
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        status, _, _ = send(bounded.url, body=json.dumps(INITIALIZE).encode(), headers=token["carol"])
+        status, _, _ = send(bounded.url, body=json.dumps(INITIALIZE).encode(), headers=token["erin"])
         if status == 200:
             break
         time.sleep(0.5)
     assert status == 200
-    assert list_tools(bounded.url, first, token["alice"])[0] == 404
+    assert list_tools(bounded.url, third, token["alice"])[0] == 404
 
 
 def test_an_open_stream_keeps_its_session_alive_past_the_idle_time(bounded, keypair):

@@ -197,6 +197,9 @@ pub struct McpServer {
     log_level: super::observer::LogLevelSetting,
     /// Resources the client subscribed to (2025-11-25 `resources/subscribe`).
     watched: Arc<Mutex<Watched>>,
+    /// Cancelled when the last clone of this session's server is dropped
+    /// (rmcp drops it when the session ends), ending its tasks.
+    ended: Arc<tokio_util::sync::DropGuard>,
 }
 
 impl McpServer {
@@ -205,7 +208,13 @@ impl McpServer {
             shared,
             log_level: Default::default(),
             watched: Default::default(),
+            ended: Arc::new(tokio_util::sync::CancellationToken::new().drop_guard()),
         }
+    }
+
+    /// Cancelled once the session this server answers has ended.
+    fn session_ended(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.ended.token().clone().cancelled_owned()
     }
 
     /// The call context for a request running as `principal`: its
@@ -966,8 +975,17 @@ impl ServerHandler for McpServer {
         // channel it waits on) alive once the host is shutting down.
         let shared = Arc::downgrade(&self.shared);
         let watched = self.watched.clone();
+        let ended = self.session_ended();
+        let watching = self.shared.metrics.session_watcher();
         tokio::spawn(async move {
-            while let Some(change) = next_change(&mut changes).await {
+            let _watching = watching;
+            tokio::pin!(ended);
+            loop {
+                let change = tokio::select! {
+                    () = &mut ended => break,
+                    change = next_change(&mut changes) => change,
+                };
+                let Some(change) = change else { break };
                 let Some(shared) = shared.upgrade() else {
                     break;
                 };

@@ -77,6 +77,23 @@ struct Entry {
     open: usize,
 }
 
+/// What one owner holds, as [`Sessions::admit`] weighs it.
+#[derive(Default)]
+struct Holding<'a> {
+    count: usize,
+    /// Its least recently used session with nothing open on it.
+    oldest_idle: Option<(Instant, &'a Arc<str>)>,
+}
+
+/// Why a new session was refused.
+#[derive(Debug, PartialEq, Eq)]
+enum NoRoom {
+    /// The host holds its most sessions, none of which may be closed.
+    Full,
+    /// The owner holds its share, and every one is in use.
+    OwnShareInUse,
+}
+
 /// Who may use a session, as a request shows it.
 enum Claim {
     Owned,
@@ -163,27 +180,63 @@ impl Sessions {
         }
     }
 
-    /// A place for a new session of `owner`, making room among its own
-    /// sessions if it has its share; `None` when the host has no room.
-    fn admit(self: &Arc<Self>, owner: Arc<str>) -> Option<Opening> {
+    /// A place for a new session of `owner`. Room is made by closing an
+    /// idle session (no request or stream open on it, so no one's call or
+    /// stream is ever cut): past its share, one of the owner's own, least
+    /// recently used first; with the host full, one of whoever holds the
+    /// most sessions, if that is more than `owner` would then hold. So a
+    /// few addresses cannot fill the table and keep newcomers out.
+    fn admit(self: &Arc<Self>, owner: Arc<str>) -> Result<Opening, NoRoom> {
         let mut table = self.lock();
-        let mut own: Vec<(Instant, Arc<str>)> = table
-            .sessions
-            .iter()
-            .filter(|(_, entry)| entry.owner == owner)
-            .map(|(id, entry)| (entry.last_used, id.clone()))
-            .collect();
-        let excess = (own.len() + 1).saturating_sub(self.limits.per_owner);
-        own.sort();
-        let evicted: Vec<Arc<str>> = own.into_iter().take(excess).map(|(_, id)| id).collect();
+        let mut held: HashMap<&Arc<str>, Holding> = HashMap::new();
+        for (id, entry) in &table.sessions {
+            let holding = held.entry(&entry.owner).or_default();
+            holding.count += 1;
+            if entry.open == 0
+                && holding
+                    .oldest_idle
+                    .is_none_or(|(used, _)| entry.last_used < used)
+            {
+                holding.oldest_idle = Some((entry.last_used, id));
+            }
+        }
+        let own = held.get(&owner).map_or(0, |holding| holding.count);
+        let mut evicted: Vec<Arc<str>> = Vec::new();
+        if own >= self.limits.per_owner {
+            let mut idle: Vec<(Instant, Arc<str>)> = table
+                .sessions
+                .iter()
+                .filter(|(_, entry)| entry.owner == owner && entry.open == 0)
+                .map(|(id, entry)| (entry.last_used, id.clone()))
+                .collect();
+            let excess = own + 1 - self.limits.per_owner;
+            if idle.len() < excess {
+                return Err(NoRoom::OwnShareInUse);
+            }
+            idle.sort();
+            evicted.extend(idle.into_iter().take(excess).map(|(_, id)| id));
+        } else if table.sessions.len() + table.opening >= self.limits.max {
+            let biggest = held
+                .iter()
+                .filter_map(|(holder, holding)| {
+                    Some((holding.count, holding.oldest_idle?.1, *holder))
+                })
+                .max_by_key(|(count, _, _)| *count);
+            match biggest {
+                Some((count, id, holder)) if *holder != owner && count > own + 1 => {
+                    evicted.push(id.clone());
+                }
+                _ => return Err(NoRoom::Full),
+            }
+        }
         for id in &evicted {
             table.sessions.remove(id);
         }
         if table.sessions.len() + table.opening >= self.limits.max {
-            return None;
+            return Err(NoRoom::Full);
         }
         table.opening += 1;
-        Some(Opening {
+        Ok(Opening {
             sessions: self.clone(),
             owner,
             evicted,
@@ -278,11 +331,16 @@ pub async fn guard(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0);
     let owner = owner_key(&principal, peer);
-    let session = request
-        .headers()
-        .get(SESSION_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .map(Arc::<str>::from);
+    let session = match session_id(request.headers()) {
+        Ok(session) => session,
+        Err(why) => {
+            return http_errors::jsonrpc_error(
+                StatusCode::BAD_REQUEST,
+                http_errors::INVALID_REQUEST,
+                why.into(),
+            );
+        }
+    };
     let Some(id) = session else {
         if request.method() == Method::POST && opens_session(&request) {
             return open(sessions, owner, request, next).await;
@@ -333,6 +391,34 @@ pub async fn guard(
     drain::held_until_sent(response, in_use)
 }
 
+/// The longest session id the host accepts; its own are UUIDs (36).
+const MAX_SESSION_ID: usize = 128;
+
+/// The session a request names, if any. A header that is present must be
+/// one id of visible ASCII, as the host issues them: anything else is
+/// refused rather than read as "no session", so that no request reaches
+/// rmcp's session manager on a session this table has not seen.
+fn session_id(headers: &http::HeaderMap) -> Result<Option<Arc<str>>, &'static str> {
+    let mut values = headers.get_all(SESSION_HEADER).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err("the request names more than one session (Mcp-Session-Id appears twice)");
+    }
+    let bytes = value.as_bytes();
+    if bytes.is_empty()
+        || bytes.len() > MAX_SESSION_ID
+        || !bytes.iter().all(|b| b.is_ascii_graphic())
+    {
+        return Err(
+            "the Mcp-Session-Id header is malformed: a session id is 1 to 128 visible \
+                    ASCII characters, as the host issued it; omit it to start a new session",
+        );
+    }
+    Ok(Some(Arc::from(value.to_str().unwrap_or_default())))
+}
+
 /// Whether a request is the kind that opens a session: `initialize`. The
 /// body is parsed by [`http_errors`] before it gets here, which marks it.
 fn opens_session(request: &Request) -> bool {
@@ -348,17 +434,33 @@ async fn open(
     request: Request,
     next: impl AsyncFnOnce(Request) -> Response,
 ) -> Response {
-    let Some(mut opening) = sessions.admit(owner) else {
-        sessions.metrics.auth_failure("sessions-full");
-        tracing::warn!(
-            "refused a new session: {} sessions are open, the most [http] max_sessions allows",
-            sessions.limits.max
-        );
-        return http_errors::jsonrpc_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            http_errors::SERVER_BUSY,
-            "too many sessions are open; retry later".into(),
-        );
+    let mut opening = match sessions.admit(owner) {
+        Ok(opening) => opening,
+        Err(NoRoom::Full) => {
+            sessions.metrics.auth_failure("sessions-full");
+            tracing::warn!(
+                "refused a new session: {} sessions are open, the most [http] max_sessions \
+                 allows, and none can be closed for it",
+                sessions.limits.max
+            );
+            return http_errors::jsonrpc_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                http_errors::SERVER_BUSY,
+                "too many sessions are open; retry later".into(),
+            );
+        }
+        Err(NoRoom::OwnShareInUse) => {
+            sessions.metrics.auth_failure("sessions-per-user");
+            return http_errors::jsonrpc_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                http_errors::SERVER_BUSY,
+                format!(
+                    "you have {} sessions open, each with a call or stream in progress \
+                     ([http] max_sessions_per_user); end one (DELETE it) to start another",
+                    sessions.limits.per_owner
+                ),
+            );
+        }
     };
     for id in std::mem::take(&mut opening.evicted) {
         sessions.close(&id).await;
@@ -407,10 +509,47 @@ mod tests {
     }
 
     fn open(sessions: &Arc<Sessions>, owner: &str, id: &str) -> Vec<Arc<str>> {
-        let mut opening = sessions.admit(owner.into()).expect("room");
+        try_open(sessions, owner, id).expect("room")
+    }
+
+    fn try_open(sessions: &Arc<Sessions>, owner: &str, id: &str) -> Result<Vec<Arc<str>>, NoRoom> {
+        let mut opening = sessions.admit(owner.into())?;
         let evicted = std::mem::take(&mut opening.evicted);
         opening.bind(id.into());
-        evicted
+        Ok(evicted)
+    }
+
+    #[test]
+    fn a_session_header_is_one_visible_ascii_id_or_refused() {
+        let headers = |values: &[&[u8]]| {
+            let mut map = http::HeaderMap::new();
+            for value in values {
+                map.append(
+                    SESSION_HEADER,
+                    http::HeaderValue::from_bytes(value).unwrap(),
+                );
+            }
+            map
+        };
+        assert_eq!(session_id(&headers(&[])), Ok(None));
+        let id = b"6a1c5b2e-0b5f-4c39-9a57-2b1f0f5f2a11";
+        assert_eq!(
+            session_id(&headers(&[id])).unwrap().as_deref(),
+            Some("6a1c5b2e-0b5f-4c39-9a57-2b1f0f5f2a11")
+        );
+        for bad in [
+            &b"\x80"[..],
+            b"a\x80b",
+            b"\xff\xfe",
+            b"two words",
+            b"tab\there",
+            b"",
+            &[b'a'; 129],
+            "caf\u{e9}".as_bytes(),
+        ] {
+            assert!(session_id(&headers(&[bad])).is_err(), "{bad:?}");
+        }
+        assert!(session_id(&headers(&[id, id])).is_err());
     }
 
     #[test]
@@ -445,9 +584,64 @@ mod tests {
         let sessions = sessions(limits(2, 2));
         open(&sessions, "alice", "a1");
         let pending = sessions.admit("bob".into()).expect("one place left");
-        assert!(sessions.admit("carol".into()).is_none());
+        assert_eq!(sessions.admit("carol".into()).err(), Some(NoRoom::Full));
         drop(pending);
-        assert!(sessions.admit("carol".into()).is_some());
+        assert!(sessions.admit("carol".into()).is_ok());
+    }
+
+    #[test]
+    fn sessions_in_use_are_never_evicted() {
+        let sessions = sessions(limits(10, 2));
+        open(&sessions, "alice", "a1");
+        open(&sessions, "alice", "a2");
+        let now = Instant::now();
+        sessions.claim("a1", "alice", now);
+        sessions.claim("a2", "alice", now);
+        assert_eq!(
+            try_open(&sessions, "alice", "a3"),
+            Err(NoRoom::OwnShareInUse)
+        );
+        sessions.release("a2");
+        assert_eq!(
+            try_open(&sessions, "alice", "a3"),
+            Ok(vec![Arc::from("a2")])
+        );
+    }
+
+    #[test]
+    fn a_full_table_makes_room_from_whoever_holds_the_most() {
+        let sessions = sessions(limits(4, 4));
+        for id in ["m1", "m2", "m3"] {
+            open(&sessions, "mallory", id);
+        }
+        open(&sessions, "trent", "t1");
+        // Full: alice, holding none, gets mallory's oldest idle session.
+        assert_eq!(
+            try_open(&sessions, "alice", "a1"),
+            Ok(vec![Arc::from("m1")])
+        );
+        assert_eq!(try_open(&sessions, "bob", "b1"), Ok(vec![Arc::from("m2")]));
+        // Now everyone holds one: no one gives up a session for carol, and
+        // mallory cannot take anyone's to grow.
+        assert_eq!(try_open(&sessions, "carol", "c1"), Err(NoRoom::Full));
+        assert_eq!(try_open(&sessions, "mallory", "m4"), Err(NoRoom::Full));
+    }
+
+    #[test]
+    fn a_holder_whose_sessions_are_in_use_gives_none_up() {
+        let sessions = sessions(limits(3, 3));
+        open(&sessions, "mallory", "m1");
+        open(&sessions, "mallory", "m2");
+        open(&sessions, "trent", "t1");
+        let now = Instant::now();
+        sessions.claim("m1", "mallory", now);
+        sessions.claim("m2", "mallory", now);
+        assert_eq!(try_open(&sessions, "alice", "a1"), Err(NoRoom::Full));
+        sessions.release("m2");
+        assert_eq!(
+            try_open(&sessions, "alice", "a1"),
+            Ok(vec![Arc::from("m2")])
+        );
     }
 
     #[tokio::test]
