@@ -15,13 +15,16 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 
-    /// What to log (to stderr): error, warn, info, debug, trace, or a
-    /// tracing filter such as `host=debug`.
+    /// What to log (to stderr): error, warn, info, debug, trace or off, or
+    /// a list of target=level such as `info,host=debug`. The MCP library's
+    /// own lines are off unless named (`rmcp=warn`): the host logs what
+    /// matters in its own words.
     #[arg(
         long,
         global = true,
         env = "HOST_LOG",
-        default_value = "info,rmcp=warn"
+        default_value = "info,rmcp=off",
+        value_parser = parse_log_filter
     )]
     pub log_level: String,
 
@@ -148,7 +151,7 @@ pub struct ServeArgs {
 
     /// Serve Streamable HTTP at http://ADDR/mcp instead of stdio. Loopback
     /// only (e.g. 127.0.0.1:8080; port 0 picks a free port).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen_address)]
     pub http: Option<SocketAddr>,
 
     /// Also accept browser requests from this Origin (e.g.
@@ -204,5 +207,93 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+}
+
+/// The levels a log filter may name.
+const LOG_LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+
+/// Checks a `--log-level` filter: levels, and target=level pairs. Anything
+/// else (a misspelt level reads to tracing as a target, silently turning
+/// logging off) is refused with the choices.
+pub fn parse_log_filter(filter: &str) -> Result<String, String> {
+    let is_level = |word: &str| LOG_LEVELS.contains(&word.to_ascii_lowercase().as_str());
+    let is_target = |word: &str| {
+        !word.is_empty()
+            && word
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-'))
+    };
+    for directive in filter.split(',') {
+        let fine = match directive.split_once('=') {
+            Some((target, level)) => is_target(target) && is_level(level),
+            None => is_level(directive),
+        };
+        if !fine {
+            return Err(format!(
+                "{directive:?} is not a log level: use one of {} or target=level (e.g. \
+                 info,host=debug)",
+                LOG_LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(filter.to_owned())
+}
+
+/// Reads `--http`: an address and port (`127.0.0.1:8080`, `[::1]:8080`),
+/// `localhost:PORT`, or a bare port, which means loopback.
+pub fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let port = text
+        .strip_prefix("localhost:")
+        .unwrap_or(text)
+        .parse::<u16>();
+    port.map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+        .map_err(|_| {
+            format!(
+                "{text:?} is not an address to listen on: give an address and port such as \
+                 127.0.0.1:8080 or [::1]:8080, or just a port (8080) for loopback"
+            )
+        })
+}
+
+#[cfg(test)]
+mod address_and_filter_tests {
+    use super::*;
+
+    #[test]
+    fn misspelt_log_levels_are_refused_not_read_as_targets() {
+        for fine in [
+            "info",
+            "DEBUG",
+            "info,rmcp=off",
+            "host=debug",
+            "warn,host::reload=trace",
+        ] {
+            assert!(parse_log_filter(fine).is_ok(), "{fine}");
+        }
+        for bad in ["chatty", "", "info,", "host=loud", "=info", "info host"] {
+            assert!(parse_log_filter(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_bare_port_listens_on_loopback() {
+        assert_eq!(
+            parse_listen_address("8080").unwrap().to_string(),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(
+            parse_listen_address("localhost:9").unwrap().to_string(),
+            "127.0.0.1:9"
+        );
+        assert_eq!(
+            parse_listen_address("[::1]:80").unwrap().to_string(),
+            "[::1]:80"
+        );
+        let refused = parse_listen_address("example.com:80").unwrap_err();
+        assert!(refused.contains("127.0.0.1:8080"), "{refused}");
     }
 }

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod capability;
 pub mod check;
 pub mod cli;
+pub mod client_text;
 pub mod config;
 pub mod digest;
 pub mod explain;

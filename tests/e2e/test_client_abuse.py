@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from harness import HttpHost, make_root
-from test_front_door import ACCEPT, INITIALIZE, jsonrpc_error, list_tools, open_session, send
+from harness import HttpHost, audit_records, make_root
+from test_front_door import ACCEPT, INITIALIZE, jsonrpc_error, list_tools, messages, open_session, send
 
 
 def public_host(tmp_path, http_section: str = "", auth_extra: str = "") -> HttpHost:
@@ -163,5 +163,102 @@ def test_a_few_addresses_cannot_keep_newcomers_out(tmp_path):
         assert flood.count(200) >= 40, flood
         newcomers = [raw_post(host.port, body, [], source=f"127.0.1.{n}")[0] for n in range(1, 21)]
         assert newcomers == [200] * 20, newcomers
+    finally:
+        host.stop()
+
+
+# Client text kept or repeated without bound.
+
+def rpc(host: HttpHost, session: str, method: str, params: dict, id: int = 7):
+    body = json.dumps({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).encode()
+    status, _, text = send(host.url, body=body, headers={"mcp-session-id": session})
+    return status, text
+
+
+def longest_log_line(host: HttpHost) -> int:
+    return max(len(line) for line in host.log)
+
+
+def test_a_huge_client_name_is_kept_short_in_every_audit_record(tmp_path):
+    host = public_host(tmp_path)
+    try:
+        hello = json.loads(json.dumps(INITIALIZE))
+        hello["params"]["clientInfo"]["name"] = "N" * (3 << 20) + "\nERROR host: forged"
+        status, answer, text = send(host.url, body=json.dumps(hello).encode())
+        assert status == 200, text[:300]
+        session = answer.get("mcp-session-id") or answer.get("Mcp-Session-Id")
+        send(host.url, body=b'{"jsonrpc":"2.0","method":"notifications/initialized"}', headers={"mcp-session-id": session})
+        for n in range(20):
+            assert rpc(host, session, "resources/read", {"uri": "market://symbols"}, id=n + 2)[0] == 200
+        records = [r for r in audit_records(host.root, until=lambda r: r.get("target") == "market://symbols")
+                   if r.get("client")]
+        assert records, "no audited call"
+        for record in records:
+            name = record["client"].get("name") or ""
+            assert len(name) <= 131 and "\n" not in name, len(name)
+            assert len(json.dumps(record)) < 4096
+        assert (host.root / "audit.jsonl").stat().st_size < 200_000
+        assert longest_log_line(host) < 4096
+    finally:
+        host.stop()
+
+
+def test_resource_uris_are_not_metrics_labels_and_long_ones_are_refused_short(tmp_path):
+    host = public_host(tmp_path)
+    try:
+        session = open_session(host.url)
+        for n in range(40):
+            rpc(host, session, "resources/read", {"uri": f"market://bars/SYM{n}X/1d"}, id=n + 2)
+        _, _, metrics = send(host.origin + "/metrics", "GET")
+        assert "SYM17X" not in metrics
+        assert 'target="market://bars/{symbol}/{timeframe}"' in metrics, metrics
+        for uri in ["market://bars/" + "x" * (1 << 20) + "/1d", "nosuch://" + "\u202e" * 100_000]:
+            status, text = rpc(host, session, "resources/read", {"uri": uri})
+            error = json.loads(text)["error"] if text.startswith("{") else messages(text)[0]["error"]
+            assert len(error["message"]) < 1000, len(error["message"])
+        _, _, metrics = send(host.origin + "/metrics", "GET")
+        assert len(metrics) < 64_000
+        assert longest_log_line(host) < 4096
+    finally:
+        host.stop()
+
+
+def test_subscriptions_are_capped_per_session(tmp_path):
+    host = public_host(tmp_path)
+    try:
+        session = open_session(host.url)
+        answers = [rpc(host, session, "resources/subscribe", {"uri": f"market://bars/S{n}/1d"}, id=n + 2)
+                   for n in range(300)]
+        accepted = [text for _, text in answers if '"result"' in text]
+        refused = [text for _, text in answers if '"error"' in text]
+        assert len(accepted) == 256 and len(refused) == 44, (len(accepted), refused[:1])
+        assert "256 resources" in refused[0]
+        # Subscribing again to one already watched is fine; after an
+        # unsubscribe there is room for one more.
+        assert '"result"' in rpc(host, session, "resources/subscribe", {"uri": "market://bars/S0/1d"})[1]
+        assert '"result"' in rpc(host, session, "resources/unsubscribe", {"uri": "market://bars/S1/1d"})[1]
+        assert '"result"' in rpc(host, session, "resources/subscribe", {"uri": "market://bars/S999/1d"})[1]
+        long_uri = "market://bars/" + "y" * 5000 + "/1d"
+        assert '"error"' in rpc(host, session, "resources/subscribe", {"uri": long_uri})[1]
+    finally:
+        host.stop()
+
+
+def test_a_huge_token_field_is_not_echoed_whole(tmp_path):
+    from test_auth import AUDIENCE, ISSUER, b64url, start as start_auth
+
+    auth = (f'mode = "direct"\nresource = "{AUDIENCE}"\nissuer = "{ISSUER}"\n'
+            f'hs256_secret_env = "TEST_HS256_SECRET"\n')
+    host, _ = start_auth(tmp_path, auth, "failed_auth_per_minute = 1000\n")
+    try:
+        header = b64url(json.dumps({"alg": "A" * 200_000 + "\u001b[2J", "typ": "JWT"}).encode())
+        token = f"{header}.{b64url(b'{}')}.sig"
+        status, answer, text = send(host.url, body=json.dumps(INITIALIZE).encode(),
+                                    headers={"authorization": f"Bearer {token}"})
+        assert status == 401
+        challenge = answer.get("www-authenticate") or answer.get("WWW-Authenticate")
+        assert challenge and len(challenge) < 1000, len(challenge or "")
+        assert len(text) < 2000, len(text)
+        assert longest_log_line(host) < 4096
     finally:
         host.stop()

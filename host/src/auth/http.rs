@@ -129,8 +129,11 @@ pub async fn authenticate(
     next(Request::from_parts(parts, body)).await
 }
 
-/// The answer to a refused request.
-fn refuse(gate: &Gate, refusal: Refusal) -> Response {
+/// The answer to a refused request. Its detail may quote what the client
+/// sent, so it is cut once more here, where it is logged, put in the body
+/// and in the challenge header.
+fn refuse(gate: &Gate, mut refusal: Refusal) -> Response {
+    crate::capability::denials::truncate(&mut refusal.detail, 2 * crate::client_text::ECHO_BYTES);
     gate.metrics.auth_failure(refusal.reason);
     tracing::info!(
         status = refusal.status,

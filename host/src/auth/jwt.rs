@@ -130,7 +130,10 @@ impl Verifier {
             other => {
                 return Err(rejected(
                     "algorithm",
-                    format!("algorithm {other:?} is not accepted (HS256 or EdDSA)"),
+                    format!(
+                        "algorithm {} is not accepted (HS256 or EdDSA)",
+                        crate::client_text::shown(other)
+                    ),
                 ));
             }
         }

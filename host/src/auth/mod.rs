@@ -328,7 +328,7 @@ impl Authenticator {
         if id.eq_ignore_ascii_case(LOCAL) || id.eq_ignore_ascii_case(ANONYMOUS) {
             return Err(Refusal::unauthenticated(Rejected {
                 reason: "principal",
-                detail: format!("the user id {id:?} is reserved"),
+                detail: format!("the user id {} is reserved", crate::client_text::shown(&id)),
             }));
         }
         Ok(Principal {

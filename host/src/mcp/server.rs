@@ -10,6 +10,7 @@ use crate::audit::{AuditLog, Client, Event};
 use crate::auth::rate::Limiter;
 use crate::auth::{self, Principal};
 use crate::capability::denials::Refusals;
+use crate::client_text::{self, shown};
 use crate::metrics::Metrics;
 use crate::plugin::manifest::{self, ToolEntry};
 use crate::plugin::{LoadedPlugin, Registry, Resources};
@@ -177,7 +178,9 @@ fn client_of(context: &RequestContext<RoleServer>, principal: &Principal) -> Cli
             .map(str::to_owned),
         // A 2026-07-28 request names its client in its own `_meta`; the
         // peer info of a sessionless request is rmcp's placeholder.
-        name: context.client_info().map(|info| info.name),
+        name: context
+            .client_info()
+            .map(|info| client_text::kept(&info.name, client_text::MAX_CLIENT_NAME_BYTES)),
     }
 }
 
@@ -519,8 +522,16 @@ impl McpServer {
         let seconds = request.started.elapsed().as_secs_f64();
         // Only served names label metrics: a name nothing serves would
         // otherwise become a label for good, one per typo or attack.
-        let (label_plugin, label_target) = match outcome {
-            UNKNOWN_TOOL => ("unknown", "unknown"),
+        // A resource is labelled by what serves it, never by the URI read.
+        let registry = self.shared.registry.load();
+        let (label_plugin, label_target) = match (outcome, request.method) {
+            (UNKNOWN_TOOL, _) => ("unknown", "unknown"),
+            (_, "resources/read") => (
+                plugin,
+                registry
+                    .resource_served_as(request.target)
+                    .unwrap_or("unknown"),
+            ),
             _ => (plugin, request.target),
         };
         let metrics = &self.shared.metrics;
@@ -762,13 +773,14 @@ impl ServerHandler for McpServer {
     ) -> Result<ReadResourceResponse, McpError> {
         let registry = self.shared.registry.load_full();
         let uri = request.uri;
+        client_text::uri_within_limit(&uri).map_err(|why| McpError::invalid_params(why, None))?;
         // The URI goes in the error's data too, for clients to match on.
         let not_found = |message: String| {
             McpError::resource_not_found(message, Some(serde_json::json!({ "uri": uri })))
         };
         let plugin = registry
             .resource_owner(&uri)
-            .ok_or_else(|| not_found(format!("no resource at {uri}")))?;
+            .ok_or_else(|| not_found(format!("no resource at {}", shown(&uri))))?;
         let requested = uri.clone();
         let audited = Audited {
             method: "resources/read",
@@ -786,16 +798,18 @@ impl ServerHandler for McpServer {
                 }),
             )
             .await?
-            .map_err(|e| McpError::internal_error(format!("reading {uri} failed: {e}"), None))?;
+            .map_err(|e| {
+                McpError::internal_error(format!("reading {} failed: {e}", shown(&uri)), None)
+            })?;
         let contents = result.map_err(|e| match e {
-            types::Error::NotFound(why) => not_found(format!("{uri}: {why}")),
-            other => plugin_error(other, &uri),
+            types::Error::NotFound(why) => not_found(format!("{}: {why}", shown(&uri))),
+            other => plugin_error(other, &shown(&uri)),
         })?;
         let max_bytes = plugin.grants.sandbox.limits.max_output_bytes();
         let bytes = contents.iter().map(convert::contents_size).sum();
         super::result::items_within("resource contents", contents.len(), bytes, max_bytes)
             .map_err(|why| {
-                McpError::internal_error(format!("reading {uri} failed: {why}"), None)
+                McpError::internal_error(format!("reading {} failed: {why}", shown(&uri)), None)
             })?;
         let result = ReadResourceResult::new(contents.into_iter().map(convert::contents).collect());
         super::result::within_cap(&result, max_bytes).map_err(|why| {
@@ -1005,14 +1019,16 @@ impl ServerHandler for McpServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
         let registry = self.shared.registry.load();
+        client_text::uri_within_limit(&request.uri)
+            .map_err(|why| McpError::invalid_params(why, None))?;
         if registry.resource_owner(&request.uri).is_none() {
-            let message = format!("no resource at {}", request.uri);
+            let message = format!("no resource at {}", shown(&request.uri));
             return Err(McpError::resource_not_found(message, None));
         }
-        if let Ok(mut watched) = self.watched.lock() {
-            watched.add(request.uri, &registry);
-        }
-        Ok(())
+        let mut watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+        watched
+            .add(request.uri, &registry)
+            .map_err(|why| McpError::invalid_params(why, None))
     }
 
     #[allow(deprecated)] // Legacy-only, and what 2025-11-25 clients use.
@@ -1038,7 +1054,10 @@ impl ServerHandler for McpServer {
             .resource_subscriptions
             .iter()
             .flatten()
-            .filter(|uri| registry.resource_owner(uri).is_some());
+            .filter(|uri| {
+                client_text::uri_within_limit(uri).is_ok() && registry.resource_owner(uri).is_some()
+            })
+            .take(super::subscriptions::MAX_PER_SESSION);
         Some(
             SubscriptionFilter::builder()
                 .tools_list_changed()
@@ -1057,7 +1076,11 @@ impl ServerHandler for McpServer {
         {
             let registry = self.shared.registry.load();
             for uri in uris {
-                watched.add(uri.clone(), &registry);
+                // Past the host's bound the rest go unwatched; the stream
+                // still reports list changes.
+                if watched.add(uri.clone(), &registry).is_err() {
+                    break;
+                }
             }
         }
         loop {
@@ -1162,14 +1185,6 @@ impl ServerHandler for McpServer {
 
 /// The outcome of a call to a tool no plugin serves.
 const UNKNOWN_TOOL: &str = "unknown-tool";
-
-/// A name or URI a client sent, quoted for an error message, cut short: a
-/// 4 MB name is not echoed back whole.
-pub(super) fn shown(name: &str) -> String {
-    let mut quoted = format!("{name:?}");
-    crate::capability::denials::truncate(&mut quoted, 200);
-    quoted
-}
 
 /// The standard methods the host serves. rmcp hands a request whose
 /// params do not deserialise to [`ServerHandler::on_custom_request`], as if

@@ -232,7 +232,7 @@ where
                 INVALID_PARAMS,
                 format!(
                     "invalid params for {}: they do not fit its schema",
-                    super::server::shown(method)
+                    crate::client_text::shown(method)
                 ),
             ),
             _ => error_answer(

@@ -10,6 +10,16 @@
 use crate::digest::Digest;
 use crate::plugin::Registry;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The most resources one session watches.
+pub const MAX_PER_SESSION: usize = 256;
+
+/// The most resources all sessions together watch.
+pub const MAX_IN_ALL: usize = 65_536;
+
+/// How many resources all sessions watch now.
+static IN_ALL: AtomicUsize = AtomicUsize::new(0);
 
 /// The version of what serves a resource: component and policy digests.
 type Version = Option<(Digest, Digest)>;
@@ -21,14 +31,34 @@ pub struct Watched {
 }
 
 impl Watched {
-    /// Starts watching `uri` as `registry` serves it now.
-    pub fn add(&mut self, uri: String, registry: &Registry) {
+    /// Starts watching `uri` as `registry` serves it now, unless this
+    /// session or the host already watches its most.
+    pub fn add(&mut self, uri: String, registry: &Registry) -> Result<(), String> {
         let version = version(registry, &uri);
+        if let Some(seen) = self.versions.get_mut(&uri) {
+            *seen = version;
+            return Ok(());
+        }
+        if self.versions.len() >= MAX_PER_SESSION {
+            return Err(format!(
+                "this session already watches {MAX_PER_SESSION} resources, the most it may; \
+                 unsubscribe from one first"
+            ));
+        }
+        let taken = IN_ALL.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < MAX_IN_ALL).then_some(n + 1)
+        });
+        if taken.is_err() {
+            return Err("the host watches as many resources as it may; retry later".into());
+        }
         self.versions.insert(uri, version);
+        Ok(())
     }
 
     pub fn remove(&mut self, uri: &str) {
-        self.versions.remove(uri);
+        if self.versions.remove(uri).is_some() {
+            IN_ALL.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// The watched resources `registry` serves differently from when they
@@ -44,6 +74,12 @@ impl Watched {
         }
         updated.sort();
         updated
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        IN_ALL.fetch_sub(self.versions.len(), Ordering::AcqRel);
     }
 }
 

@@ -246,6 +246,22 @@ impl Registry {
 
     /// The plugin serving `uri`: the owner of its scheme, if it serves that
     /// resource or a template matching it.
+    /// What serves `uri`: its own URI for a fixed resource, else the
+    /// template it matches. Bounded by what plugins declare, so it may name
+    /// `uri` in metrics where the URI itself may not.
+    pub fn resource_served_as(&self, uri: &str) -> Option<&str> {
+        let owner = *self.schemes.get(&scheme_of(uri)?)?;
+        let served = &self.served[owner];
+        if let Some(resource) = served.resources.iter().find(|r| r.uri == uri) {
+            return Some(&resource.uri);
+        }
+        served
+            .templates
+            .iter()
+            .find(|t| template_matches(&t.uri_template, uri))
+            .map(|t| t.uri_template.as_str())
+    }
+
     pub fn resource_owner(&self, uri: &str) -> Option<&Arc<LoadedPlugin>> {
         let owner = *self.schemes.get(&scheme_of(uri)?)?;
         let served = &self.served[owner];
