@@ -262,3 +262,121 @@ def test_a_huge_token_field_is_not_echoed_whole(tmp_path):
         assert longest_log_line(host) < 4096
     finally:
         host.stop()
+
+
+# Duplicate ids over HTTP, and the JSON-RPC codes for what is not a message.
+
+def test_a_request_reusing_an_id_in_flight_is_refused_and_the_first_answered(tmp_path):
+    from test_front_door import slow_call
+
+    root = make_root(tmp_path, fixtures=("conformance",))
+    host = HttpHost(root)
+    try:
+        session = open_session(host.url)
+        results: list = []
+        first = threading.Thread(target=slow_call, args=(host.url, session, 2, results))
+        first.start()
+        time.sleep(0.7)
+        second: list = []
+        slow_call(host.url, session, 1, second)
+        status, _, text = second[0]
+        assert status == 400, text
+        answer = json.loads(text)
+        assert answer["id"] == 5 and answer["error"]["code"] == -32600, answer
+        first.join(30)
+        status, _, text = results[0]
+        assert status == 200 and messages(text)[-1]["id"] == 5 and "result" in messages(text)[-1], text
+        # Once answered, the id may be used again.
+        again: list = []
+        slow_call(host.url, session, 0, again)
+        assert again[0][0] == 200, again
+        # Another session's ids are its own.
+        other = open_session(host.url)
+        concurrent: list = []
+        threads = [threading.Thread(target=slow_call, args=(host.url, s, 1, concurrent)) for s in (session, other)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert [r[0] for r in concurrent] == [200, 200], concurrent
+    finally:
+        host.stop()
+
+
+DEEP = b'{"jsonrpc":"2.0","id":9,"method":"tools/call","params":' + b"[" * 1000 + b"]" * 1000 + b"}"
+
+
+@pytest.mark.parametrize("body, code, id", [
+    (b'{"jsonrpc":"1.0","id":1,"method":"ping"}', -32600, 1),
+    (b'{"id":1,"method":"ping"}', -32600, 1),
+    (b'{"jsonrpc":2.0,"id":1,"method":"ping"}', -32600, 1),
+    (b'{"jsonrpc":"2.0","id":1.5,"method":"ping"}', -32600, None),
+    (b'{"jsonrpc":"2.0","id":null,"method":"ping"}', -32600, None),
+    (b'{"jsonrpc":"2.0","id":18446744073709551616,"method":"ping"}', -32600, None),
+    (b'{"jsonrpc":"2.0","id":1e3,"method":"ping"}', -32600, None),
+    (b'{"jsonrpc":"2.0","id":18446744073709551615,"method":"ping"}', -32600, None),
+    (b'{"jsonrpc":"2.0","id":"' + b"i" * 300 + b'","method":"ping"}', -32600, None),
+    (b'{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}', -32600, None),
+    (b'{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/list"}', -32600, None),
+    (b'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"x\xff\xfe"}}', -32700, None),
+    (b'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"\xc0\xae"}}', -32700, None),
+    (DEEP, -32700, None),
+])
+def test_what_is_not_a_valid_message_gets_the_code_for_why(tmp_path_factory, body, code, id):
+    host = shared_public_host(tmp_path_factory)
+    session = open_session(host.url)
+    status, _, text = send(host.url, body=body, headers={"mcp-session-id": session})
+    assert status == 400, text
+    answer = json.loads(text)
+    assert answer["error"]["code"] == code and answer["id"] == id, answer
+
+
+def test_large_integer_ids_come_back_exactly(tmp_path_factory):
+    host = shared_public_host(tmp_path_factory)
+    session = open_session(host.url)
+    for id in (9223372036854775807, -9223372036854775808, "ï-d"):
+        body = json.dumps({"jsonrpc": "2.0", "id": id, "method": "ping"}).encode()
+        status, _, text = send(host.url, body=body, headers={"mcp-session-id": session})
+        assert status == 200, text
+        assert f'"id":{json.dumps(id, ensure_ascii=False)}' in text.replace(" ", ""), text
+
+
+_shared: dict = {}
+
+
+def shared_public_host(tmp_path_factory) -> HttpHost:
+    if "host" not in _shared:
+        _shared["host"] = public_host(tmp_path_factory.mktemp("codes"))
+    return _shared["host"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_shared():
+    yield
+    if "host" in _shared:
+        _shared.pop("host").stop()
+
+
+def test_metadata_without_auth_is_a_json_404(tmp_path_factory):
+    host = shared_public_host(tmp_path_factory)
+    for path in ("/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"):
+        status, headers, text = send(host.origin + path, "GET")
+        assert status == 404 and headers.get("content-type", "").startswith("application/json"), (status, headers)
+        assert "[auth] resource" in json.loads(text)["error"]["message"]
+
+
+def test_stdio_gives_the_same_codes(tmp_path):
+    from test_front_door import stdio_answers
+
+    root = make_root(tmp_path)
+    answers = stdio_answers(root, [
+        b'{"jsonrpc":"1.0","id":1,"method":"ping"}\n',
+        b'{"jsonrpc":"2.0","id":1.5,"method":"ping"}\n',
+        b'{"jsonrpc":"2.0","id":null,"method":"ping"}\n',
+        b'{"jsonrpc":"2.0","id":4,"id":5,"method":"ping"}\n',
+        b'{"jsonrpc":"2.0","id":18446744073709551616,"method":"ping"}\n',
+        DEEP + b"\n",
+        b'{"jsonrpc":"2.0","method":"notifications/cancelled","params":7}\n',
+    ])
+    codes = sorted((a["error"]["code"], json.dumps(a["id"])) for a in answers)
+    assert codes == [(-32700, "null")] + [(-32600, "1")] + [(-32600, "null")] * 4, answers

@@ -179,7 +179,11 @@ fn refuse(gate: &Gate, mut refusal: Refusal) -> Response {
 /// The protected-resource metadata document (RFC 9728).
 pub async fn metadata(State(gate): State<Arc<Gate>>) -> Response {
     let Some(resource) = &gate.auth.resource else {
-        return (StatusCode::NOT_FOUND, "no [auth] resource is configured").into_response();
+        return http_errors::jsonrpc_error(
+            StatusCode::NOT_FOUND,
+            http_errors::INVALID_REQUEST,
+            "no protected-resource metadata: the host config sets no [auth] resource".into(),
+        );
     };
     axum::Json(serde_json::json!({
         "resource": resource,

@@ -9,7 +9,6 @@
 //! plain-text refusals into JSON-RPC errors.
 
 use super::server::SERVED_METHODS;
-use super::sessions::SESSION_HEADER;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
@@ -41,12 +40,60 @@ const MAX_REFUSAL_TEXT: usize = 64 * 1024;
 #[derive(Clone, Debug)]
 pub struct JsonRpcMethod(pub String);
 
-/// What [`frame`] reads of a body before rmcp parses all of it.
+/// What [`frame`] reads of a body before rmcp parses all of it: the
+/// envelope, with `params` skipped over (but checked to be JSON).
 #[derive(Deserialize)]
 struct Peek {
+    jsonrpc: Option<Value>,
     method: Option<String>,
+    /// `None` when absent, `Some(Value::Null)` for `"id": null`.
+    #[serde(default, deserialize_with = "present")]
+    id: Option<Value>,
     #[serde(default)]
-    id: Value,
+    #[allow(dead_code)] // Read to check it is JSON at all.
+    params: Option<serde::de::IgnoredAny>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(value).map(Some)
+}
+
+/// The longest string id the host accepts: it is kept while the request
+/// is in flight, and echoed in its answer.
+const MAX_ID_BYTES: usize = 256;
+
+/// A request's id, as the session table tracks requests in flight: the
+/// id as the client sent it (for an error that echoes it), and a key.
+#[derive(Clone, Debug)]
+pub struct RequestId {
+    pub id: Value,
+    pub key: u64,
+}
+
+/// The deepest nesting of arrays and objects a message may have: what
+/// serde_json (and so rmcp) parses.
+const MAX_NESTING: usize = 127;
+
+/// How deeply `json` nests arrays and objects, brackets inside strings
+/// aside. One pass over the bytes, no allocation.
+fn nesting(json: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
+    for &byte in json {
+        match (in_string, byte) {
+            (true, _) if escaped => escaped = false,
+            (true, b'\\') => escaped = true,
+            (true, b'"') => in_string = false,
+            (true, _) => {}
+            (false, b'"') => in_string = true,
+            (false, b'[' | b'{') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (false, b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// The task a task method names.
@@ -72,7 +119,7 @@ pub fn jsonrpc_error(status: StatusCode, code: i64, message: String) -> Response
     jsonrpc_error_for(status, Value::Null, code, message)
 }
 
-fn jsonrpc_error_for(status: StatusCode, id: Value, code: i64, message: String) -> Response {
+pub fn jsonrpc_error_for(status: StatusCode, id: Value, code: i64, message: String) -> Response {
     let body = serde_json::json!({
         "jsonrpc": "2.0",
         "id": id,
@@ -125,20 +172,23 @@ pub async fn frame(
         Ok(bytes) => bytes,
         Err(refusal) => return refusal,
     };
-    // What the layers behind need to know before rmcp answers: whether a
+    // What the layers behind need to know before rmcp answers: the
+    // request's id (two in flight on one session must differ), whether a
     // request without a session opens one, and which task a task method
-    // without `Mcp-Name` names.
-    let opening = !parts.headers.contains_key(SESSION_HEADER);
+    // without `Mcp-Name` names. The envelope is checked here, so every
+    // message that is not a valid JSON-RPC one gets the code for why.
+    let peek = match Peek::of(&bytes) {
+        Ok(peek) => peek,
+        Err(not_a_message) => return not_a_message.refusal(),
+    };
+    if let Some(id) = peek.request_id() {
+        parts.extensions.insert(id);
+    }
+    if let Some(method) = &peek.method {
+        parts.extensions.insert(JsonRpcMethod(method.clone()));
+    }
     let unnamed = !parts.headers.contains_key(MCP_NAME);
-    let names_a_task = unnamed && memchr::memmem::find(&bytes, b"\"tasks/").is_some();
-    if opening || names_a_task {
-        let peek = match Peek::of(&bytes) {
-            Ok(peek) => peek,
-            Err(not_a_message) => return not_a_message.refusal(),
-        };
-        if let Some(method) = &peek.method {
-            parts.extensions.insert(JsonRpcMethod(method.clone()));
-        }
+    if unnamed && memchr::memmem::find(&bytes, b"\"tasks/").is_some() {
         let is_task_method = peek
             .method
             .as_deref()
@@ -155,32 +205,102 @@ pub async fn frame(
     into_jsonrpc(response, Some(&bytes)).await
 }
 
+/// Why `message` is not a valid JSON-RPC envelope (see [`Peek::of`]): the
+/// error code, the message and the id an answer may echo. The stdio
+/// transport asks this of lines rmcp could not parse, so both transports
+/// give the same code for the same fault.
+pub(super) fn envelope_problem(message: &[u8]) -> Option<(i64, String, Value)> {
+    Peek::of(message)
+        .err()
+        .map(|problem| (problem.code, problem.message, problem.id))
+}
+
 /// Why a body is not a JSON-RPC message.
 struct NotAMessage {
     code: i64,
     message: String,
+    /// The id to echo, when the message's own could be read.
+    id: Value,
 }
 
 impl NotAMessage {
     fn refusal(self) -> Response {
-        jsonrpc_error(StatusCode::BAD_REQUEST, self.code, self.message)
+        jsonrpc_error_for(StatusCode::BAD_REQUEST, self.id, self.code, self.message)
+    }
+
+    fn invalid(message: impl Into<String>, id: Value) -> NotAMessage {
+        NotAMessage {
+            code: INVALID_REQUEST,
+            message: message.into(),
+            id,
+        }
     }
 }
 
 impl Peek {
-    /// The method and id of the message in `body`.
+    /// The envelope of the message in `body`: JSON (UTF-8, nested at most
+    /// serde_json's 128 levels, else -32700), an object with `"jsonrpc":
+    /// "2.0"`, each member once, and a request's id a string or a signed
+    /// 64-bit integer (else -32600).
     fn of(body: &[u8]) -> Result<Peek, NotAMessage> {
-        serde_json::from_slice::<Peek>(body).map_err(|e| match e.is_data() {
-            true => NotAMessage {
-                code: INVALID_REQUEST,
-                message: "the body is JSON but not a JSON-RPC message (an object with \
-                          \"jsonrpc\": \"2.0\")"
-                    .into(),
-            },
+        let unreadable = |message: String| NotAMessage {
+            code: PARSE_ERROR,
+            message,
+            id: Value::Null,
+        };
+        if let Err(e) = std::str::from_utf8(body) {
+            return Err(unreadable(format!("the body is not UTF-8 JSON: {e}")));
+        }
+        if nesting(body) > MAX_NESTING {
+            return Err(unreadable(format!(
+                "the body nests arrays and objects more than {MAX_NESTING} deep"
+            )));
+        }
+        let peek = serde_json::from_slice::<Peek>(body).map_err(|e| match e.is_data() {
+            true => NotAMessage::invalid(
+                format!(
+                    "the body is JSON but not a JSON-RPC message (an object with \
+                     \"jsonrpc\": \"2.0\", each member once): {e}"
+                ),
+                Value::Null,
+            ),
             false => NotAMessage {
                 code: PARSE_ERROR,
                 message: format!("the body is not JSON: {e}"),
+                id: Value::Null,
             },
+        })?;
+        let id = match &peek.id {
+            Some(id @ Value::String(text)) if text.len() <= MAX_ID_BYTES => id.clone(),
+            Some(id @ Value::Number(n)) if n.is_i64() => id.clone(),
+            Some(_) if peek.method.is_some() => {
+                return Err(NotAMessage::invalid(
+                    format!(
+                        "a request's id must be a string of at most {MAX_ID_BYTES} bytes or a \
+                         signed 64-bit integer (not null, a fraction or an object)"
+                    ),
+                    Value::Null,
+                ));
+            }
+            _ => Value::Null,
+        };
+        if peek.jsonrpc.as_ref().and_then(Value::as_str) != Some("2.0") {
+            return Err(NotAMessage::invalid(
+                "the message must say \"jsonrpc\": \"2.0\"",
+                id,
+            ));
+        }
+        Ok(peek)
+    }
+
+    /// The id of a request (a message with a method and an id).
+    fn request_id(&self) -> Option<RequestId> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let id = self.id.as_ref().filter(|_| self.method.is_some())?;
+        let key = BuildHasherDefault::<DefaultHasher>::default().hash_one(id.to_string());
+        Some(RequestId {
+            id: id.clone(),
+            key,
         })
     }
 
@@ -189,9 +309,10 @@ impl Peek {
     /// message invalid, naming nothing.
     fn echoed(&self) -> (Value, Option<&str>) {
         match &self.id {
-            id @ (Value::String(_) | Value::Number(_) | Value::Null) => {
+            Some(id @ (Value::String(_) | Value::Number(_))) => {
                 (id.clone(), self.method.as_deref())
             }
+            Some(Value::Null) | None => (Value::Null, self.method.as_deref()),
             _ => (Value::Null, None),
         }
     }
@@ -278,6 +399,14 @@ mod tests {
                 serde_json::from_slice(&bytes).expect("every answer is JSON"),
             )
         })
+    }
+
+    #[test]
+    fn nesting_counts_brackets_outside_strings() {
+        assert_eq!(nesting(br#"{"a":[1,{"b":"[[[{"}]}"#), 3);
+        assert_eq!(nesting(br#"{"a":"\"[["}"#), 1);
+        assert_eq!(nesting(&[b'['; 500]), 500);
+        assert_eq!(nesting(b"42"), 0);
     }
 
     fn body() -> impl Strategy<Value = Vec<u8>> {

@@ -24,7 +24,7 @@ use axum::response::Response;
 use http::{Method, StatusCode};
 use rmcp::transport::streamable_http_server::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -75,6 +75,9 @@ struct Entry {
     last_used: Instant,
     /// Requests and streams on the session still open.
     open: usize,
+    /// The ids of its requests in flight (as keys): a second request with
+    /// one of them would take the first one's answer.
+    ids: HashSet<u64>,
 }
 
 /// What one owner holds, as [`Sessions::admit`] weighs it.
@@ -99,6 +102,8 @@ enum Claim {
     Owned,
     Unknown,
     Foreign,
+    /// A request of the session with the same id is still in flight.
+    DuplicateId,
 }
 
 /// A place for one session being opened; given back on drop if the
@@ -116,6 +121,8 @@ struct Opening {
 struct InUse {
     sessions: Arc<Sessions>,
     id: Arc<str>,
+    /// The request's id key, while it is in flight.
+    request: Option<u64>,
 }
 
 impl Sessions {
@@ -160,12 +167,16 @@ impl Sessions {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn claim(&self, id: &str, owner: &str, now: Instant) -> Claim {
+    fn claim(&self, id: &str, owner: &str, now: Instant, request: Option<u64>) -> Claim {
         let mut table = self.lock();
         match table.sessions.get_mut(id) {
             None => Claim::Unknown,
             Some(entry) if *entry.owner != *owner => Claim::Foreign,
+            Some(entry) if request.is_some_and(|key| entry.ids.contains(&key)) => {
+                Claim::DuplicateId
+            }
             Some(entry) => {
+                entry.ids.extend(request);
                 entry.last_used = now;
                 entry.open += 1;
                 Claim::Owned
@@ -173,10 +184,13 @@ impl Sessions {
         }
     }
 
-    fn release(&self, id: &str) {
+    fn release(&self, id: &str, request: Option<u64>) {
         if let Some(entry) = self.lock().sessions.get_mut(id) {
             entry.open = entry.open.saturating_sub(1);
             entry.last_used = Instant::now();
+            if let Some(key) = request {
+                entry.ids.remove(&key);
+            }
         }
     }
 
@@ -286,6 +300,7 @@ impl Opening {
                 owner: self.owner.clone(),
                 last_used: Instant::now(),
                 open: 0,
+                ids: HashSet::new(),
             },
         );
         self.bound = true;
@@ -302,7 +317,7 @@ impl Drop for Opening {
 
 impl Drop for InUse {
     fn drop(&mut self) {
-        self.sessions.release(&self.id);
+        self.sessions.release(&self.id, self.request);
     }
 }
 
@@ -347,9 +362,25 @@ pub async fn guard(
         }
         return next(request).await;
     };
-    match sessions.claim(&id, &owner, Instant::now()) {
+    let request_id = request
+        .extensions()
+        .get::<http_errors::RequestId>()
+        .cloned();
+    let key = request_id.as_ref().map(|id| id.key);
+    match sessions.claim(&id, &owner, Instant::now(), key) {
         Claim::Owned => {}
         Claim::Unknown => return session_not_found(),
+        Claim::DuplicateId => {
+            let echoed = request_id.map_or(serde_json::Value::Null, |id| id.id);
+            return http_errors::jsonrpc_error_for(
+                StatusCode::BAD_REQUEST,
+                echoed,
+                http_errors::INVALID_REQUEST,
+                "a request with this id is still in flight on this session; give each \
+                 request its own id"
+                    .into(),
+            );
+        }
         Claim::Foreign => {
             sessions.metrics.auth_failure("foreign-session");
             tracing::info!(
@@ -376,6 +407,7 @@ pub async fn guard(
     let in_use = InUse {
         sessions: sessions.clone(),
         id: id.clone(),
+        request: key,
     };
     let deleting = request.method() == Method::DELETE;
     let mut response = next(request).await;
@@ -557,9 +589,18 @@ mod tests {
         let sessions = sessions(limits(10, 10));
         open(&sessions, "alice", "s1");
         let now = Instant::now();
-        assert!(matches!(sessions.claim("s1", "alice", now), Claim::Owned));
-        assert!(matches!(sessions.claim("s1", "bob", now), Claim::Foreign));
-        assert!(matches!(sessions.claim("s2", "alice", now), Claim::Unknown));
+        assert!(matches!(
+            sessions.claim("s1", "alice", now, None),
+            Claim::Owned
+        ));
+        assert!(matches!(
+            sessions.claim("s1", "bob", now, None),
+            Claim::Foreign
+        ));
+        assert!(matches!(
+            sessions.claim("s2", "alice", now, None),
+            Claim::Unknown
+        ));
     }
 
     #[test]
@@ -568,13 +609,13 @@ mod tests {
         open(&sessions, "bob", "b1");
         open(&sessions, "alice", "a1");
         open(&sessions, "alice", "a2");
-        sessions.claim("a1", "alice", Instant::now());
-        sessions.release("a1");
+        sessions.claim("a1", "alice", Instant::now(), None);
+        sessions.release("a1", None);
         let evicted = open(&sessions, "alice", "a3");
         assert_eq!(evicted, vec![Arc::<str>::from("a2")]);
         assert_eq!(sessions.len(), 3);
         assert!(matches!(
-            sessions.claim("b1", "bob", Instant::now()),
+            sessions.claim("b1", "bob", Instant::now(), None),
             Claim::Owned
         ));
     }
@@ -590,18 +631,42 @@ mod tests {
     }
 
     #[test]
+    fn an_id_in_flight_is_refused_until_its_request_is_done() {
+        let sessions = sessions(limits(10, 10));
+        open(&sessions, "alice", "s1");
+        let now = Instant::now();
+        assert!(matches!(
+            sessions.claim("s1", "alice", now, Some(7)),
+            Claim::Owned
+        ));
+        assert!(matches!(
+            sessions.claim("s1", "alice", now, Some(7)),
+            Claim::DuplicateId
+        ));
+        assert!(matches!(
+            sessions.claim("s1", "alice", now, Some(8)),
+            Claim::Owned
+        ));
+        sessions.release("s1", Some(7));
+        assert!(matches!(
+            sessions.claim("s1", "alice", now, Some(7)),
+            Claim::Owned
+        ));
+    }
+
+    #[test]
     fn sessions_in_use_are_never_evicted() {
         let sessions = sessions(limits(10, 2));
         open(&sessions, "alice", "a1");
         open(&sessions, "alice", "a2");
         let now = Instant::now();
-        sessions.claim("a1", "alice", now);
-        sessions.claim("a2", "alice", now);
+        sessions.claim("a1", "alice", now, None);
+        sessions.claim("a2", "alice", now, None);
         assert_eq!(
             try_open(&sessions, "alice", "a3"),
             Err(NoRoom::OwnShareInUse)
         );
-        sessions.release("a2");
+        sessions.release("a2", None);
         assert_eq!(
             try_open(&sessions, "alice", "a3"),
             Ok(vec![Arc::from("a2")])
@@ -634,10 +699,10 @@ mod tests {
         open(&sessions, "mallory", "m2");
         open(&sessions, "trent", "t1");
         let now = Instant::now();
-        sessions.claim("m1", "mallory", now);
-        sessions.claim("m2", "mallory", now);
+        sessions.claim("m1", "mallory", now, None);
+        sessions.claim("m2", "mallory", now, None);
         assert_eq!(try_open(&sessions, "alice", "a1"), Err(NoRoom::Full));
-        sessions.release("m2");
+        sessions.release("m2", None);
         assert_eq!(
             try_open(&sessions, "alice", "a1"),
             Ok(vec![Arc::from("m2")])
@@ -649,17 +714,17 @@ mod tests {
         let sessions = sessions(limits(10, 10));
         open(&sessions, "alice", "idle");
         open(&sessions, "alice", "streaming");
-        sessions.claim("streaming", "alice", Instant::now());
+        sessions.claim("streaming", "alice", Instant::now(), None);
         sessions
             .expire(Instant::now() + Duration::from_secs(61))
             .await;
         let now = Instant::now();
         assert!(matches!(
-            sessions.claim("idle", "alice", now),
+            sessions.claim("idle", "alice", now, None),
             Claim::Unknown
         ));
         assert!(matches!(
-            sessions.claim("streaming", "alice", now),
+            sessions.claim("streaming", "alice", now, None),
             Claim::Owned
         ));
     }

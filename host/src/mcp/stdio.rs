@@ -226,6 +226,9 @@ where
             Some(id @ (Value::String(_) | Value::Number(_))) => id.clone(),
             _ => Value::Null,
         };
+        if let Some((code, why, id)) = super::http_errors::envelope_problem(line) {
+            return Checked::Answer(error_answer(id, code, why));
+        }
         let answer = match method {
             Some(method) if !id.is_null() && SERVED_METHODS.contains(&method) => error_answer(
                 id,
