@@ -204,7 +204,7 @@ async def test_issued_tokens_work_and_scopes_decide_what_is_served(direct, keypa
         quote = await client.call_tool("market-data__get_quote", {"symbol": "SPY"})
         assert not quote.is_error
         with pytest.raises(Exception) as refused:
-            await client.call_tool("strategies__create_strategy", {"name": "x", "config": {}})
+            await client.call_tool("strategies__create_strategy", {"name": "x", "definition": {}})
         assert "not available to carol" in str(refused.value)
 
 
@@ -215,7 +215,7 @@ STRATEGY = {"symbols": ["SPY"], "timeframe": "1d", "indicators": [], "entry": "c
 async def test_two_users_keep_separate_strategies(direct, keypair):
     name = f"mine_{uuid.uuid4().hex[:6]}"
     async with client_with(direct.url, bearer(issued(direct, "alice", key=keypair[0]))) as alice:
-        created = await alice.call_tool("strategies__create_strategy", {"name": name, "config": STRATEGY})
+        created = await alice.call_tool("strategies__create_strategy", {"name": name, "definition": STRATEGY})
         assert not created.is_error, text_of(created)
         listed = await alice.call_tool("strategies__list_strategies", {})
         assert name in listed.structured_content["strategies"]
@@ -338,7 +338,7 @@ async def test_a_public_client_never_sees_or_calls_a_write_tool(public):
         resources = {r.uri for r in (await client.list_resources()).resources}
         assert "market://symbols" in resources
         with pytest.raises(Exception) as refused:
-            await client.call_tool("strategies__create_strategy", {"name": "x", "config": STRATEGY})
+            await client.call_tool("strategies__create_strategy", {"name": "x", "definition": STRATEGY})
         assert "read-only" in str(refused.value)
 
 

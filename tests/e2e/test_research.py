@@ -94,7 +94,7 @@ async def test_backtest_reports_progress_and_metrics(connect):
         progress.append((done, total))
 
     async with connect() as client:
-        created = await client.call_tool("strategies__create_strategy", {"name": name, "config": SMA_CROSS})
+        created = await client.call_tool("strategies__create_strategy", {"name": name, "definition": SMA_CROSS})
         assert not created.is_error, text_of(created)
         tools = {t.name: t for t in (await client.list_tools()).tools}
         assert tools["backtest__run_backtest"].annotations.read_only_hint is True

@@ -42,6 +42,20 @@ async def test_lists_every_example_tool_with_description_schema_and_annotations(
     assert tools["strategies__list_strategies"].annotations.read_only_hint is True
 
 
+# Argument names agent frameworks inject themselves: LangChain's tools take
+# `config`, `callbacks` and `run_manager`, so a tool asking for one of them
+# cannot be called from a LangChain agent.
+RESERVED_BY_AGENT_FRAMEWORKS = {"config", "callbacks", "run_manager"}
+
+
+async def test_no_example_tool_takes_an_argument_agent_frameworks_reserve(connect):
+    async with connect() as client:
+        tools = (await client.list_tools()).tools
+    for tool in tools:
+        taken = RESERVED_BY_AGENT_FRAMEWORKS & set(tool.input_schema.get("properties", {}))
+        assert not taken, (tool.name, taken)
+
+
 async def test_market_data_tools(connect):
     async with connect() as client:
         quote = await client.call_tool("market-data__get_quote", {"symbol": "AAPL"})
@@ -116,11 +130,11 @@ async def test_strategies_round_trip(connect, root):
         "risk": {"position_size_pct": 10, "stop_loss_pct": 5},
     }
     async with connect() as client:
-        created = await client.call_tool("strategies__create_strategy", {"name": name, "config": config})
+        created = await client.call_tool("strategies__create_strategy", {"name": name, "definition": config})
         assert not created.is_error, text_of(created)
         assert (root / "plugins" / "strategies" / "saved" / f"{name}.json").is_file()
 
-        again = await client.call_tool("strategies__create_strategy", {"name": name, "config": config})
+        again = await client.call_tool("strategies__create_strategy", {"name": name, "definition": config})
         assert again.is_error and "exists already" in text_of(again)
 
         listed = await client.call_tool("strategies__list_strategies", {})
@@ -130,7 +144,7 @@ async def test_strategies_round_trip(connect, root):
         assert fetched.structured_content == {"name": name, "config": config}
 
         bad_rule = dict(config, entry="rsi_fast > 70")
-        rejected = await client.call_tool("strategies__create_strategy", {"name": name + "_x", "config": bad_rule})
+        rejected = await client.call_tool("strategies__create_strategy", {"name": name + "_x", "definition": bad_rule})
         assert rejected.is_error and "rsi_fast" in text_of(rejected)
 
 
@@ -140,7 +154,7 @@ async def test_schema_invalid_arguments_name_the_field_and_never_run_the_plugin(
     async with connect() as client:
         result = await client.call_tool(
             "strategies__create_strategy",
-            {"name": "Bad Name!", "config": {"symbols": [], "timeframe": "2d"}},
+            {"name": "Bad Name!", "definition": {"symbols": [], "timeframe": "2d"}},
         )
         assert result.is_error
         message = text_of(result)

@@ -171,7 +171,7 @@ def test_a_plugins_io_errors_read_as_words_not_wasi_errno_numbers(tmp_path):
         config = {"symbols": ["SPY"], "timeframe": "1d", "indicators": [], "entry": "close > 1",
                   "exit": "close < 1", "risk": {"position_size_pct": 10}}
         answer = raw.request(2, "tools/call", {"name": "strategies__create_strategy",
-                                               "arguments": {"name": "blocked", "config": config}})
+                                               "arguments": {"name": "blocked", "definition": config}})
     finally:
         raw.process.kill()
     text = " ".join(block["text"] for block in answer["result"]["content"])

@@ -14,8 +14,10 @@ struct CreateArgs {
     /// Strategy name: 1-64 characters of lower-case letters, digits and `_`.
     #[schemars(regex(pattern = r"^[a-z0-9_]{1,64}$"))]
     name: String,
-    /// The strategy itself.
-    config: StrategyConfig,
+    /// The strategy itself: symbols, timeframe, indicators, entry and exit
+    /// rules. (Not called `config`: LangChain reserves that argument name,
+    /// so no LangChain agent could call a tool taking it.)
+    definition: StrategyConfig,
     /// Replace an existing strategy of the same name (default false).
     #[serde(default)]
     overwrite: bool,
@@ -164,7 +166,7 @@ plugin_sdk::export_plugin!(plugin);
 
 fn create(args: CreateArgs) -> Result<Strategy, ToolError> {
     check_name(&args.name)?;
-    check_rules(&args.config)?;
+    check_rules(&args.definition)?;
     let path = path_of(&args.name);
     if path.exists() && !args.overwrite {
         return Err(ToolError::new(format!(
@@ -174,7 +176,7 @@ fn create(args: CreateArgs) -> Result<Strategy, ToolError> {
     }
     let strategy = Strategy {
         name: args.name,
-        config: args.config,
+        config: args.definition,
     };
     let json = serde_json::to_string_pretty(&strategy)?;
     // Write beside the target, then rename: a reader never sees half a file.
