@@ -16,14 +16,15 @@ pub struct Cli {
     pub command: Command,
 
     /// What to log (to stderr): error, warn, info, debug, trace or off, or
-    /// a list of target=level such as `info,host=debug`. The MCP library's
-    /// own lines are off unless named (`rmcp=warn`): the host logs what
-    /// matters in its own words.
+    /// a list of target=level such as `info,host=debug`. By default the
+    /// host logs in its own words at info, the libraries it uses only their
+    /// errors, and the MCP library nothing (name one to hear more, such as
+    /// `rmcp=warn`).
     #[arg(
         long,
         global = true,
         env = "HOST_LOG",
-        default_value = "info,rmcp=off",
+        default_value = DEFAULT_LOG_FILTER,
         value_parser = parse_log_filter
     )]
     pub log_level: String,
@@ -32,6 +33,12 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
+
+/// What the host logs unless told otherwise: its own lines at info; its
+/// libraries' errors only (their warnings are debug dumps, such as a
+/// plugin's refused connection, which the plugin reports in words); rmcp's
+/// none (it logs a client's cancellation as an error).
+pub const DEFAULT_LOG_FILTER: &str = "error,host=info,rmcp=off";
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {
@@ -269,6 +276,7 @@ mod address_and_filter_tests {
             "info",
             "DEBUG",
             "info,rmcp=off",
+            DEFAULT_LOG_FILTER,
             "host=debug",
             "warn,host::reload=trace",
         ] {

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import socket
 import threading
 import time
 
@@ -380,3 +381,126 @@ def test_stdio_gives_the_same_codes(tmp_path):
     ])
     codes = sorted((a["error"]["code"], json.dumps(a["id"])) for a in answers)
     assert codes == [(-32700, "null")] + [(-32600, "1")] + [(-32600, "null")] * 4, answers
+
+
+@pytest.mark.anyio
+async def test_a_refused_connection_names_the_url_and_what_to_check(tmp_path):
+    from mcp import Client
+
+    from harness import text_of
+
+    root = make_root(tmp_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{closed}"
+    host = HttpHost(root, {"BROKER_URL": url})
+    try:
+        async with Client(host.url) as client:
+            result = await client.call_tool("broker__get_positions", {})
+        assert result.is_error
+        text = text_of(result)
+        assert f"{url}/v2/positions" in text, text
+        assert "connection refused (is the service running" in text, text
+        assert "ErrorCode" not in text, text
+        # The host's log has no library's debug dump of it either.
+        log = "".join(host.log)
+        assert "Os {" not in log and "wasmtime_wasi_http" not in log, log
+    finally:
+        host.stop()
+
+
+def sleepy_host(tmp_path) -> HttpHost:
+    """A host serving the hostile fixture, whose `sleep` waits up to 20 s."""
+    root = make_root(tmp_path, fixtures=("hostile",))
+    policy = root / "policies" / "hostile.toml"
+    policy.write_text(policy.read_text().replace("timeout_ms = 1000", "timeout_ms = 20000"))
+    host = HttpHost(root, None)
+    host.root = root
+    return host
+
+
+def call_outcome(root, tool: str) -> str | None:
+    records = audit_records(root, until=lambda r: r.get("event") == "call" and r.get("target") == tool)
+    outcomes = [r["outcome"] for r in records if r.get("event") == "call" and r.get("target") == tool]
+    return outcomes[-1] if outcomes else None
+
+
+def in_background(call) -> tuple[threading.Thread, dict]:
+    """Starts `call()` on a thread; what it answered and how long it took."""
+    answered: dict = {}
+
+    def run() -> None:
+        started = time.monotonic()
+        answered["answer"] = call()
+        answered["seconds"] = time.monotonic() - started
+
+    caller = threading.Thread(target=run)
+    caller.start()
+    return caller, answered
+
+
+def stopped_soon(caller: threading.Thread, answered: dict, root) -> None:
+    """The sleeping call was answered within seconds, recorded as cancelled."""
+    caller.join(15)
+    assert not caller.is_alive() and answered["seconds"] < 5, answered
+    assert call_outcome(root, "hostile__sleep") == "cancelled"
+
+
+def test_deleting_a_session_ends_its_calls(tmp_path):
+    host = sleepy_host(tmp_path)
+    try:
+        session = open_session(host.url)
+        call = json.dumps({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                           "params": {"name": "hostile__sleep", "arguments": {}}}).encode()
+        caller, answered = in_background(lambda: send(host.url, body=call, headers={"mcp-session-id": session}))
+        time.sleep(1.0)
+        status, _, _ = send(host.url, "DELETE", headers={"mcp-session-id": session})
+        assert status in (200, 204)
+        stopped_soon(caller, answered, host.root)
+    finally:
+        host.stop()
+
+
+def test_a_cancellation_without_a_session_stops_the_call_it_names(tmp_path):
+    from harness import RawModern
+
+    host = sleepy_host(tmp_path)
+    try:
+        client = RawModern(host.url)
+        caller, answered = in_background(
+            lambda: client.request("tools/call", {"name": "hostile__sleep", "arguments": {}}))
+        time.sleep(1.0)
+        # Another client of the same owner cancels a request id nobody has
+        # in flight: nothing happens; then the one in flight.
+        for request_id in (99, 1):
+            cancel = json.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                                 "params": {"requestId": request_id, "reason": "user stop",
+                                            "_meta": client.meta}}).encode()
+            status, _, text = send(host.url, body=cancel, headers={"mcp-protocol-version": "2026-07-28",
+                                                                   "mcp-method": "notifications/cancelled"})
+            assert status == 202, (status, text)
+            if request_id == 99:
+                time.sleep(0.5)
+                assert caller.is_alive()
+        stopped_soon(caller, answered, host.root)
+    finally:
+        host.stop()
+
+
+def test_the_tasks_extension_is_advertised_only_where_it_is_served(tmp_path_factory):
+    host = shared_public_host(tmp_path_factory)
+    status, _, text = send(host.url, body=json.dumps(INITIALIZE).encode())
+    assert status == 200, text
+    (answer,) = messages(text)
+    extensions = answer["result"]["capabilities"].get("extensions") or {}
+    assert "io.modelcontextprotocol/tasks" not in extensions, answer
+    discover = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "0"},
+        "io.modelcontextprotocol/clientCapabilities": {}}}}).encode()
+    status, _, text = send(host.url, body=discover, headers={"mcp-protocol-version": "2026-07-28",
+                                                            "mcp-method": "server/discover"})
+    assert status == 200, text
+    (answer,) = messages(text)
+    assert "io.modelcontextprotocol/tasks" in answer["result"]["capabilities"]["extensions"], answer

@@ -77,6 +77,10 @@ async def test_unbounded_allocation_hits_the_memory_limit(http_host):
         assert result.is_error
         assert "ran out of memory" in text_of(result)
         assert "32 MiB" in text_of(result)
+        # One clean line for the user: no wasm backtrace, and not the
+        # allocator's complaint on stderr (that reached the client's log).
+        assert "\n" not in text_of(result), text_of(result)
+        assert "backtrace" not in text_of(result) and "stderr" not in text_of(result), text_of(result)
         await indicators_still_work(client)
 
 

@@ -70,6 +70,33 @@ pub struct RequestId {
     pub key: u64,
 }
 
+impl RequestId {
+    fn of(id: &Value) -> RequestId {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let key = BuildHasherDefault::<DefaultHasher>::default().hash_one(id.to_string());
+        RequestId {
+            id: id.clone(),
+            key,
+        }
+    }
+}
+
+/// The request a `notifications/cancelled` names, for the layers behind
+/// [`frame`]: without a session, the host finds the call by it.
+#[derive(Clone, Debug)]
+pub struct CancelsRequest(pub RequestId);
+
+#[derive(Deserialize)]
+struct CancelPeek {
+    params: CancelParams,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CancelParams {
+    request_id: Value,
+}
+
 /// The deepest nesting of arrays and objects a message may have: what
 /// serde_json (and so rmcp) parses.
 const MAX_NESTING: usize = 127;
@@ -185,6 +212,14 @@ pub async fn frame(
         parts.extensions.insert(id);
     }
     if let Some(method) = &peek.method {
+        if method == "notifications/cancelled"
+            && let Ok(cancel) = serde_json::from_slice::<CancelPeek>(&bytes)
+            && (cancel.params.request_id.is_string() || cancel.params.request_id.is_i64())
+        {
+            parts
+                .extensions
+                .insert(CancelsRequest(RequestId::of(&cancel.params.request_id)));
+        }
         parts.extensions.insert(JsonRpcMethod(method.clone()));
     }
     let unnamed = !parts.headers.contains_key(MCP_NAME);
@@ -295,13 +330,8 @@ impl Peek {
 
     /// The id of a request (a message with a method and an id).
     fn request_id(&self) -> Option<RequestId> {
-        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
         let id = self.id.as_ref().filter(|_| self.method.is_some())?;
-        let key = BuildHasherDefault::<DefaultHasher>::default().hash_one(id.to_string());
-        Some(RequestId {
-            id: id.clone(),
-            key,
-        })
+        Some(RequestId::of(id))
     }
 
     /// The id an error about this message may echo, and the method it

@@ -9,6 +9,7 @@ mod observer;
 mod result;
 pub mod server;
 pub mod sessions;
+mod stateless;
 pub mod stdio;
 mod subscriptions;
 mod tasks;

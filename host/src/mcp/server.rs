@@ -22,9 +22,10 @@ use arc_swap::ArcSwap;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
     CompletionInfo, ContentBlock, GetPromptRequestParams, GetPromptResponse, GetPromptResult,
-    Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
-    ListToolsResult, PaginatedRequestParams, ProtocolVersion, ReadResourceRequestParams,
-    ReadResourceResponse, ReadResourceResult, Reference, ServerCapabilities, ServerConfig,
+    Implementation, InitializeRequestParams, InitializeResult, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+    Reference, ServerCapabilities, ServerConfig,
 };
 use rmcp::model::{
     CancelTaskParams, ClientCapabilities, CreateTaskResult, CustomRequest, CustomResult,
@@ -36,6 +37,7 @@ use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 /// What every connection shares: the registry being served, the runtime,
 /// and the audit log.
@@ -191,6 +193,15 @@ struct Caller {
     call: CallContext,
     /// The client, as the audit log names it.
     client: Client,
+    /// Cancelled when the HTTP session the request came on ends.
+    session_ended: Option<CancellationToken>,
+}
+
+/// What ends the calls of the HTTP session a request came on.
+fn session_ended_of(context: &RequestContext<RoleServer>) -> Option<CancellationToken> {
+    let parts = context.extensions.get::<http::request::Parts>()?;
+    let ended = parts.extensions.get::<super::sessions::CancelCalls>()?;
+    Some(ended.0.clone())
 }
 
 /// One client connection's server.
@@ -211,7 +222,7 @@ impl McpServer {
             shared,
             log_level: Default::default(),
             watched: Default::default(),
-            ended: Arc::new(tokio_util::sync::CancellationToken::new().drop_guard()),
+            ended: Arc::new(CancellationToken::new().drop_guard()),
         }
     }
 
@@ -255,16 +266,27 @@ impl McpServer {
     ) -> Result<(R, Diagnostics), CallError> {
         let _in_flight = self.shared.in_flight.enter();
         let observer = caller.call.observer.clone();
-        let outcome = self
-            .shared
-            .runtime
-            .run(
-                &plugin.prepared,
-                &grants.sandbox,
-                caller.call.clone(),
-                entry,
-            )
-            .await;
+        let running = self.shared.runtime.run(
+            &plugin.prepared,
+            &grants.sandbox,
+            caller.call.clone(),
+            entry,
+        );
+        let outcome = match &caller.session_ended {
+            None => running.await,
+            Some(ended) => {
+                tokio::pin!(running);
+                tokio::select! {
+                    biased;
+                    outcome = &mut running => outcome,
+                    () = ended.cancelled() => {
+                        // Stopped as a cancellation, so it is recorded as one.
+                        caller.call.cancel.cancel();
+                        running.await
+                    }
+                }
+            }
+        };
         let diagnostics = match &outcome {
             Ok((_, diagnostics)) => diagnostics,
             Err(error) => &error.diagnostics,
@@ -362,6 +384,7 @@ impl McpServer {
         let caller = Caller {
             call: self.call_context(&plugin.name, context, &principal),
             client: client_of(context, &principal),
+            session_ended: session_ended_of(context),
         };
         let access = &plugin.grants.access;
         self.admit(
@@ -486,6 +509,7 @@ impl McpServer {
                 cancel,
                 user: Some(client.principal.clone()),
             },
+            session_ended: None,
             client,
         };
         let (server, registry, tool) = (self.clone(), registry.clone(), tool.to_owned());
@@ -582,6 +606,25 @@ impl ServerHandler for McpServer {
                  `<plugin>__<tool>`; each tool's annotations are computed from what its plugin \
                  is granted, not from what it claims.",
             )
+    }
+
+    /// The handshake of versions before 2026-07-28, which have no tasks
+    /// extension: the host never makes a task there, so it does not
+    /// advertise one.
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, McpError> {
+        context.peer.set_peer_info(request.clone());
+        let mut result = self.negotiate_initialize(&request)?;
+        if let Some(extensions) = &mut result.capabilities.extensions {
+            extensions.remove(rmcp::model::TASKS_EXTENSION_ID);
+            if extensions.is_empty() {
+                result.capabilities.extensions = None;
+            }
+        }
+        Ok(result)
     }
 
     async fn list_tools(
@@ -729,6 +772,7 @@ impl ServerHandler for McpServer {
         let caller = Caller {
             call: self.call_context(&plugin.name, &context, &principal),
             client,
+            session_ended: session_ended_of(&context),
         };
         match self.run_tool(plugin, entry, audited, &caller).await {
             Ok(result) => Ok(result.into()),

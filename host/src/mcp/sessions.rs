@@ -15,12 +15,12 @@
 //!   requests count: notifications the host sends (a plugin reloaded) do
 //!   not keep a session alive.
 
-use super::{drain, http_errors};
+use super::{drain, http_errors, stateless};
 use crate::audit::{AuditLog, Client, Event};
 use crate::auth::Principal;
 use crate::metrics::Metrics;
 use axum::extract::{ConnectInfo, Request};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use http::{Method, StatusCode};
 use rmcp::transport::streamable_http_server::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -28,6 +28,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// The header naming a request's session.
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -61,6 +62,8 @@ pub struct Sessions {
     table: Mutex<Table>,
     audit: AuditLog,
     metrics: Arc<Metrics>,
+    /// Requests without a session in flight, for their cancellations.
+    sessionless: Arc<stateless::InFlight>,
 }
 
 #[derive(Default)]
@@ -78,7 +81,18 @@ struct Entry {
     /// The ids of its requests in flight (as keys): a second request with
     /// one of them would take the first one's answer.
     ids: HashSet<u64>,
+    /// Cancelled when the session ends (deleted by its client): what its
+    /// calls still running are stopped by.
+    ended: CancelCalls,
 }
+
+/// Cancelled when the client ends a request's calls: by deleting the
+/// session it came on (rmcp would let them run on for seconds, their
+/// answers going nowhere), or, without a session, by cancelling the
+/// request in a POST of its own. Put in the request's extensions for the
+/// call pipeline.
+#[derive(Clone, Default)]
+pub struct CancelCalls(pub CancellationToken);
 
 /// What one owner holds, as [`Sessions::admit`] weighs it.
 #[derive(Default)]
@@ -99,7 +113,7 @@ enum NoRoom {
 
 /// Who may use a session, as a request shows it.
 enum Claim {
-    Owned,
+    Owned(CancelCalls),
     Unknown,
     Foreign,
     /// A request of the session with the same id is still in flight.
@@ -140,6 +154,7 @@ impl Sessions {
             table: Mutex::new(Table::default()),
             audit,
             metrics,
+            sessionless: Arc::default(),
         });
         let weak = Arc::downgrade(&sessions);
         let period = (limits.idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
@@ -179,7 +194,7 @@ impl Sessions {
                 entry.ids.extend(request);
                 entry.last_used = now;
                 entry.open += 1;
-                Claim::Owned
+                Claim::Owned(entry.ended.clone())
             }
         }
     }
@@ -286,7 +301,9 @@ impl Sessions {
     }
 
     fn forget(&self, id: &str) {
-        self.lock().sessions.remove(id);
+        if let Some(entry) = self.lock().sessions.remove(id) {
+            entry.ended.0.cancel();
+        }
     }
 }
 
@@ -301,6 +318,7 @@ impl Opening {
                 last_used: Instant::now(),
                 open: 0,
                 ids: HashSet::new(),
+                ended: CancelCalls::default(),
             },
         );
         self.bound = true;
@@ -360,15 +378,15 @@ pub async fn guard(
         if request.method() == Method::POST && opens_session(&request) {
             return open(sessions, owner, request, next).await;
         }
-        return next(request).await;
+        return without_session(sessions, owner, request, next).await;
     };
     let request_id = request
         .extensions()
         .get::<http_errors::RequestId>()
         .cloned();
     let key = request_id.as_ref().map(|id| id.key);
-    match sessions.claim(&id, &owner, Instant::now(), key) {
-        Claim::Owned => {}
+    let ended = match sessions.claim(&id, &owner, Instant::now(), key) {
+        Claim::Owned(ended) => ended,
         Claim::Unknown => return session_not_found(),
         Claim::DuplicateId => {
             let echoed = request_id.map_or(serde_json::Value::Null, |id| id.id);
@@ -403,13 +421,20 @@ pub async fn guard(
                 .await;
             return session_not_found();
         }
-    }
+    };
     let in_use = InUse {
         sessions: sessions.clone(),
         id: id.clone(),
         request: key,
     };
     let deleting = request.method() == Method::DELETE;
+    if deleting {
+        // Its calls stop first, so their last answers go out before the
+        // session closes.
+        ended.0.cancel();
+    }
+    let mut request = request;
+    request.extensions_mut().insert(ended);
     let mut response = next(request).await;
     if deleting && response.status().is_success() {
         sessions.forget(&id);
@@ -421,6 +446,36 @@ pub async fn guard(
     // The session stays in use while the response (an event stream,
     // maybe long) is being sent.
     drain::held_until_sent(response, in_use)
+}
+
+/// A request without a session: a cancellation stops the sessionless
+/// request it names (of the same owner) and is accepted, as a notification
+/// is; a request is kept, cancellable, until its answer has been sent.
+async fn without_session(
+    sessions: &Arc<Sessions>,
+    owner: Arc<str>,
+    mut request: Request,
+    next: impl AsyncFnOnce(Request) -> Response,
+) -> Response {
+    if request.method() != Method::POST {
+        return next(request).await;
+    }
+    if let Some(cancel) = request.extensions().get::<http_errors::CancelsRequest>() {
+        let stopped = sessions.sessionless.cancel(owner, cancel.0.key);
+        tracing::debug!(stopped, "a cancellation without a session");
+        return StatusCode::ACCEPTED.into_response();
+    }
+    let Some(key) = request
+        .extensions()
+        .get::<http_errors::RequestId>()
+        .map(|id| id.key)
+    else {
+        return next(request).await;
+    };
+    let (kept, cancel) = sessions.sessionless.keep(owner, key);
+    request.extensions_mut().insert(cancel);
+    let response = next(request).await;
+    drain::held_until_sent(response, kept)
 }
 
 /// The longest session id the host accepts; its own are UUIDs (36).
@@ -529,6 +584,7 @@ mod tests {
             table: Mutex::new(Table::default()),
             audit: AuditLog::disabled(),
             metrics: Arc::new(Metrics::default()),
+            sessionless: Arc::default(),
         })
     }
 
@@ -591,7 +647,7 @@ mod tests {
         let now = Instant::now();
         assert!(matches!(
             sessions.claim("s1", "alice", now, None),
-            Claim::Owned
+            Claim::Owned(_)
         ));
         assert!(matches!(
             sessions.claim("s1", "bob", now, None),
@@ -616,7 +672,7 @@ mod tests {
         assert_eq!(sessions.len(), 3);
         assert!(matches!(
             sessions.claim("b1", "bob", Instant::now(), None),
-            Claim::Owned
+            Claim::Owned(_)
         ));
     }
 
@@ -637,7 +693,7 @@ mod tests {
         let now = Instant::now();
         assert!(matches!(
             sessions.claim("s1", "alice", now, Some(7)),
-            Claim::Owned
+            Claim::Owned(_)
         ));
         assert!(matches!(
             sessions.claim("s1", "alice", now, Some(7)),
@@ -645,12 +701,12 @@ mod tests {
         ));
         assert!(matches!(
             sessions.claim("s1", "alice", now, Some(8)),
-            Claim::Owned
+            Claim::Owned(_)
         ));
         sessions.release("s1", Some(7));
         assert!(matches!(
             sessions.claim("s1", "alice", now, Some(7)),
-            Claim::Owned
+            Claim::Owned(_)
         ));
     }
 
@@ -725,7 +781,7 @@ mod tests {
         ));
         assert!(matches!(
             sessions.claim("streaming", "alice", now, None),
-            Claim::Owned
+            Claim::Owned(_)
         ));
     }
 }

@@ -35,7 +35,7 @@ fn other_interface_version<'a>(names: impl Iterator<Item = &'a str>) -> Option<&
         .find(|version| *version != INTERFACE_VERSION)
 }
 
-/// How much of a plugin's stderr an error message quotes: the end, where a
+/// How much of a plugin's stderr a crash's message quotes: the end, where a
 /// panic message is.
 const STDERR_TAIL_BYTES: usize = 2 * 1024;
 
@@ -125,6 +125,11 @@ pub struct CallError {
     pub diagnostics: Diagnostics,
 }
 
+/// The host's one line on why the call failed, then what the sandbox
+/// refused; for a crash only, the end of the plugin's stderr (where its
+/// panic message is). A call stopped at a limit failed for the limit's
+/// reason, whatever the plugin printed: its output reached the client's log
+/// already, as log notifications.
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)?;
@@ -132,7 +137,7 @@ impl std::fmt::Display for CallError {
             write!(f, "\n{line}")?;
         }
         let stderr = self.diagnostics.stderr.trim();
-        if !stderr.is_empty() {
+        if self.kind == FailureKind::Crashed && !stderr.is_empty() {
             let mut start = stderr.len().saturating_sub(STDERR_TAIL_BYTES);
             while !stderr.is_char_boundary(start) {
                 start += 1;
@@ -320,10 +325,10 @@ impl Runtime {
                 );
                 Err(fail(FailureKind::CpuLimit, message, diagnostics))
             }
-            Some(Ok(Err(error))) if memory_refused => {
+            Some(Ok(Err(_))) if memory_refused => {
                 let message = format!(
                     "the plugin ran out of memory: it tried to grow past its limit of {} MiB \
-                     ({error})",
+                     ([limits] memory_mib in its policy)",
                     limits.memory_mib
                 );
                 Err(fail(FailureKind::OutOfMemory, message, diagnostics))

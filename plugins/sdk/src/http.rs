@@ -37,9 +37,56 @@ impl From<ErrorCode> for HttpError {
     fn from(code: ErrorCode) -> Self {
         match code {
             ErrorCode::HttpRequestDenied => HttpError::Denied,
-            other => HttpError::Transport(format!("{other:?}")),
+            other => HttpError::Transport(describe(&other)),
         }
     }
+}
+
+impl HttpError {
+    /// The same error, naming the URL it happened on.
+    fn at(self, url: &str) -> Self {
+        match self {
+            HttpError::Transport(why) => HttpError::Transport(format!("{url}: {why}")),
+            other => other,
+        }
+    }
+}
+
+/// What went wrong, in words, with what to check where there is a usual cause.
+fn describe(code: &ErrorCode) -> String {
+    let text = match code {
+        ErrorCode::DnsTimeout => "looking up the host name timed out",
+        ErrorCode::DnsError(_) => "cannot resolve the host name (is it spelled right?)",
+        ErrorCode::DestinationNotFound => "the host was not found (is it spelled right?)",
+        ErrorCode::DestinationUnavailable | ErrorCode::DestinationIpUnroutable => {
+            "the host cannot be reached (is the network up?)"
+        }
+        ErrorCode::DestinationIpProhibited => "the host's address may not be used",
+        ErrorCode::ConnectionRefused => {
+            "cannot connect: connection refused (is the service running, on that port?)"
+        }
+        ErrorCode::ConnectionTimeout => "cannot connect: timed out (is the host reachable?)",
+        ErrorCode::ConnectionTerminated | ErrorCode::ConnectionReadTimeout => {
+            "the connection closed before the response was complete"
+        }
+        ErrorCode::ConnectionWriteTimeout => "sending the request timed out",
+        ErrorCode::ConnectionLimitReached => "too many connections are open",
+        ErrorCode::TlsProtocolError | ErrorCode::TlsAlertReceived(_) => {
+            "the TLS handshake failed (is the port one that speaks TLS?)"
+        }
+        ErrorCode::TlsCertificateError => {
+            "the server's TLS certificate is not valid for this host"
+        }
+        ErrorCode::HttpResponseTimeout => "no response arrived in time",
+        ErrorCode::HttpResponseIncomplete => "the response was cut short",
+        ErrorCode::HttpProtocolError => "the server's answer is not valid HTTP",
+        ErrorCode::HttpRequestBodySize(_) | ErrorCode::HttpResponseBodySize(_) => {
+            "the body is larger than allowed"
+        }
+        ErrorCode::InternalError(Some(why)) => return why.clone(),
+        other => return format!("{other:?}"),
+    };
+    text.to_owned()
 }
 
 /// A response, read whole.
@@ -135,8 +182,14 @@ impl Request {
         Ok(request)
     }
 
-    /// Sends the request and reads the whole response.
+    /// Sends the request and reads the whole response. A failure on the
+    /// way names the URL.
     pub fn send(self) -> Result<Response, HttpError> {
+        let url = self.url.clone();
+        self.exchange().map_err(|e| e.at(&url))
+    }
+
+    fn exchange(self) -> Result<Response, HttpError> {
         let uri: http::Uri = self
             .url
             .parse()
