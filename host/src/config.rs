@@ -2,6 +2,8 @@
 
 use crate::capability::filesystem::Protected;
 use crate::cli::Locations;
+use crate::mcp::budget::ClientLimits;
+use crate::mcp::client_address::TrustedProxies;
 use crate::mcp::listener::ConnectionLimits;
 use crate::mcp::sessions::SessionLimits;
 use crate::policy::PolicyDir;
@@ -89,8 +91,28 @@ pub struct HttpConfig {
     /// Seconds after which a session its client has not used is closed
     /// [default: 600].
     pub session_idle_s: Option<u64>,
-    /// Connections open at once [default: 1024]; more wait to be accepted.
+    /// Connections served at once [default: 1024]; past it, a few more
+    /// serve health checks only, and the rest wait to be accepted.
     pub max_connections: Option<usize>,
+    /// Connections served at once from one client address [default: 128,
+    /// or max_connections if less]; more are answered 429 and closed.
+    pub max_connections_per_address: Option<usize>,
+    /// Seconds a client may take to read each part of an answer (an event
+    /// stream it stops reading) before its connection is closed
+    /// [default: 30].
+    pub write_timeout_s: Option<u64>,
+    /// Long-lived event streams open at once per user (per address for
+    /// clients nobody authenticated) [default: 32]; four times that per
+    /// address.
+    pub max_streams_per_client: Option<usize>,
+    /// Requests open at once per user (per address for anonymous clients)
+    /// [default: 128]; four times that per address.
+    pub max_requests_per_client: Option<usize>,
+    /// Proxies whose `X-Forwarded-For` names the client's address for
+    /// every per-address limit (addresses or networks such as
+    /// `10.0.0.0/8`) [default: none].
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Seconds a client may take to send a request's headers, and again
     /// its body; a connection idle this long between requests is closed
     /// [default: 20].
@@ -123,17 +145,50 @@ impl HttpConfig {
     /// The connection limits this table asks for.
     fn connections(&self) -> anyhow::Result<ConnectionLimits> {
         let defaults = ConnectionLimits::default();
+        let max = self.max_connections.unwrap_or(defaults.max);
         let limits = ConnectionLimits {
-            max: self.max_connections.unwrap_or(defaults.max),
+            max,
+            per_address: self
+                .max_connections_per_address
+                .unwrap_or(defaults.per_address.min(max)),
             read_timeout: self
                 .read_timeout_s
                 .map_or(defaults.read_timeout, std::time::Duration::from_secs),
+            write_timeout: self
+                .write_timeout_s
+                .map_or(defaults.write_timeout, std::time::Duration::from_secs),
         };
         if !(1..=1_000_000).contains(&limits.max) {
             anyhow::bail!("config: [http] max_connections must be 1 to 1000000");
         }
+        if !(1..=limits.max).contains(&limits.per_address) {
+            anyhow::bail!(
+                "config: [http] max_connections_per_address must be 1 to max_connections"
+            );
+        }
+        if !(1..=3600).contains(&limits.write_timeout.as_secs()) {
+            anyhow::bail!("config: [http] write_timeout_s must be 1 to 3600");
+        }
         if !(1..=3600).contains(&limits.read_timeout.as_secs()) {
             anyhow::bail!("config: [http] read_timeout_s must be 1 to 3600");
+        }
+        Ok(limits)
+    }
+
+    /// What one client may hold open.
+    fn clients(&self) -> anyhow::Result<ClientLimits> {
+        let defaults = ClientLimits::default();
+        let limits = ClientLimits {
+            streams: self.max_streams_per_client.unwrap_or(defaults.streams),
+            requests: self.max_requests_per_client.unwrap_or(defaults.requests),
+        };
+        if !(1..=100_000).contains(&limits.streams) {
+            anyhow::bail!("config: [http] max_streams_per_client must be 1 to 100000");
+        }
+        if !(limits.streams..=100_000).contains(&limits.requests) {
+            anyhow::bail!(
+                "config: [http] max_requests_per_client must be max_streams_per_client to 100000"
+            );
         }
         Ok(limits)
     }
@@ -150,6 +205,10 @@ pub struct Settings {
     pub sessions: SessionLimits,
     /// How many HTTP connections, and how patient with slow clients.
     pub connections: ConnectionLimits,
+    /// What one HTTP client may hold open.
+    pub clients: ClientLimits,
+    /// Proxies whose forwarded client addresses the host believes.
+    pub trusted_proxies: TrustedProxies,
     /// How long a shutdown waits for calls in flight.
     pub shutdown_deadline: std::time::Duration,
     /// The audit log's file; `None` keeps none.
@@ -263,6 +322,8 @@ impl Settings {
             http: file.http.listen,
             sessions: file.http.sessions()?,
             connections: file.http.connections()?,
+            clients: file.http.clients()?,
+            trusted_proxies: TrustedProxies::new(file.http.trusted_proxies.clone()),
             shutdown_deadline: std::time::Duration::from_secs(
                 file.shutdown_deadline_s.unwrap_or(30),
             ),

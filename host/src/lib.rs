@@ -184,7 +184,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(reload::watch(reloader)?)
     };
 
-    let shutdown = shutdown::on_signals()?;
+    let shutdown = shutdown::on_signals(settings.shutdown_deadline)?;
     let served = match http {
         Some(addr) => {
             let mut origins = settings.allowed_origins.clone();
@@ -199,6 +199,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 rate: settings.auth.rate_limit.clone(),
                 sessions: settings.sessions,
                 connections: settings.connections,
+                clients: settings.clients,
+                trusted_proxies: settings.trusted_proxies.clone(),
                 shutdown_deadline: settings.shutdown_deadline,
             };
             transport::serve_http(shared, options, shutdown, |bound| {

@@ -400,3 +400,55 @@ def test_a_gateway_request_with_bad_headers_is_refused_before_its_body_is_read(g
     # A body announced but never sent: the answer must not wait for it.
     answer = gateway.post_unfinished(headers, 1_000_000)
     assert answer.startswith("HTTP/1.1 401"), answer
+
+
+# Fair limits: one client's failures do not lock out others behind its address.
+
+@pytest.fixture(scope="module")
+def strict(tmp_path_factory):
+    """Five failed authentications a minute; this machine's loopback is a
+    trusted proxy, so X-Forwarded-For names each client's address."""
+    root = make_root(tmp_path_factory.mktemp("strict"))
+    config = root / "host.toml"
+    config.write_text(f'[http]\ntrusted_proxies = ["127.0.0.1/32"]\n[auth]\nmode = "direct"\n'
+                      f'resource = "{AUDIENCE}"\nissuer = "{ISSUER}"\nhs256_secret_env = "TEST_HS256_SECRET"\n'
+                      "[auth.rate_limit]\nfailed_auth_per_minute = 5\n")
+    host = HttpHost(root, ENV, "--config", str(config))
+    yield host
+    host.stop()
+
+
+def from_address(address: str | None) -> dict:
+    return {"x-forwarded-for": address} if address else {}
+
+
+def test_a_guesser_behind_a_shared_address_locks_out_only_itself(strict):
+    alice = bearer(hs256(claims(sub="alice")))
+    assert post(strict.url, alice)[0] == 200
+    # Asking without a token (how clients discover auth) is not a guess.
+    for _ in range(10):
+        assert post(strict.url, {})[0] == 401
+    # A guesser at the proxy's own address (no forwarded address).
+    guesses = [post(strict.url, bearer(hs256(claims(sub="mallory"), secret=b"x" * 32 + bytes([n]))))[0]
+               for n in range(10)]
+    assert guesses[:5] == [401] * 5 and set(guesses[5:]) == {429}, guesses
+    # A user whose credential worked before still gets in from there; a
+    # new one from that address waits; every other address is untouched.
+    assert post(strict.url, alice)[0] == 200
+    status, headers, body = post(strict.url, bearer(hs256(claims(sub="bob"))))
+    assert status == 429 and "still accepted" in body and "retry-after" in {k.lower() for k in headers}
+    assert post(strict.url, {**bearer(hs256(claims(sub="bob"))), **from_address("203.0.113.7")})[0] == 200
+
+
+def test_one_bad_token_is_limited_wherever_it_comes_from(strict):
+    stolen = bearer(hs256(claims(sub="carol"), secret=b"y" * 33))
+    statuses = [post(strict.url, {**stolen, **from_address(f"198.51.100.{n}")})[0] for n in range(8)]
+    assert statuses[:5] == [401] * 5 and set(statuses[5:]) == {429}, statuses
+    assert post(strict.url, {**bearer(hs256(claims(sub="dave"))), **from_address("198.51.100.1")})[0] == 200
+
+
+def test_a_client_cannot_pick_its_address_without_a_trusted_proxy(public):
+    """Public mode trusts no proxy: X-Forwarded-For is ignored, so a client
+    cannot spread its budget over made-up addresses."""
+    statuses = [post(public.url, {"x-forwarded-for": f"192.0.2.{n}"}, PING)[0] for n in range(40)]
+    assert 429 in statuses, statuses

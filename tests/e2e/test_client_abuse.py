@@ -6,7 +6,9 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -504,3 +506,155 @@ def test_the_tasks_extension_is_advertised_only_where_it_is_served(tmp_path_fact
     assert status == 200, text
     (answer,) = messages(text)
     assert "io.modelcontextprotocol/tasks" in answer["result"]["capabilities"]["extensions"], answer
+
+
+# Streams and connections: a budget per client and per address, a reserved
+# slot for health checks, and shutdown that streams cannot hold up.
+
+MODERN_META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+               "io.modelcontextprotocol/clientInfo": {"name": "listener", "version": "0"},
+               "io.modelcontextprotocol/clientCapabilities": {}}
+LISTEN = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "subscriptions/listen", "params": {
+    "notifications": {"toolsListChanged": True}, "_meta": MODERN_META}}).encode()
+
+
+def open_listen(port: int, source: str) -> tuple[int, socket.socket]:
+    """A `subscriptions/listen` stream from `source`, left open: the status
+    and the socket (still open when the stream is)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+    head = (f"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
+            "accept: application/json, text/event-stream\r\nmcp-protocol-version: 2026-07-28\r\n"
+            f"mcp-method: subscriptions/listen\r\ncontent-length: {len(LISTEN)}\r\n\r\n").encode()
+    sock.sendall(head + LISTEN)
+    status_line = b""
+    while not status_line.endswith(b"\r\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            break
+        status_line += chunk
+    status = int(status_line.split()[1]) if status_line.startswith(b"HTTP/1.1") else 0
+    return status, sock
+
+
+def timed_health(host: HttpHost) -> float:
+    started = time.monotonic()
+    status, _, _ = send(host.origin + "/health", "GET")
+    assert status == 200
+    return time.monotonic() - started
+
+
+def test_streams_from_a_few_addresses_cannot_take_every_connection(tmp_path):
+    from test_front_door import resident_mb
+
+    host = public_host(tmp_path, "max_connections = 256\nmax_streams_per_client = 8\n")
+    held: list[socket.socket] = []
+    try:
+        before = resident_mb(host.process.pid)
+        statuses = []
+        for n in range(300):
+            status, sock = open_listen(host.port, f"127.0.0.{2 + n % 5}")
+            statuses.append(status)
+            (held if status == 200 else []).append(sock)
+            if status != 200:
+                sock.close()
+            if n % 50 == 0:
+                assert timed_health(host) < 1.0
+        # Eight streams per address (anonymous clients are their address).
+        assert statuses.count(200) == 40 and statuses.count(429) == 260, sorted(set(statuses))
+        # Everyone else is served, health checks at once.
+        assert timed_health(host) < 1.0
+        session = open_session(host.url)
+        assert list_tools(host.url, session)[0] == 200
+        assert resident_mb(host.process.pid) - before < 60
+    finally:
+        for sock in held:
+            sock.close()
+        host.stop()
+
+
+def test_one_address_gets_its_share_of_connections_and_health_its_slot(tmp_path):
+    host = public_host(tmp_path, "max_connections = 64\nmax_connections_per_address = 16\n")
+    silent: list[socket.socket] = []
+    try:
+        silent = [socket.create_connection(("127.0.0.1", host.port), source_address=("127.0.0.9", 0))
+                  for _ in range(16)]
+        # The 17th from that address is its health-check slot: served for
+        # /health only; the 18th is answered 429 at once and closed.
+        status, _, text = raw_post(host.port, json.dumps(INITIALIZE).encode(), [], source="127.0.0.9")
+        assert status == 503 and "max_connections_per_address" in text, (status, text)
+        reserved = socket.create_connection(("127.0.0.1", host.port), source_address=("127.0.0.9", 0))
+        silent.append(reserved)
+        status, _, text = raw_post(host.port, json.dumps(INITIALIZE).encode(), [], source="127.0.0.9")
+        assert status == 429 and "max_connections_per_address" in text, (status, text)
+        # Every other address is served as before.
+        assert raw_post(host.port, json.dumps(INITIALIZE).encode(), [], source="127.0.0.10")[0] == 200
+        assert timed_health(host) < 1.0
+    finally:
+        for sock in silent:
+            sock.close()
+        host.stop()
+
+
+def test_an_open_stream_does_not_hold_up_shutdown(tmp_path):
+    host = public_host(tmp_path)
+    status, sock = open_listen(host.port, "127.0.0.2")
+    try:
+        assert status == 200
+        started = time.monotonic()
+        host.process.send_signal(signal.SIGTERM)
+        host.process.wait(timeout=20)
+        assert time.monotonic() - started < 5, time.monotonic() - started
+        assert host.process.returncode == 0
+    finally:
+        sock.close()
+        host.stop()
+
+
+def test_a_stdio_client_that_stops_reading_cannot_keep_the_host_alive(tmp_path):
+    from harness import HOST, host_args
+
+    root = make_root(tmp_path)
+    config = root / "host.toml"
+    config.write_text("shutdown_deadline_s = 1\n")
+    process = subprocess.Popen([str(HOST), "serve", "--config", str(config), *host_args(root)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        hello = json.dumps({**INITIALIZE, "params": {**INITIALIZE["params"]}}).encode() + b"\n"
+        process.stdin.write(hello + b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
+        # Answers pile up in a pipe nobody reads (64 KiB) until writes block.
+        for n in range(400):
+            process.stdin.write(json.dumps({"jsonrpc": "2.0", "id": n + 2, "method": "tools/list"}).encode() + b"\n")
+        process.stdin.flush()
+        time.sleep(1.0)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        assert time.monotonic() - started < 15, time.monotonic() - started
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_anonymous_clients_each_have_their_own_tool_budget(tmp_path):
+    root = make_root(tmp_path)
+    config = root / "host.toml"
+    config.write_text('[auth]\nmode = "public"\n[auth.rate_limit]\nrequests_per_minute = 0\n'
+                      "tool_calls_per_minute = 2\n")
+    host = HttpHost(root, None, "--config", str(config))
+    try:
+        def quotes(source: str, times: int) -> list[bool]:
+            _, headers, _ = raw_post(host.port, json.dumps(INITIALIZE).encode(), [], source=source)
+            session = {k.lower(): v for k, v in headers.items()}["mcp-session-id"]
+            limited = []
+            for n in range(times):
+                body = json.dumps({"jsonrpc": "2.0", "id": n + 2, "method": "tools/call", "params": {
+                    "name": "market-data__get_quote", "arguments": {"symbol": "SPY"}}}).encode()
+                _, _, text = raw_post(host.port, body, [("mcp-session-id", session)], source=source)
+                limited.append("rate limit" in text)
+            return limited
+
+        assert quotes("127.0.0.2", 3) == [False, False, True]
+        # Another anonymous client is not limited by the first one's calls.
+        assert quotes("127.0.0.3", 2) == [False, False]
+    finally:
+        host.stop()

@@ -4,14 +4,15 @@
 
 use super::rate::Limiter;
 use super::{Authenticator, Credentials, Mode, Principal, Refusal, gateway};
+use crate::mcp::client_address::ClientAddress;
 use crate::mcp::http_errors;
 use crate::mcp::sessions::SESSION_HEADER;
 use crate::metrics::Metrics;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
-use std::net::SocketAddr;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,8 +24,10 @@ pub struct Gate {
     pub auth: Authenticator,
     /// Requests per principal (or client address, for anonymous clients).
     pub requests: Limiter,
-    /// Failed authentications per client address.
+    /// Failed authentications per client address and per credential.
     pub failures: Limiter,
+    /// Credentials that authenticated recently.
+    pub recent: RecentCredentials,
     /// How long a body (read here in gateway mode) may take to arrive.
     pub read_timeout: std::time::Duration,
     pub metrics: Arc<Metrics>,
@@ -50,15 +53,42 @@ pub async fn authenticate(
     request: Request,
     next: impl AsyncFnOnce(Request) -> Response,
 ) -> Response {
-    let address = match request.extensions().get::<ConnectInfo<SocketAddr>>() {
-        Some(ConnectInfo(peer)) => format!("address {}", peer.ip()),
+    let address = match request.extensions().get::<ClientAddress>() {
+        Some(address) => format!("address {}", address.0),
         None => "an unknown address".to_owned(),
     };
-    if let Err(wait) = gate.failures.check(&address, Instant::now()) {
+    // Failed authentications are limited per presented credential and per
+    // address (the client's, as a trusted proxy forwards it). Past the
+    // address's limit, credentials that authenticated recently still get
+    // in: one client guessing behind a shared address does not lock out
+    // the others.
+    let credential = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|value| gate.recent.fingerprint(value.as_bytes()));
+    let credential_key = credential.map(|print| format!("credential {print:016x}"));
+    let now_instant = Instant::now();
+    if let Some(key) = &credential_key
+        && let Err(wait) = gate.failures.check(key, now_instant)
+    {
         let refusal = Refusal {
             status: 429,
             reason: "auth-rate-limited",
-            detail: format!("too many failed authentications from {address}"),
+            detail: "this credential failed too many times; wait, or use a valid one".to_owned(),
+            retry_after: Some(wait.as_secs() + 1),
+        };
+        return refuse(gate, refusal);
+    }
+    if let Err(wait) = gate.failures.check(&address, now_instant)
+        && !credential.is_some_and(|print| gate.recent.contains(print))
+    {
+        let refusal = Refusal {
+            status: 429,
+            reason: "auth-rate-limited",
+            detail: format!(
+                "too many failed authentications from {address}; credentials that \
+                 authenticated recently are still accepted"
+            ),
             retry_after: Some(wait.as_secs() + 1),
         };
         return refuse(gate, refusal);
@@ -67,11 +97,15 @@ pub async fn authenticate(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    // Only bad credentials count against the address: a valid token short
-    // of a scope is not a guess.
+    // Only bad credentials count: a request without any (a client finding
+    // out how to authenticate) or a valid token short of a scope is not a
+    // guess.
     let refused = |refusal: Refusal| {
-        if refusal.status == 401 {
+        if refusal.status == 401 && refusal.reason != "missing" {
             let _ = gate.failures.take(&address, Instant::now());
+            if let Some(key) = &credential_key {
+                let _ = gate.failures.take(key, Instant::now());
+            }
         }
         refuse(gate, refusal)
     };
@@ -111,6 +145,9 @@ pub async fn authenticate(
         Ok(principal) => principal,
         Err(refusal) => return refused(refusal),
     };
+    if let Some(print) = credential {
+        gate.recent.remember(print);
+    }
     let budget = match gate.auth.mode {
         Mode::Public => address,
         _ => format!("principal {}", principal.id),
@@ -127,6 +164,46 @@ pub async fn authenticate(
     parts.extensions.insert(principal);
     let body = body.map_or_else(|unread| unread, Body::from);
     next(Request::from_parts(parts, body)).await
+}
+
+/// Credentials that authenticated recently, by keyed fingerprint (the
+/// credential itself is never kept): these still get in from an address
+/// past its failed-authentication limit. Bounded: past
+/// [`RecentCredentials::MAX`], the oldest half is forgotten.
+#[derive(Default)]
+pub struct RecentCredentials {
+    key: std::hash::RandomState,
+    seen: std::sync::Mutex<HashMap<u64, Instant>>,
+}
+
+impl RecentCredentials {
+    /// The most credentials remembered.
+    const MAX: usize = 10_000;
+
+    fn fingerprint(&self, credential: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        self.key.hash_one(credential)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Instant>> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn contains(&self, print: u64) -> bool {
+        self.lock().contains_key(&print)
+    }
+
+    fn remember(&self, print: u64) {
+        let now = Instant::now();
+        let mut seen = self.lock();
+        if seen.len() >= Self::MAX && !seen.contains_key(&print) {
+            let mut ages: Vec<Instant> = seen.values().copied().collect();
+            let (_, median, _) = ages.select_nth_unstable(Self::MAX / 2);
+            let median = *median;
+            seen.retain(|_, used| *used > median);
+        }
+        seen.insert(print, now);
+    }
 }
 
 /// The answer to a refused request. Its detail may quote what the client

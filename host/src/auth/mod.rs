@@ -97,7 +97,8 @@ pub struct Principal {
 }
 
 /// The local user's id.
-const LOCAL: &str = "local";
+pub const LOCAL_ID: &str = "local";
+const LOCAL: &str = LOCAL_ID;
 /// The anonymous principal's id.
 const ANONYMOUS: &str = "anonymous";
 

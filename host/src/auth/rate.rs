@@ -49,6 +49,9 @@ fn default_failed_auth() -> u32 {
 /// Buckets kept before full ones are forgotten.
 const MAX_BUCKETS: usize = 10_000;
 
+/// The bucket keys share once the table is full.
+const OVERFLOW: &str = "(others, while the table is full)";
+
 /// Token buckets of one budget, by key.
 pub struct Limiter {
     per_minute: u32,
@@ -102,12 +105,20 @@ impl Limiter {
         let Ok(mut buckets) = self.buckets.lock() else {
             return Ok(());
         };
-        if buckets.len() >= MAX_BUCKETS {
+        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(key) {
             buckets.retain(|_, b| {
                 b.tokens + now.saturating_duration_since(b.updated).as_secs_f64() * per_second
                     < capacity
             });
         }
+        // Still full of keys in use (a flood of distinct keys): the
+        // newcomers share one bucket, so the table stays bounded and the
+        // flood is still limited.
+        let key = if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(key) {
+            OVERFLOW
+        } else {
+            key
+        };
         let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
             tokens: capacity,
             updated: now,

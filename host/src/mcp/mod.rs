@@ -1,6 +1,8 @@
 //! The MCP front: the server handler, the transports, and the conversions
 //! between the plugin interface and MCP.
 
+pub mod budget;
+pub mod client_address;
 mod convert;
 pub mod drain;
 pub mod http_errors;

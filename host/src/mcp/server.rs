@@ -197,6 +197,15 @@ struct Caller {
     session_ended: Option<CancellationToken>,
 }
 
+/// The client address an HTTP request is counted under.
+fn client_address_of(context: &RequestContext<RoleServer>) -> Option<std::net::IpAddr> {
+    let parts = context.extensions.get::<http::request::Parts>()?;
+    let address = parts
+        .extensions
+        .get::<super::client_address::ClientAddress>()?;
+    Some(address.0)
+}
+
 /// What ends the calls of the HTTP session a request came on.
 fn session_ended_of(context: &RequestContext<RoleServer>) -> Option<CancellationToken> {
     let parts = context.extensions.get::<http::request::Parts>()?;
@@ -713,7 +722,12 @@ impl ServerHandler for McpServer {
         )
         .await?;
         if !principal.local {
-            let budget = format!("{}\n{}", principal.id, entry.qualified);
+            // Anonymous clients each have their own budget, by address.
+            let caller = match client_address_of(&context) {
+                Some(address) if principal.is_anonymous() => format!("{}@{address}", principal.id),
+                _ => principal.id.clone(),
+            };
+            let budget = format!("{caller}\n{}", entry.qualified);
             if let Err(wait) = self.shared.tool_calls.take(&budget, Instant::now()) {
                 self.shared.metrics.denials("rate limit", 1);
                 self.record_call(&plugin.name, audited, "rate-limited", &client)

@@ -15,17 +15,17 @@
 //!   requests count: notifications the host sends (a plugin reloaded) do
 //!   not keep a session alive.
 
+use super::client_address::ClientAddress;
 use super::{drain, http_errors, stateless};
 use crate::audit::{AuditLog, Client, Event};
-use crate::auth::Principal;
+use crate::auth::{self, Principal};
 use crate::metrics::Metrics;
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{Method, StatusCode};
 use rmcp::transport::streamable_http_server::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -339,12 +339,18 @@ impl Drop for InUse {
     }
 }
 
-/// The key sessions are bound to: the principal, and for anonymous
-/// clients (who all share one principal) their address too.
-fn owner_key(principal: &Principal, peer: Option<SocketAddr>) -> Arc<str> {
-    match peer {
-        Some(peer) if principal.is_anonymous() => format!("{}@{}", principal.id, peer.ip()).into(),
-        _ => principal.id.as_str().into(),
+/// Who a request is counted as, for the sessions it may hold and every
+/// per-client share: its principal, or for clients nobody authenticated
+/// (public mode's anonymous, or the local user without auth) the principal
+/// at the client's address (the one a trusted proxy forwarded).
+pub fn client_key(request: &Request) -> Arc<str> {
+    let extensions = request.extensions();
+    let principal = extensions.get::<Principal>();
+    let anonymous = principal.is_none_or(|principal| principal.is_anonymous() || principal.local);
+    let id = principal.map_or(auth::LOCAL_ID, |principal| principal.id.as_str());
+    match extensions.get::<ClientAddress>() {
+        Some(address) if anonymous => format!("{id}@{}", address.0).into(),
+        _ => id.into(),
     }
 }
 
@@ -359,11 +365,7 @@ pub async fn guard(
         .get::<Principal>()
         .cloned()
         .unwrap_or_else(Principal::local);
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0);
-    let owner = owner_key(&principal, peer);
+    let owner = client_key(&request);
     let session = match session_id(request.headers()) {
         Ok(session) => session,
         Err(why) => {

@@ -1,5 +1,7 @@
 //! Serving MCP over Streamable HTTP.
 
+use super::budget::{self, Budget, ClientLimits};
+use super::client_address::TrustedProxies;
 use super::drain::{self, InFlight};
 use super::http_errors::{self, MAX_BODY};
 use super::listener::{self, ConnectionLimits};
@@ -8,7 +10,7 @@ use super::{McpServer, Shared};
 use crate::auth::http::{Gate, METADATA_PATH};
 use crate::auth::rate::Limiter;
 use crate::auth::{self, Authenticator, Mode};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -36,6 +38,10 @@ pub struct HttpOptions {
     pub sessions: SessionLimits,
     /// How many connections, and how patient with slow clients.
     pub connections: ConnectionLimits,
+    /// What one client may hold open.
+    pub clients: ClientLimits,
+    /// Proxies whose forwarded client addresses the host believes.
+    pub trusted_proxies: TrustedProxies,
     /// How long shutdown waits for calls in flight.
     pub shutdown_deadline: Duration,
 }
@@ -113,6 +119,7 @@ pub async fn serve_http(
         auth: options.auth,
         requests: Limiter::new(options.rate.requests_per_minute),
         failures: Limiter::new(options.rate.failed_auth_per_minute),
+        recent: Default::default(),
         read_timeout: options.connections.read_timeout,
         metrics: shared.metrics.clone(),
     });
@@ -125,13 +132,17 @@ pub async fn serve_http(
         gate: (mode != Mode::None).then(|| gate.clone()),
         read_timeout: options.connections.read_timeout,
         sessions,
+        budget: Budget::new(options.clients),
+        trusted_proxies: options.trusted_proxies.clone(),
     });
     let health = shared.clone();
+    let readiness = (shared.clone(), shutdown.clone());
     let metrics = shared;
     let router = axum::Router::new()
         .route(MCP_PATH, any(serve_mcp))
         .with_state(endpoint)
         .route("/health", get(move || self::health(health.clone())))
+        .route("/ready", get(move || self::ready(readiness.clone())))
         .route("/metrics", get(move || self::metrics(metrics.clone())))
         .merge(
             axum::Router::new()
@@ -148,11 +159,17 @@ pub async fn serve_http(
         in_flight.drain_at_shutdown(deadline).await;
         end_sessions.cancel();
     });
-    let serving = listener::serve(listener, router, options.connections, shutdown.clone());
+    let serving = listener::serve(
+        listener,
+        router,
+        options.connections,
+        options.trusted_proxies,
+        shutdown.clone(),
+    );
     // A client that never reads its stream cannot hold the host open.
     let overdue = async {
         shutdown.cancelled().await;
-        tokio::time::sleep(deadline + Duration::from_secs(5)).await;
+        tokio::time::sleep(deadline + Duration::from_secs(2)).await;
     };
     tokio::select! {
         () = serving => {}
@@ -177,7 +194,7 @@ const MCP_PATH: &str = "/mcp";
 /// the router serves it or not, takes the whole front door, so no spelling
 /// of a path can reach rmcp around authentication.
 fn is_public(path: &str) -> bool {
-    matches!(path, "/health" | "/metrics")
+    matches!(path, "/health" | "/ready" | "/metrics")
         || path
             .strip_prefix(METADATA_PATH)
             .is_some_and(|rest| rest.is_empty() || rest == MCP_PATH)
@@ -196,16 +213,44 @@ struct FrontDoor {
     gate: Option<Arc<Gate>>,
     read_timeout: Duration,
     sessions: Arc<Sessions>,
+    budget: Arc<Budget>,
+    trusted_proxies: TrustedProxies,
 }
 
-async fn front_door(State(door): State<Arc<FrontDoor>>, request: Request, next: Next) -> Response {
+async fn front_door(
+    State(door): State<Arc<FrontDoor>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
+        let address = door.trusted_proxies.client_of(peer.ip(), request.headers());
+        request.extensions_mut().insert(address);
+    }
     let to_router = async |request| next.run(request).await;
     let to_mcp = async |request: Request| {
         if is_public(request.uri().path()) {
             return to_router(request).await;
         }
+        if request
+            .extensions()
+            .get::<listener::ReservedConnection>()
+            .is_some()
+        {
+            return http_errors::jsonrpc_error(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                http_errors::SERVER_BUSY,
+                "the host serves its most connections, in all or from this address ([http] \
+                 max_connections, max_connections_per_address); this one serves only /health, \
+                 /ready and /metrics: try again shortly, or reuse a connection"
+                    .into(),
+            );
+        }
         let sessions = async |request| sessions::guard(&door.sessions, request, to_router).await;
-        let framed = async |request| http_errors::frame(door.read_timeout, request, sessions).await;
+        let budgeted = async |request: Request| {
+            let client = sessions::client_key(&request);
+            budget::hold(&door.budget, client, request, sessions).await
+        };
+        let framed = async |request| http_errors::frame(door.read_timeout, request, budgeted).await;
         let authenticated = async |request| match &door.gate {
             Some(gate) => auth::http::authenticate(gate, request, framed).await,
             None => framed(request).await,
@@ -240,6 +285,11 @@ async fn refuse_when_stopping(
     }
     let entered = draining.in_flight.enter();
     let response = next(request).await;
+    if response.extensions().get::<budget::LongLived>().is_some() {
+        // A stream (`subscriptions/listen`) is not a call to wait for:
+        // it ends with the sessions, once the calls are done.
+        return response;
+    }
     drain::held_until_sent(response, entered)
 }
 
@@ -301,6 +351,21 @@ async fn health(shared: Arc<Shared>) -> axum::response::Response {
         "failed": failures,
     }))
     .into_response()
+}
+
+/// Readiness: whether the host takes new work (plugins loaded, not
+/// shutting down). 503 otherwise, so a load balancer sends clients
+/// elsewhere.
+async fn ready((shared, stopping): (Arc<Shared>, CancellationToken)) -> axum::response::Response {
+    let registry = shared.registry.load();
+    let (status, state) = if stopping.is_cancelled() {
+        (http::StatusCode::SERVICE_UNAVAILABLE, "stopping")
+    } else if registry.plugins().is_empty() && !registry.failures().is_empty() {
+        (http::StatusCode::SERVICE_UNAVAILABLE, "no plugin loaded")
+    } else {
+        (http::StatusCode::OK, "ready")
+    };
+    (status, axum::Json(serde_json::json!({ "status": state }))).into_response()
 }
 
 /// The metrics, in the Prometheus (OpenMetrics) text format.

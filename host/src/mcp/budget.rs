@@ -1,0 +1,253 @@
+//! What one client may hold open at once: requests, and among them
+//! long-lived event streams (a session's GET stream, a
+//! `subscriptions/listen`), counted per client (a principal, or an
+//! anonymous client's address) and per address.
+//!
+//! Without it, a few clients holding streams take every connection the
+//! host serves. A request past its client's share is answered 429 at once;
+//! a stream or request is counted until its answer has been sent.
+
+use super::client_address::ClientAddress;
+use super::drain;
+use super::http_errors::{self, JsonRpcMethod};
+use axum::extract::Request;
+use axum::response::Response;
+use http::{Method, StatusCode};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+/// How much one client may hold open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Long-lived streams per client; [`PER_ADDRESS`] times that per address.
+    pub streams: usize,
+    /// Requests (streams included) per client; [`PER_ADDRESS`] times that
+    /// per address.
+    pub requests: usize,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            streams: 32,
+            requests: 128,
+        }
+    }
+}
+
+/// How many clients' shares one address holds: users behind one NAT
+/// share an address (behind a trusted proxy, each has its own).
+pub const PER_ADDRESS: usize = 4;
+
+/// The counts, by client and by address.
+#[derive(Default)]
+struct Counts {
+    by_client: HashMap<Arc<str>, Held>,
+    by_address: HashMap<IpAddr, Held>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Held {
+    requests: usize,
+    streams: usize,
+}
+
+/// The budget of every client.
+pub struct Budget {
+    limits: ClientLimits,
+    counts: Mutex<Counts>,
+}
+
+/// One request counted in the [`Budget`]; given back on drop, once its
+/// answer has been sent.
+struct Counted {
+    budget: Arc<Budget>,
+    client: Arc<str>,
+    address: Option<IpAddr>,
+    stream: bool,
+}
+
+/// Whether a request opens a long-lived stream.
+fn is_stream(request: &Request) -> bool {
+    request.method() == Method::GET
+        || request
+            .extensions()
+            .get::<JsonRpcMethod>()
+            .is_some_and(|method| method.0 == "subscriptions/listen")
+}
+
+impl Budget {
+    pub fn new(limits: ClientLimits) -> Arc<Budget> {
+        Arc::new(Budget {
+            limits,
+            counts: Mutex::default(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a request of `client` from `address`, or says which share is
+    /// full.
+    fn take(
+        self: &Arc<Self>,
+        client: Arc<str>,
+        address: Option<IpAddr>,
+        stream: bool,
+    ) -> Result<Counted, &'static str> {
+        let limits = self.limits;
+        let mut counts = self.lock();
+        let held = counts.by_client.get(&client).copied().unwrap_or_default();
+        if stream && held.streams >= limits.streams {
+            return Err(
+                "too many event streams open for this client ([http] max_streams_per_client); \
+                        close one first",
+            );
+        }
+        if held.requests >= limits.requests {
+            return Err(
+                "too many requests open for this client ([http] max_requests_per_client); \
+                        wait for some to finish",
+            );
+        }
+        if let Some(address) = address {
+            let held = counts.by_address.get(&address).copied().unwrap_or_default();
+            if stream && held.streams >= limits.streams * PER_ADDRESS {
+                return Err("too many event streams open from this address \
+                            ([http] max_streams_per_client, four times per address)");
+            }
+            if held.requests >= limits.requests * PER_ADDRESS {
+                return Err("too many requests open from this address \
+                            ([http] max_requests_per_client, four times per address)");
+            }
+            add(counts.by_address.entry(address).or_default(), stream);
+        }
+        add(counts.by_client.entry(client.clone()).or_default(), stream);
+        Ok(Counted {
+            budget: self.clone(),
+            client,
+            address,
+            stream,
+        })
+    }
+}
+
+fn add(held: &mut Held, stream: bool) {
+    held.requests += 1;
+    held.streams += usize::from(stream);
+}
+
+/// Takes one request (and stream) back; whether nothing is held any more.
+fn remove(held: &mut Held, stream: bool) -> bool {
+    held.requests -= 1;
+    held.streams -= usize::from(stream);
+    held.requests == 0
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut counts = self.budget.lock();
+        if let Some(held) = counts.by_client.get_mut(&self.client)
+            && remove(held, self.stream)
+        {
+            counts.by_client.remove(&self.client);
+        }
+        if let Some(address) = self.address
+            && let Some(held) = counts.by_address.get_mut(&address)
+            && remove(held, self.stream)
+        {
+            counts.by_address.remove(&address);
+        }
+    }
+}
+
+/// The front door's budget step: counts the request against `client`'s
+/// share and its address's until its answer has been sent, or refuses it
+/// with 429 when a share is full.
+pub async fn hold(
+    budget: &Arc<Budget>,
+    client: Arc<str>,
+    request: Request,
+    next: impl AsyncFnOnce(Request) -> Response,
+) -> Response {
+    let address = request
+        .extensions()
+        .get::<ClientAddress>()
+        .map(|address| address.0);
+    let stream = is_stream(&request);
+    let counted = match budget.take(client, address, stream) {
+        Ok(counted) => counted,
+        Err(why) => {
+            let mut response = http_errors::jsonrpc_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                http_errors::SERVER_BUSY,
+                why.into(),
+            );
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(1));
+            return response;
+        }
+    };
+    let mut response = next(request).await;
+    if stream {
+        response.extensions_mut().insert(LongLived);
+    }
+    drain::held_until_sent(response, counted)
+}
+
+/// Marks the answer to a long-lived stream: shutdown does not wait for it
+/// to end as it waits for calls, it ends it.
+#[derive(Clone, Copy, Debug)]
+pub struct LongLived;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> Option<IpAddr> {
+        Some(IpAddr::from([127, 0, 0, last]))
+    }
+
+    #[test]
+    fn a_client_holds_its_share_of_streams_and_no_more() {
+        let budget = Budget::new(ClientLimits {
+            streams: 2,
+            requests: 3,
+        });
+        let first = budget.take("alice".into(), ip(1), true).expect("one");
+        let _second = budget.take("alice".into(), ip(1), true).expect("two");
+        assert!(budget.take("alice".into(), ip(1), true).is_err());
+        // Another client, and a plain request, still get in.
+        assert!(budget.take("bob".into(), ip(2), true).is_ok());
+        let third = budget
+            .take("alice".into(), ip(1), false)
+            .expect("a request");
+        assert!(budget.take("alice".into(), ip(1), false).is_err());
+        drop(third);
+        drop(first);
+        assert!(budget.take("alice".into(), ip(1), true).is_ok());
+    }
+
+    #[test]
+    fn many_clients_from_one_address_share_four_shares_and_counts_go_away() {
+        let budget = Budget::new(ClientLimits {
+            streams: 1,
+            requests: 1,
+        });
+        let held: Vec<_> = (0..PER_ADDRESS)
+            .map(|n| {
+                budget
+                    .take(format!("user{n}").into(), ip(1), true)
+                    .expect("a share")
+            })
+            .collect();
+        assert!(budget.take("user9".into(), ip(1), true).is_err());
+        assert!(budget.take("user9".into(), ip(2), true).is_ok());
+        drop(held);
+        let counts = budget.lock();
+        assert!(counts.by_client.is_empty() && counts.by_address.is_empty());
+    }
+}
