@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -251,11 +252,12 @@ class GatewaySigner(httpx2.Auth):
         nonce = uuid.uuid4().hex
         parts = {"method": method, "target": target, "session": session or "", **self.signed}
         body = body + (b" " if self.tamper else b"")
+        digest = hashlib.sha256(body).hexdigest()
         message = "\n".join(["mcp-gateway-v2", parts["method"], parts["target"], parts["session"], self.user,
-                             timestamp, nonce, hashlib.sha256(body).hexdigest()])
+                             timestamp, nonce, digest])
         signature = hmac.new(self.secret, message.encode(), hashlib.sha256).hexdigest()
         return {"x-mcp-user": self.user, "x-mcp-timestamp": timestamp, "x-mcp-nonce": nonce,
-                "x-mcp-signature": signature}
+                "x-mcp-signature": signature, "x-mcp-body-sha256": digest}
 
     def auth_flow(self, request):
         target = request.url.raw_path.decode()
@@ -395,11 +397,44 @@ def test_only_an_authenticated_host_listens_beyond_loopback(tmp_path):
     {"x-mcp-user": "dana"},  # unsigned
     {"x-mcp-user": "dana", "x-mcp-timestamp": "1000", "x-mcp-nonce": "0" * 32, "x-mcp-signature": "0" * 64},  # stale
     {"x-mcp-user": "dana", "x-mcp-timestamp": "1e9", "x-mcp-nonce": "0" * 32, "x-mcp-signature": "0" * 64},
-], ids=["unsigned", "stale", "malformed"])
+    "wrong-signature",
+    "no-digest",
+], ids=["unsigned", "stale", "malformed", "wrong-signature", "no-digest"])
 def test_a_gateway_request_with_bad_headers_is_refused_before_its_body_is_read(gateway, headers):
+    if headers == "wrong-signature":
+        headers = GatewaySigner("dana", secret="a-wrong-secret-of-at-least-32-bytes!!").headers(
+            "POST", "/mcp", None, b"x" * 1_000_000)
+    elif headers == "no-digest":
+        headers = GatewaySigner("dana").headers("POST", "/mcp", None, b"x" * 1_000_000)
+        del headers["x-mcp-body-sha256"]
     # A body announced but never sent: the answer must not wait for it.
     answer = gateway.post_unfinished(headers, 1_000_000)
     assert answer.startswith("HTTP/1.1 401"), answer
+
+
+def test_wrong_gateway_signatures_with_large_bodies_cost_no_memory(gateway):
+    from test_front_door import resident_mb
+
+    before = resident_mb(gateway.process.pid)
+    body = b"x" * 3_000_000
+    signer = GatewaySigner("dana", secret="a-wrong-secret-of-at-least-32-bytes!!")
+    outcomes = []
+
+    def attempt() -> None:
+        # The host answers 401 from the headers and closes without reading
+        # the body: the client may see its answer or a broken pipe.
+        try:
+            outcomes.append(post(gateway.url, signer.headers("POST", "/mcp", None, body), body)[0])
+        except (urllib.error.URLError, ConnectionError):
+            outcomes.append("closed while sending")
+
+    threads = [threading.Thread(target=attempt) for _ in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert set(outcomes) <= {401, "closed while sending"} and len(outcomes) == 40, outcomes
+    assert resident_mb(gateway.process.pid) - before < 40
 
 
 # Fair limits: one client's failures do not lock out others behind its address.

@@ -582,6 +582,7 @@ def test_one_address_gets_its_share_of_connections_and_health_its_slot(tmp_path)
         # /health only; the 18th is answered 429 at once and closed.
         status, _, text = raw_post(host.port, json.dumps(INITIALIZE).encode(), [], source="127.0.0.9")
         assert status == 503 and "max_connections_per_address" in text, (status, text)
+        time.sleep(0.3)  # that reserved connection is counted closed
         reserved = socket.create_connection(("127.0.0.1", host.port), source_address=("127.0.0.9", 0))
         silent.append(reserved)
         status, _, text = raw_post(host.port, json.dumps(INITIALIZE).encode(), [], source="127.0.0.9")

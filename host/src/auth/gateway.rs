@@ -6,6 +6,11 @@
 //! another request, user, session or body; it is accepted once (a replay
 //! cache spans the clock-skew window), and only within that window, with
 //! no more than a few seconds' allowance for a gateway clock ahead of ours.
+//!
+//! The gateway sends the body's digest in a header too, so the signature
+//! is checked before any byte of the body is read: a request with a wrong
+//! signature costs the host its headers only. The body is then read and
+//! must match the digest that was signed.
 
 use super::Rejected;
 use ring::{digest, hmac};
@@ -22,6 +27,9 @@ pub const NONCE: &str = "x-mcp-nonce";
 /// The header carrying the signature: 64 lower-case hex digits of the
 /// HMAC-SHA256 of [`signing_input`].
 pub const SIGNATURE: &str = "x-mcp-signature";
+/// The header carrying the body's SHA-256, 64 lower-case hex digits: what
+/// the signature covers in the body's place.
+pub const BODY_SHA256: &str = "x-mcp-body-sha256";
 
 /// How far ahead of the host's clock a gateway's may run, in seconds.
 const FUTURE_LEEWAY: u64 = 5;
@@ -50,6 +58,7 @@ pub struct Signed<'a> {
     pub timestamp: Option<&'a str>,
     pub nonce: Option<&'a str>,
     pub signature: Option<&'a str>,
+    pub body_sha256: Option<&'a str>,
 }
 
 impl Gateway {
@@ -61,18 +70,12 @@ impl Gateway {
         }
     }
 
-    /// Checks what can be checked without the body: every header present,
-    /// in its one spelling, and the time inside the window. A request
-    /// failing here is refused before its body is read.
-    pub fn check_headers(&self, signed: &Signed, now: u64) -> Result<(), Rejected> {
-        self.headers(signed, now).map(|_| ())
-    }
-
-    /// The user id of a request whose signed parts are `signed` and whose
-    /// body is `body`, at time `now`.
-    pub fn verify(&self, signed: &Signed, body: &[u8], now: u64) -> Result<String, Rejected> {
+    /// The user id of a request whose signed parts (the body's digest
+    /// among them) are `signed`, at time `now`: checked before the body is
+    /// read; [`body_matches`] checks the body once it has been.
+    pub fn verify(&self, signed: &Signed, now: u64) -> Result<String, Rejected> {
         let (user, tag, at) = self.headers(signed, now)?;
-        let message = signing_input(signed, body);
+        let message = signing_input(signed);
         hmac::verify(&self.key, &message, &tag).map_err(|_| Rejected {
             reason: "signature",
             detail: "the gateway signature does not verify".into(),
@@ -99,10 +102,13 @@ impl Gateway {
         let timestamp = signed.timestamp.ok_or_else(|| missing(TIMESTAMP))?;
         let nonce = signed.nonce.ok_or_else(|| missing(NONCE))?;
         let signature = signed.signature.ok_or_else(|| missing(SIGNATURE))?;
+        let body_sha256 = signed.body_sha256.ok_or_else(|| missing(BODY_SHA256))?;
         // One spelling of each: a second spelling of the same signature
         // would be a second entry in the replay cache.
         let tag = decode_hex(signature)
             .ok_or_else(|| malformed(format!("{SIGNATURE} is not 64 lower-case hex digits")))?;
+        decode_hex(body_sha256)
+            .ok_or_else(|| malformed(format!("{BODY_SHA256} is not 64 lower-case hex digits")))?;
         let at = parse_seconds(timestamp).ok_or_else(|| {
             malformed(format!(
                 "{TIMESTAMP} is not seconds since the epoch in plain digits"
@@ -169,10 +175,9 @@ impl Gateway {
 /// user
 /// timestamp
 /// nonce
-/// hex SHA-256 of the body
+/// hex SHA-256 of the body (as sent in x-mcp-body-sha256)
 /// ```
-pub fn signing_input(signed: &Signed, body: &[u8]) -> Vec<u8> {
-    let digest = hex(digest::digest(&digest::SHA256, body).as_ref());
+pub fn signing_input(signed: &Signed) -> Vec<u8> {
     [
         "mcp-gateway-v2",
         signed.method,
@@ -181,10 +186,23 @@ pub fn signing_input(signed: &Signed, body: &[u8]) -> Vec<u8> {
         signed.user.unwrap_or(""),
         signed.timestamp.unwrap_or(""),
         signed.nonce.unwrap_or(""),
-        &digest,
+        signed.body_sha256.unwrap_or(""),
     ]
     .join("\n")
     .into_bytes()
+}
+
+/// Whether `body` is the body whose digest `signed` names (checked by
+/// [`Gateway::verify`] to be 64 lower-case hex digits).
+pub fn body_matches(signed: &Signed, body: &[u8]) -> Result<(), Rejected> {
+    let digest = hex(digest::digest(&digest::SHA256, body).as_ref());
+    if signed.body_sha256 == Some(digest.as_str()) {
+        return Ok(());
+    }
+    Err(Rejected {
+        reason: "body-digest",
+        detail: format!("the body does not match the signed {BODY_SHA256}"),
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -221,6 +239,8 @@ mod tests {
 
     const NOW: u64 = 1_800_000_000;
     const NONCE: &str = "0123456789abcdef";
+    /// The SHA-256 of `{}`.
+    const BRACES_SHA256: &str = "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
 
     fn gateway() -> Gateway {
         Gateway::new(hmac::Key::new(hmac::HMAC_SHA256, b"shared"), 300)
@@ -236,16 +256,17 @@ mod tests {
             timestamp: Some(timestamp),
             nonce: Some(NONCE),
             signature: None,
+            body_sha256: Some(BRACES_SHA256),
         }
     }
 
-    fn sign(signed: &Signed, body: &[u8]) -> String {
+    fn sign(signed: &Signed) -> String {
         let key = hmac::Key::new(hmac::HMAC_SHA256, b"shared");
-        hex(hmac::sign(&key, &signing_input(signed, body)).as_ref())
+        hex(hmac::sign(&key, &signing_input(signed)).as_ref())
     }
 
-    fn signed<'a>(mut request: Signed<'a>, body: &[u8], signature: &'a mut String) -> Signed<'a> {
-        *signature = sign(&request, body);
+    fn signed<'a>(mut request: Signed<'a>, signature: &'a mut String) -> Signed<'a> {
+        *signature = sign(&request);
         request.signature = Some(signature.as_str());
         request
     }
@@ -255,10 +276,10 @@ mod tests {
         let gateway = gateway();
         let at = NOW.to_string();
         let mut tag = String::new();
-        let good = signed(request("alice", &at), b"{}", &mut tag);
-        assert_eq!(gateway.verify(&good, b"{}", NOW).unwrap(), "alice");
+        let good = signed(request("alice", &at), &mut tag);
+        assert_eq!(gateway.verify(&good, NOW).unwrap(), "alice");
         assert_eq!(
-            gateway.verify(&good, b"{}", NOW + 1).unwrap_err().reason,
+            gateway.verify(&good, NOW + 1).unwrap_err().reason,
             "replayed"
         );
         // The same request with a fresh nonce is a new request.
@@ -268,17 +289,16 @@ mod tests {
                 nonce: Some("fedcba9876543210"),
                 ..request("alice", &at)
             },
-            b"{}",
             &mut other,
         );
-        assert_eq!(gateway.verify(&again, b"{}", NOW).unwrap(), "alice");
+        assert_eq!(gateway.verify(&again, NOW).unwrap(), "alice");
     }
 
     #[test]
     fn a_signature_does_not_move_to_another_method_path_session_user_or_body() {
         let at = NOW.to_string();
         let mut tag = String::new();
-        let good = signed(request("alice", &at), b"{}", &mut tag);
+        let good = signed(request("alice", &at), &mut tag);
         let moved = [
             Signed {
                 method: "DELETE",
@@ -307,12 +327,28 @@ mod tests {
         ];
         for request in &moved {
             assert_eq!(
-                gateway().verify(request, b"{}", NOW).unwrap_err().reason,
+                gateway().verify(request, NOW).unwrap_err().reason,
                 "signature"
             );
         }
+        // The body is held to the digest that was signed.
+        assert!(body_matches(&good, b"{}").is_ok());
         assert_eq!(
-            gateway().verify(&good, b"{ }", NOW).unwrap_err().reason,
+            body_matches(&good, b"{ }").unwrap_err().reason,
+            "body-digest"
+        );
+        let other_digest = "0".repeat(64);
+        assert_eq!(
+            gateway()
+                .verify(
+                    &Signed {
+                        body_sha256: Some(&other_digest),
+                        ..good
+                    },
+                    NOW
+                )
+                .unwrap_err()
+                .reason,
             "signature"
         );
     }
@@ -321,26 +357,20 @@ mod tests {
     fn old_future_and_oddly_spelled_signatures_are_refused() {
         let old = (NOW - 301).to_string();
         let mut tag = String::new();
-        let stale = signed(request("alice", &old), b"", &mut tag);
-        assert_eq!(
-            gateway().verify(&stale, b"", NOW).unwrap_err().reason,
-            "stale"
-        );
+        let stale = signed(request("alice", &old), &mut tag);
+        assert_eq!(gateway().verify(&stale, NOW).unwrap_err().reason, "stale");
         let ahead = (NOW + 6).to_string();
         let mut tag = String::new();
-        let future = signed(request("alice", &ahead), b"", &mut tag);
-        assert_eq!(
-            gateway().verify(&future, b"", NOW).unwrap_err().reason,
-            "stale"
-        );
+        let future = signed(request("alice", &ahead), &mut tag);
+        assert_eq!(gateway().verify(&future, NOW).unwrap_err().reason, "stale");
         let near = (NOW + 5).to_string();
         let mut tag = String::new();
-        let near = signed(request("alice", &near), b"", &mut tag);
-        assert!(gateway().verify(&near, b"", NOW).is_ok());
+        let near = signed(request("alice", &near), &mut tag);
+        assert!(gateway().verify(&near, NOW).is_ok());
 
         let at = NOW.to_string();
         let mut tag = String::new();
-        let good = signed(request("alice", &at), b"", &mut tag);
+        let good = signed(request("alice", &at), &mut tag);
         let upper = good.signature.unwrap().to_uppercase();
         let padded = format!("0{at}");
         let plus = format!("+{at}");
@@ -387,11 +417,22 @@ mod tests {
                 },
                 "missing",
             ),
+            (
+                Signed {
+                    body_sha256: None,
+                    ..good
+                },
+                "missing",
+            ),
+            (
+                Signed {
+                    body_sha256: Some(&upper),
+                    ..good
+                },
+                "malformed",
+            ),
         ] {
-            assert_eq!(
-                gateway().verify(&request, b"", NOW).unwrap_err().reason,
-                reason
-            );
+            assert_eq!(gateway().verify(&request, NOW).unwrap_err().reason, reason);
         }
     }
 }

@@ -121,29 +121,31 @@ pub async fn authenticate(
         timestamp: header(gateway::TIMESTAMP),
         nonce: header(gateway::NONCE),
         signature: header(gateway::SIGNATURE),
+        body_sha256: header(gateway::BODY_SHA256),
     };
-    // A gateway signature covers the body, so in gateway mode the body is
-    // read once the headers pass; in the other modes nothing of it is read
-    // before the credentials pass.
-    if let Err(refusal) = gate.auth.check_before_body(&signed, now) {
-        return refused(refusal);
-    }
-    let body = if gate.auth.mode == Mode::Gateway {
-        match http_errors::read_body(body, gate.read_timeout).await {
-            Ok(bytes) => Ok(bytes),
-            Err(refusal) => return refusal,
-        }
-    } else {
-        Err(body)
-    };
+    // Nothing of the body is read before the credentials pass: a gateway
+    // signature covers the body's digest, sent in a header.
     let credentials = Credentials {
         authorization: header(header::AUTHORIZATION.as_str()),
         gateway: signed,
-        body: body.as_ref().map_or(&[][..], |bytes| &bytes[..]),
     };
     let principal = match gate.auth.authenticate(&credentials, now) {
         Ok(principal) => principal,
         Err(refusal) => return refused(refusal),
+    };
+    // Then, in gateway mode, the body is read (bounded in size and time)
+    // and held to the digest that was signed.
+    let body = if gate.auth.mode == Mode::Gateway {
+        let bytes = match http_errors::read_body(body, gate.read_timeout).await {
+            Ok(bytes) => bytes,
+            Err(refusal) => return refusal,
+        };
+        if let Err(rejected) = gateway::body_matches(&credentials.gateway, &bytes) {
+            return refused(Refusal::unauthenticated(rejected));
+        }
+        Body::from(bytes)
+    } else {
+        body
     };
     if let Some(print) = credential {
         gate.recent.remember(print);
@@ -162,7 +164,6 @@ pub async fn authenticate(
         return refuse(gate, refusal);
     }
     parts.extensions.insert(principal);
-    let body = body.map_or_else(|unread| unread, Body::from);
     next(Request::from_parts(parts, body)).await
 }
 

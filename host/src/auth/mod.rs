@@ -187,7 +187,6 @@ pub struct Authenticator {
 pub struct Credentials<'a> {
     pub authorization: Option<&'a str>,
     pub gateway: gateway::Signed<'a>,
-    pub body: &'a [u8],
 }
 
 impl Authenticator {
@@ -258,18 +257,6 @@ impl Authenticator {
         })
     }
 
-    /// In gateway mode, refuses a request whose signature headers are
-    /// missing, malformed or out of time before its body is read (the
-    /// signature itself covers the body, so it is checked once that is).
-    pub fn check_before_body(&self, signed: &gateway::Signed, now: u64) -> Result<(), Refusal> {
-        match &self.gateway {
-            Some(gateway) => gateway
-                .check_headers(signed, now)
-                .map_err(Refusal::unauthenticated),
-            None => Ok(()),
-        }
-    }
-
     /// The principal a request with `credentials` runs as, at time `now`.
     pub fn authenticate(&self, credentials: &Credentials, now: u64) -> Result<Principal, Refusal> {
         match self.mode {
@@ -278,7 +265,7 @@ impl Authenticator {
             Mode::Gateway => {
                 let gateway = self.gateway.as_ref().expect("gateway mode has a gateway");
                 let id = gateway
-                    .verify(&credentials.gateway, credentials.body, now)
+                    .verify(&credentials.gateway, now)
                     .map_err(Refusal::unauthenticated)?;
                 self.principal(id, BTreeSet::new(), true)
             }
