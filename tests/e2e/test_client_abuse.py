@@ -659,3 +659,33 @@ def test_anonymous_clients_each_have_their_own_tool_budget(tmp_path):
         assert quotes("127.0.0.3", 2) == [False, False]
     finally:
         host.stop()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_a_call_cancelled_through_mcp_remote_stops(tmp_path, mode):
+    """A desktop client cancels a slow call; mcp-remote forwards the
+    cancellation to the HTTP host, whose call stops at once."""
+    import anyio
+    from mcp import Client, StdioServerParameters
+
+    from harness import NODE, NODE_MODULES, node_env
+
+    host = sleepy_host(tmp_path)
+    try:
+        bridge = StdioServerParameters(
+            command=str(NODE), args=[str(NODE_MODULES / "mcp-remote" / "dist" / "proxy.js"), host.url],
+            env={**node_env(), "MCP_REMOTE_CONFIG_DIR": str(tmp_path / "mcp-remote")})
+        async with Client(bridge, mode=mode) as client:
+            started = time.monotonic()
+            with anyio.move_on_after(2):
+                await client.call_tool("hostile__sleep", {})
+            assert time.monotonic() - started < 5
+            # The connection still serves afterwards.
+            assert (await client.list_tools()).tools
+        assert call_outcome(host.root, "hostile__sleep") == "cancelled"
+        records = audit_records(host.root, until=lambda r: r.get("target") == "hostile__sleep")
+        duration = next(r["duration_ms"] for r in records if r.get("target") == "hostile__sleep")
+        assert duration < 6000, duration
+    finally:
+        host.stop()

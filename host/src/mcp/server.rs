@@ -774,7 +774,8 @@ impl ServerHandler for McpServer {
                 match (task, task_support) {
                     (Some(task), _) => return Ok(CallToolResponse::Task(task)),
                     (None, types::TaskSupport::Required) => {
-                        let message = "too many tasks are kept already; try again later";
+                        let message = "too many tasks are kept already (64 per user, 1,024 in \
+                                       all, each for an hour); try again later";
                         return Err(McpError::internal_error(message, None));
                     }
                     (None, _) => {}

@@ -4,7 +4,8 @@
 //!
 //! A task belongs to the principal that started it: only it can see or
 //! cancel it, by an id of 128 random bits. Finished tasks are kept for
-//! [`TTL`]; at most [`MAX_TASKS`] exist at once.
+//! [`TTL`]; at most [`MAX_TASKS`] exist at once, [`MAX_TASKS_PER_OWNER`]
+//! of them one principal's.
 
 use crate::runtime::{CallObserver, LogLevel, Notify};
 use rmcp::model::{DetailedTask, JsonObject, Task, TaskPayload, TaskStatus};
@@ -21,6 +22,10 @@ const POLL_INTERVAL_MS: u64 = 250;
 
 /// Tasks kept at once; past this, long-running calls answer directly.
 pub const MAX_TASKS: usize = 1024;
+
+/// Tasks one principal may have kept at once: one user cannot take every
+/// place in the table.
+pub const MAX_TASKS_PER_OWNER: usize = 64;
 
 struct Entry {
     /// The principal that started it.
@@ -43,7 +48,11 @@ impl Tasks {
     pub fn create(&self, owner: &str) -> Option<(Task, CancellationToken)> {
         let mut entries = self.entries.lock().ok()?;
         entries.retain(|_, entry| entry.created.elapsed() < TTL);
-        if entries.len() >= MAX_TASKS {
+        let owned = entries
+            .values()
+            .filter(|entry| entry.owner == owner)
+            .count();
+        if entries.len() >= MAX_TASKS || owned >= MAX_TASKS_PER_OWNER {
             return None;
         }
         let now = timestamp();
@@ -220,11 +229,17 @@ mod tests {
     }
 
     #[test]
-    fn the_store_is_bounded() {
+    fn the_store_is_bounded_in_all_and_per_user() {
         let tasks = Tasks::default();
-        for _ in 0..MAX_TASKS {
+        for _ in 0..MAX_TASKS_PER_OWNER {
             assert!(tasks.create("alice").is_some());
         }
         assert!(tasks.create("alice").is_none());
+        assert!(tasks.create("bob").is_some());
+        let users = MAX_TASKS / MAX_TASKS_PER_OWNER;
+        for user in 0..users {
+            while tasks.create(&format!("user{user}")).is_some() {}
+        }
+        assert!(tasks.create("carol").is_none());
     }
 }
