@@ -10,6 +10,7 @@
 use super::client_address::ClientAddress;
 use super::drain;
 use super::http_errors::{self, JsonRpcMethod};
+use crate::auth::Principal;
 use axum::extract::Request;
 use axum::response::Response;
 use http::{Method, StatusCode};
@@ -40,10 +41,35 @@ impl Default for ClientLimits {
 /// share an address (behind a trusted proxy, each has its own).
 pub const PER_ADDRESS: usize = 4;
 
+/// Who a request is counted as: its principal, or for clients nobody
+/// authenticated (the local user without auth, public mode's anonymous)
+/// its address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    Principal(Arc<str>),
+    Address(IpAddr),
+}
+
+impl ClientKey {
+    /// The key of `request`, from what the front door put in its extensions.
+    pub fn of(request: &Request) -> ClientKey {
+        let extensions = request.extensions();
+        let principal = extensions.get::<Principal>();
+        let address = extensions.get::<ClientAddress>();
+        match (principal, address) {
+            (Some(principal), _) if !principal.is_anonymous() && !principal.local => {
+                ClientKey::Principal(principal.id.as_str().into())
+            }
+            (_, Some(address)) => ClientKey::Address(address.0),
+            (_, None) => ClientKey::Principal(crate::auth::LOCAL_ID.into()),
+        }
+    }
+}
+
 /// The counts, by client and by address.
 #[derive(Default)]
 struct Counts {
-    by_client: HashMap<Arc<str>, Held>,
+    by_client: HashMap<ClientKey, Held>,
     by_address: HashMap<IpAddr, Held>,
 }
 
@@ -63,7 +89,7 @@ pub struct Budget {
 /// answer has been sent.
 struct Counted {
     budget: Arc<Budget>,
-    client: Arc<str>,
+    client: ClientKey,
     address: Option<IpAddr>,
     stream: bool,
 }
@@ -93,7 +119,7 @@ impl Budget {
     /// full.
     fn take(
         self: &Arc<Self>,
-        client: Arc<str>,
+        client: ClientKey,
         address: Option<IpAddr>,
         stream: bool,
     ) -> Result<Counted, &'static str> {
@@ -112,6 +138,8 @@ impl Budget {
                         wait for some to finish",
             );
         }
+        // A client known by its address is counted there once.
+        let address = address.filter(|_| !matches!(client, ClientKey::Address(_)));
         if let Some(address) = address {
             let held = counts.by_address.get(&address).copied().unwrap_or_default();
             if stream && held.streams >= limits.streams * PER_ADDRESS {
@@ -168,7 +196,6 @@ impl Drop for Counted {
 /// with 429 when a share is full.
 pub async fn hold(
     budget: &Arc<Budget>,
-    client: Arc<str>,
     request: Request,
     next: impl AsyncFnOnce(Request) -> Response,
 ) -> Response {
@@ -177,7 +204,7 @@ pub async fn hold(
         .get::<ClientAddress>()
         .map(|address| address.0);
     let stream = is_stream(&request);
-    let counted = match budget.take(client, address, stream) {
+    let counted = match budget.take(ClientKey::of(&request), address, stream) {
         Ok(counted) => counted,
         Err(why) => {
             let mut response = http_errors::jsonrpc_error(
@@ -211,24 +238,26 @@ mod tests {
         Some(IpAddr::from([127, 0, 0, last]))
     }
 
+    fn user(name: &str) -> ClientKey {
+        ClientKey::Principal(name.into())
+    }
+
     #[test]
     fn a_client_holds_its_share_of_streams_and_no_more() {
         let budget = Budget::new(ClientLimits {
             streams: 2,
             requests: 3,
         });
-        let first = budget.take("alice".into(), ip(1), true).expect("one");
-        let _second = budget.take("alice".into(), ip(1), true).expect("two");
-        assert!(budget.take("alice".into(), ip(1), true).is_err());
+        let first = budget.take(user("alice"), ip(1), true).expect("one");
+        let _second = budget.take(user("alice"), ip(1), true).expect("two");
+        assert!(budget.take(user("alice"), ip(1), true).is_err());
         // Another client, and a plain request, still get in.
-        assert!(budget.take("bob".into(), ip(2), true).is_ok());
-        let third = budget
-            .take("alice".into(), ip(1), false)
-            .expect("a request");
-        assert!(budget.take("alice".into(), ip(1), false).is_err());
+        assert!(budget.take(user("bob"), ip(2), true).is_ok());
+        let third = budget.take(user("alice"), ip(1), false).expect("a request");
+        assert!(budget.take(user("alice"), ip(1), false).is_err());
         drop(third);
         drop(first);
-        assert!(budget.take("alice".into(), ip(1), true).is_ok());
+        assert!(budget.take(user("alice"), ip(1), true).is_ok());
     }
 
     #[test]
@@ -240,12 +269,12 @@ mod tests {
         let held: Vec<_> = (0..PER_ADDRESS)
             .map(|n| {
                 budget
-                    .take(format!("user{n}").into(), ip(1), true)
+                    .take(user(&format!("user{n}")), ip(1), true)
                     .expect("a share")
             })
             .collect();
-        assert!(budget.take("user9".into(), ip(1), true).is_err());
-        assert!(budget.take("user9".into(), ip(2), true).is_ok());
+        assert!(budget.take(user("user9"), ip(1), true).is_err());
+        assert!(budget.take(user("user9"), ip(2), true).is_ok());
         drop(held);
         let counts = budget.lock();
         assert!(counts.by_client.is_empty() && counts.by_address.is_empty());

@@ -192,7 +192,7 @@ pub async fn frame(
     next: impl AsyncFnOnce(Request) -> Response,
 ) -> Response {
     if request.method() != Method::POST {
-        return into_jsonrpc(next(request).await, None).await;
+        return as_jsonrpc(next(request).await, None).await;
     }
     let (mut parts, body) = request.into_parts();
     let bytes = match read_body(body, read_timeout).await {
@@ -236,8 +236,25 @@ pub async fn frame(
             parts.headers.insert(MCP_NAME, task);
         }
     }
+    drop(peek);
     let response = next(Request::from_parts(parts, Body::from(bytes.clone()))).await;
-    into_jsonrpc(response, Some(&bytes)).await
+    as_jsonrpc(response, Some(&bytes)).await
+}
+
+/// rmcp's answer, with a plain-text refusal made a JSON-RPC error (see
+/// [`into_jsonrpc`]). The rewrite is boxed: it is rare, and inline its
+/// future would add to the size of every request's.
+async fn as_jsonrpc(response: Response, body: Option<&[u8]>) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    Box::pin(into_jsonrpc(response, body)).await
 }
 
 /// Why `message` is not a valid JSON-RPC envelope (see [`Peek::of`]): the
@@ -348,18 +365,10 @@ impl Peek {
     }
 }
 
-/// rmcp's answer to a request whose body was `body`, with plain-text
-/// refusals made JSON-RPC errors.
+/// rmcp's plain-text refusal of a request whose body was `body`, made a
+/// JSON-RPC error.
 async fn into_jsonrpc(response: Response, body: Option<&[u8]>) -> Response {
     let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
-        return response;
-    }
     // A body that is not a message is refused for that, whatever else
     // rmcp found wrong.
     let peek = match body.map(Peek::of).transpose() {

@@ -275,16 +275,18 @@ impl McpServer {
     ) -> Result<(R, Diagnostics), CallError> {
         let _in_flight = self.shared.in_flight.enter();
         let observer = caller.call.observer.clone();
-        let running = self.shared.runtime.run(
+        // Boxed: the sandbox's future is large, and held inline in both arms
+        // below it would be copied (twice its size) into every spawned
+        // request handler.
+        let mut running = Box::pin(self.shared.runtime.run(
             &plugin.prepared,
             &grants.sandbox,
             caller.call.clone(),
             entry,
-        );
+        ));
         let outcome = match &caller.session_ended {
             None => running.await,
             Some(ended) => {
-                tokio::pin!(running);
                 tokio::select! {
                     biased;
                     outcome = &mut running => outcome,

@@ -339,18 +339,19 @@ impl Drop for InUse {
     }
 }
 
-/// Who a request is counted as, for the sessions it may hold and every
-/// per-client share: its principal, or for clients nobody authenticated
-/// (public mode's anonymous, or the local user without auth) the principal
-/// at the client's address (the one a trusted proxy forwarded).
-pub fn client_key(request: &Request) -> Arc<str> {
+/// Who holds a request's sessions: its principal, or for public mode's
+/// anonymous clients the principal at the client's address (the one a
+/// trusted proxy forwarded).
+fn owner_key(request: &Request) -> Arc<str> {
     let extensions = request.extensions();
-    let principal = extensions.get::<Principal>();
-    let anonymous = principal.is_none_or(|principal| principal.is_anonymous() || principal.local);
-    let id = principal.map_or(auth::LOCAL_ID, |principal| principal.id.as_str());
+    let Some(principal) = extensions.get::<Principal>() else {
+        return auth::LOCAL_ID.into();
+    };
     match extensions.get::<ClientAddress>() {
-        Some(address) if anonymous => format!("{id}@{}", address.0).into(),
-        _ => id.into(),
+        Some(address) if principal.is_anonymous() => {
+            format!("{}@{}", principal.id, address.0).into()
+        }
+        _ => principal.id.as_str().into(),
     }
 }
 
@@ -365,7 +366,7 @@ pub async fn guard(
         .get::<Principal>()
         .cloned()
         .unwrap_or_else(Principal::local);
-    let owner = client_key(&request);
+    let owner = owner_key(&request);
     let session = match session_id(request.headers()) {
         Ok(session) => session,
         Err(why) => {
@@ -378,9 +379,11 @@ pub async fn guard(
     };
     let Some(id) = session else {
         if request.method() == Method::POST && opens_session(&request) {
-            return open(sessions, owner, request, next).await;
+            // Boxed, as the refusal below: rare paths, kept out of the size
+            // of every request's future.
+            return Box::pin(open(sessions, owner, request, next)).await;
         }
-        return without_session(sessions, owner, request, next).await;
+        return Box::pin(without_session(sessions, owner, request, next)).await;
     };
     let request_id = request
         .extensions()
@@ -408,19 +411,17 @@ pub async fn guard(
                 "refused: {} on a session another principal opened",
                 request.method()
             );
-            sessions
-                .audit
-                .record(Event::SessionRefused {
-                    request: request.method().to_string(),
-                    reason: "the session belongs to another principal",
-                    client: Client {
-                        transport: "http",
-                        session: Some(id.to_string()),
-                        name: None,
-                        principal: principal.id.clone(),
-                    },
-                })
-                .await;
+            Box::pin(sessions.audit.record(Event::SessionRefused {
+                request: request.method().to_string(),
+                reason: "the session belongs to another principal",
+                client: Client {
+                    transport: "http",
+                    session: Some(id.to_string()),
+                    name: None,
+                    principal: principal.id.clone(),
+                },
+            }))
+            .await;
             return session_not_found();
         }
     };

@@ -246,10 +246,7 @@ async fn front_door(
             );
         }
         let sessions = async |request| sessions::guard(&door.sessions, request, to_router).await;
-        let budgeted = async |request: Request| {
-            let client = sessions::client_key(&request);
-            budget::hold(&door.budget, client, request, sessions).await
-        };
+        let budgeted = async |request| budget::hold(&door.budget, request, sessions).await;
         let framed = async |request| http_errors::frame(door.read_timeout, request, budgeted).await;
         let authenticated = async |request| match &door.gate {
             Some(gate) => auth::http::authenticate(gate, request, framed).await,
