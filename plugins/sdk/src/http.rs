@@ -74,9 +74,7 @@ fn describe(code: &ErrorCode) -> String {
         ErrorCode::TlsProtocolError | ErrorCode::TlsAlertReceived(_) => {
             "the TLS handshake failed (is the port one that speaks TLS?)"
         }
-        ErrorCode::TlsCertificateError => {
-            "the server's TLS certificate is not valid for this host"
-        }
+        ErrorCode::TlsCertificateError => "the server's TLS certificate is not valid for this host",
         ErrorCode::HttpResponseTimeout => "no response arrived in time",
         ErrorCode::HttpResponseIncomplete => "the response was cut short",
         ErrorCode::HttpProtocolError => "the server's answer is not valid HTTP",
