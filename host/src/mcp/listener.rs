@@ -110,13 +110,13 @@ enum Place {
 
 /// The connection budget: decides each connection's place and gives it
 /// back when the connection closes.
-struct Budget {
+struct ConnectionBudget {
     limits: ConnectionLimits,
     trusted: TrustedProxies,
     open: Mutex<Open>,
 }
 
-impl Budget {
+impl ConnectionBudget {
     fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -175,7 +175,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max + RESERVED));
-    let budget = Arc::new(Budget {
+    let budget = Arc::new(ConnectionBudget {
         limits,
         trusted,
         open: Mutex::default(),

@@ -11,7 +11,7 @@ mod observer;
 mod result;
 pub mod server;
 pub mod sessions;
-mod stateless;
+pub mod stateless;
 pub mod stdio;
 mod subscriptions;
 mod tasks;

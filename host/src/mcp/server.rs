@@ -209,7 +209,7 @@ fn client_address_of(context: &RequestContext<RoleServer>) -> Option<std::net::I
 /// What ends the calls of the HTTP session a request came on.
 fn session_ended_of(context: &RequestContext<RoleServer>) -> Option<CancellationToken> {
     let parts = context.extensions.get::<http::request::Parts>()?;
-    let ended = parts.extensions.get::<super::sessions::CancelCalls>()?;
+    let ended = parts.extensions.get::<super::stateless::CancelCalls>()?;
     Some(ended.0.clone())
 }
 

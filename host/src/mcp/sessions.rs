@@ -16,7 +16,8 @@
 //!   not keep a session alive.
 
 use super::client_address::ClientAddress;
-use super::{drain, http_errors, stateless};
+use super::stateless::{self, CancelCalls};
+use super::{drain, http_errors};
 use crate::audit::{AuditLog, Client, Event};
 use crate::auth::{self, Principal};
 use crate::metrics::Metrics;
@@ -28,7 +29,6 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 /// The header naming a request's session.
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -85,14 +85,6 @@ struct Entry {
     /// calls still running are stopped by.
     ended: CancelCalls,
 }
-
-/// Cancelled when the client ends a request's calls: by deleting the
-/// session it came on (rmcp would let them run on for seconds, their
-/// answers going nowhere), or, without a session, by cancelling the
-/// request in a POST of its own. Put in the request's extensions for the
-/// call pipeline.
-#[derive(Clone, Default)]
-pub struct CancelCalls(pub CancellationToken);
 
 /// What one owner holds, as [`Sessions::admit`] weighs it.
 #[derive(Default)]

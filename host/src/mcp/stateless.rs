@@ -10,10 +10,17 @@
 //! call with that id. Entries live exactly as long as their requests, so
 //! the table is bounded by the connections the host accepts.
 
-use super::sessions::CancelCalls;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
+
+/// Cancelled when the client ends a request's calls: by deleting the
+/// session it came on (rmcp would let them run on for seconds, their
+/// answers going nowhere), or, without a session, by cancelling the
+/// request in a POST of its own. Put in the request's extensions for the
+/// call pipeline.
+#[derive(Clone, Default)]
+pub struct CancelCalls(pub CancellationToken);
 
 /// The sessionless requests in flight, by owner and request id.
 #[derive(Default)]
