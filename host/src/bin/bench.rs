@@ -156,11 +156,15 @@ impl Bench {
         let root = self.work.path().join(label);
         std::fs::create_dir_all(root.join("plugins"))?;
         std::fs::create_dir_all(root.join("policies"))?;
-        // All the harness's clients are one anonymous user on loopback: let
-        // that user hold as many sessions as the throughput runs open.
+        // All the harness's clients are one user at one loopback address:
+        // let it hold as many sessions, connections and requests as the
+        // throughput runs open (128 clients, each a connection and a stream).
+        // Builds before issue 19 refuse the last three keys: drop them to
+        // measure those.
         std::fs::write(
             root.join("host-config.toml"),
-            "[http]\nmax_sessions_per_user = 1000\n",
+            "[http]\nmax_sessions_per_user = 1000\nmax_connections_per_address = 1024\n\
+             max_streams_per_client = 100000\nmax_requests_per_client = 100000\n",
         )?;
         for (name, wasm) in plugins {
             std::fs::copy(wasm, root.join("plugins").join(format!("{name}.wasm")))?;
