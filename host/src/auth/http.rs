@@ -67,9 +67,9 @@ pub async fn authenticate(
         .get(header::AUTHORIZATION)
         .map(|value| gate.recent.fingerprint(value.as_bytes()));
     let credential_key = credential.map(|print| format!("credential {print:016x}"));
-    let now_instant = Instant::now();
+    let arrived = Instant::now();
     if let Some(key) = &credential_key
-        && let Err(wait) = gate.failures.check(key, now_instant)
+        && let Err(wait) = gate.failures.check(key, arrived)
     {
         let refusal = Refusal {
             status: 429,
@@ -79,7 +79,7 @@ pub async fn authenticate(
         };
         return refuse(gate, refusal);
     }
-    if let Err(wait) = gate.failures.check(&address, now_instant)
+    if let Err(wait) = gate.failures.check(&address, arrived)
         && !credential.is_some_and(|print| gate.recent.contains(print))
     {
         let refusal = Refusal {
@@ -102,9 +102,9 @@ pub async fn authenticate(
     // guess.
     let refused = |refusal: Refusal| {
         if refusal.status == 401 && refusal.reason != "missing" {
-            let _ = gate.failures.take(&address, Instant::now());
+            let _ = gate.failures.take(&address, arrived);
             if let Some(key) = &credential_key {
-                let _ = gate.failures.take(key, Instant::now());
+                let _ = gate.failures.take(key, arrived);
             }
         }
         refuse(gate, refusal)
@@ -154,7 +154,7 @@ pub async fn authenticate(
         Mode::Public => address,
         _ => format!("principal {}", principal.id),
     };
-    if let Err(wait) = gate.requests.take(&budget, Instant::now()) {
+    if let Err(wait) = gate.requests.take(&budget, arrived) {
         let refusal = Refusal {
             status: 429,
             reason: "rate-limited",

@@ -63,7 +63,7 @@ pub struct Sessions {
     audit: AuditLog,
     metrics: Arc<Metrics>,
     /// Requests without a session in flight, for their cancellations.
-    sessionless: Arc<stateless::InFlight>,
+    sessionless: Arc<stateless::SessionlessRequests>,
 }
 
 #[derive(Default)]

@@ -24,7 +24,7 @@ pub struct CancelCalls(pub CancellationToken);
 
 /// The sessionless requests in flight, by owner and request id.
 #[derive(Default)]
-pub struct InFlight {
+pub struct SessionlessRequests {
     requests: Mutex<Requests>,
 }
 
@@ -40,15 +40,15 @@ struct Requests {
     next_serial: u64,
 }
 
-/// One request kept in [`InFlight`]; forgotten on drop (once its answer
+/// One request kept in [`SessionlessRequests`]; forgotten on drop (once its answer
 /// has been sent).
 pub struct Kept {
-    in_flight: Arc<InFlight>,
+    in_flight: Arc<SessionlessRequests>,
     key: Key,
     serial: u64,
 }
 
-impl InFlight {
+impl SessionlessRequests {
     /// Keeps the request `id` of `owner` while the returned guard lives;
     /// the token its calls stop by.
     pub fn keep(self: &Arc<Self>, owner: Arc<str>, id: u64) -> (Kept, CancelCalls) {
@@ -105,7 +105,7 @@ mod tests {
 
     #[test]
     fn a_cancellation_stops_only_its_owners_request_and_entries_go_with_their_requests() {
-        let in_flight = Arc::new(InFlight::default());
+        let in_flight = Arc::new(SessionlessRequests::default());
         let (alice_kept, alice) = in_flight.keep("alice".into(), 1);
         let (_bob_kept, bob) = in_flight.keep("bob".into(), 1);
         assert_eq!(in_flight.cancel("alice".into(), 2), 0);
