@@ -324,11 +324,14 @@ DEEP = b'{"jsonrpc":"2.0","id":9,"method":"tools/call","params":' + b"[" * 1000 
     (b'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"x\xff\xfe"}}', -32700, None),
     (b'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"\xc0\xae"}}', -32700, None),
     (DEEP, -32700, None),
+    (DEEP.replace(b'"tools/call"', b'"initialize"'), -32700, None),
+    (b'{"jsonrpc":"2.0","id":4,"method":"initialize","params":{"clientInfo":{"name":"\xff"}}}', -32700, None),
 ])
-def test_what_is_not_a_valid_message_gets_the_code_for_why(tmp_path_factory, body, code, id):
+@pytest.mark.parametrize("with_session", [True, False], ids=["session", "sessionless"])
+def test_what_is_not_a_valid_message_gets_the_code_for_why(tmp_path_factory, body, code, id, with_session):
     host = shared_public_host(tmp_path_factory)
-    session = open_session(host.url)
-    status, _, text = send(host.url, body=body, headers={"mcp-session-id": session})
+    headers = {"mcp-session-id": open_session(host.url)} if with_session else {}
+    status, _, text = send(host.url, body=body, headers=headers)
     assert status == 400, text
     answer = json.loads(text)
     assert answer["error"]["code"] == code and answer["id"] == id, answer

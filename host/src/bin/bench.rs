@@ -39,6 +39,12 @@ struct Args {
     /// its own.
     #[arg(long)]
     host: Option<PathBuf>,
+    /// The host config every measured host is started with, instead of
+    /// the harness's own (which raises the per-user and per-client limits
+    /// for its many clients from one address). Builds older than those
+    /// limits refuse its keys: give them a config without them.
+    #[arg(long)]
+    host_config: Option<PathBuf>,
     /// Serve a bare JSON-RPC responder on stdio (used by the harness itself).
     #[arg(long, hide = true)]
     bare_responder: bool,
@@ -100,8 +106,16 @@ enum Figure {
     Instructions,
 }
 
+/// All the harness's clients are one user at one loopback address: it
+/// may hold as many sessions, connections and requests as the throughput
+/// runs open (128 clients, each a connection and a stream).
+const HARNESS_HOST_CONFIG: &str = "[http]\nmax_sessions_per_user = 1000\n\
+    max_connections_per_address = 1024\nmax_streams_per_client = 100000\n\
+    max_requests_per_client = 100000\n";
+
 struct Bench {
     host: PathBuf,
+    host_config: String,
     bench: PathBuf,
     repo: PathBuf,
     quick: bool,
@@ -131,8 +145,14 @@ impl Bench {
                 bail!("{needed} is missing: run bash plugins/build and build tests/fixtures first");
             }
         }
+        let host_config = match &args.host_config {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("the --host-config file {}", path.display()))?,
+            None => HARNESS_HOST_CONFIG.to_owned(),
+        };
         Ok(Bench {
             host,
+            host_config,
             bench,
             repo,
             quick: args.quick,
@@ -156,16 +176,7 @@ impl Bench {
         let root = self.work.path().join(label);
         std::fs::create_dir_all(root.join("plugins"))?;
         std::fs::create_dir_all(root.join("policies"))?;
-        // All the harness's clients are one user at one loopback address:
-        // let it hold as many sessions, connections and requests as the
-        // throughput runs open (128 clients, each a connection and a stream).
-        // Builds before issue 19 refuse the last three keys: drop them to
-        // measure those.
-        std::fs::write(
-            root.join("host-config.toml"),
-            "[http]\nmax_sessions_per_user = 1000\nmax_connections_per_address = 1024\n\
-             max_streams_per_client = 100000\nmax_requests_per_client = 100000\n",
-        )?;
+        std::fs::write(root.join("host-config.toml"), &self.host_config)?;
         for (name, wasm) in plugins {
             std::fs::copy(wasm, root.join("plugins").join(format!("{name}.wasm")))?;
         }

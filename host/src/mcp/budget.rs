@@ -8,7 +8,6 @@
 //! a stream or request is counted until its answer has been sent.
 
 use super::client_address::ClientAddress;
-use super::drain;
 use super::http_errors::{self, JsonRpcMethod};
 use crate::auth::Principal;
 use axum::extract::Request;
@@ -87,7 +86,7 @@ pub struct Budget {
 
 /// One request counted in the [`Budget`]; given back on drop, once its
 /// answer has been sent.
-struct Counted {
+pub struct Counted {
     budget: Arc<Budget>,
     client: ClientKey,
     address: Option<IpAddr>,
@@ -192,12 +191,13 @@ impl Drop for Counted {
 }
 
 /// The front door's budget step: counts the request against `client`'s
-/// share and its address's until its answer has been sent, or refuses it
-/// with 429 when a share is full.
+/// share and its address's, or refuses it with 429 when a share is full.
+/// `next` gets the count to hold until the answer has been sent (the step
+/// that wraps the answer's body keeps it there, so one wrapper holds all).
 pub async fn hold(
     budget: &Arc<Budget>,
     request: Request,
-    next: impl AsyncFnOnce(Request) -> Response,
+    next: impl AsyncFnOnce(Request, Counted) -> Response,
 ) -> Response {
     let address = request
         .extensions()
@@ -218,11 +218,11 @@ pub async fn hold(
             return response;
         }
     };
-    let mut response = next(request).await;
+    let mut response = next(request, counted).await;
     if stream {
         response.extensions_mut().insert(LongLived);
     }
-    drain::held_until_sent(response, counted)
+    response
 }
 
 /// Marks the answer to a long-lived stream: shutdown does not wait for it

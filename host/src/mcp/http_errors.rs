@@ -15,6 +15,8 @@ use axum::response::{IntoResponse, Response};
 use http::{Method, StatusCode, header};
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 
 /// The body was not JSON.
 pub const PARSE_ERROR: i64 = -32700;
@@ -40,22 +42,32 @@ const MAX_REFUSAL_TEXT: usize = 64 * 1024;
 #[derive(Clone, Debug)]
 pub struct JsonRpcMethod(pub String);
 
-/// What [`frame`] reads of a body before rmcp parses all of it: the
-/// envelope, with `params` skipped over (but checked to be JSON).
+/// The envelope of a message as it is on the wire: borrowed from the
+/// body, `params` skipped over (checked to be JSON, not kept).
 #[derive(Deserialize)]
-struct Peek {
-    jsonrpc: Option<Value>,
-    method: Option<String>,
-    /// `None` when absent, `Some(Value::Null)` for `"id": null`.
-    #[serde(default, deserialize_with = "present")]
-    id: Option<Value>,
+struct Wire<'a> {
+    #[serde(borrow)]
+    jsonrpc: Option<&'a RawValue>,
+    #[serde(borrow)]
+    method: Option<Cow<'a, str>>,
+    /// `None` when absent, `Some("null")` for `"id": null`.
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
     #[serde(default)]
     #[allow(dead_code)] // Read to check it is JSON at all.
     params: Option<serde::de::IgnoredAny>,
 }
 
-fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(value).map(Some)
+fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(value).map(Some)
+}
+
+/// What [`frame`] reads of a body before rmcp parses all of it: the
+/// method and the id, once the envelope is known to be valid.
+struct Peek<'a> {
+    method: Option<Cow<'a, str>>,
+    /// `None` when absent, `Some(Value::Null)` for `"id": null`.
+    id: Option<Value>,
 }
 
 /// The longest string id the host accepts: it is kept while the request
@@ -72,8 +84,17 @@ pub struct RequestId {
 
 impl RequestId {
     fn of(id: &Value) -> RequestId {
-        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-        let key = BuildHasherDefault::<DefaultHasher>::default().hash_one(id.to_string());
+        use std::hash::{Hash, Hasher};
+        // Tagged by kind: the string "1" and the number 1 are two ids.
+        let mut hasher = std::hash::DefaultHasher::new();
+        match id {
+            Value::String(text) => (0u8, text.as_str()).hash(&mut hasher),
+            Value::Number(number) if let Some(number) = number.as_i64() => {
+                (1u8, number).hash(&mut hasher)
+            }
+            other => (2u8, other.to_string()).hash(&mut hasher),
+        }
+        let key = hasher.finish();
         RequestId {
             id: id.clone(),
             key,
@@ -220,7 +241,9 @@ pub async fn frame(
                 .extensions
                 .insert(CancelsRequest(RequestId::of(&cancel.params.request_id)));
         }
-        parts.extensions.insert(JsonRpcMethod(method.clone()));
+        parts
+            .extensions
+            .insert(JsonRpcMethod(method.as_ref().into()));
     }
     let unnamed = !parts.headers.contains_key(MCP_NAME);
     if unnamed && memchr::memmem::find(&bytes, b"\"tasks/").is_some() {
@@ -257,12 +280,12 @@ async fn as_jsonrpc(response: Response, body: Option<&[u8]>) -> Response {
     Box::pin(into_jsonrpc(response, body)).await
 }
 
-/// Why `message` is not a valid JSON-RPC envelope (see [`Peek::of`]): the
+/// Why `message` is not a valid JSON-RPC envelope (see [`Peek::checked`]): the
 /// error code, the message and the id an answer may echo. The stdio
 /// transport asks this of lines rmcp could not parse, so both transports
 /// give the same code for the same fault.
 pub(super) fn envelope_problem(message: &[u8]) -> Option<(i64, String, Value)> {
-    Peek::of(message)
+    Peek::checked(message)
         .err()
         .map(|problem| (problem.code, problem.message, problem.id))
 }
@@ -289,12 +312,11 @@ impl NotAMessage {
     }
 }
 
-impl Peek {
-    /// The envelope of the message in `body`: JSON (UTF-8, nested at most
-    /// serde_json's 128 levels, else -32700), an object with `"jsonrpc":
-    /// "2.0"`, each member once, and a request's id a string or a signed
-    /// 64-bit integer (else -32600).
-    fn of(body: &[u8]) -> Result<Peek, NotAMessage> {
+impl<'a> Peek<'a> {
+    /// The envelope of the message in `body`, checked whole: UTF-8 and
+    /// nested at most serde_json's 128 levels (else -32700), as well as
+    /// what [`Peek::of`] checks. Asked of messages rmcp refused, to say why.
+    fn checked(body: &'a [u8]) -> Result<Peek<'a>, NotAMessage> {
         let unreadable = |message: String| NotAMessage {
             code: PARSE_ERROR,
             message,
@@ -308,7 +330,19 @@ impl Peek {
                 "the body nests arrays and objects more than {MAX_NESTING} deep"
             )));
         }
-        let peek = serde_json::from_slice::<Peek>(body).map_err(|e| match e.is_data() {
+        Peek::of(body)
+    }
+
+    /// The envelope of the message in `body`: JSON (else -32700), an
+    /// object with `"jsonrpc": "2.0"`, each member once, and a request's
+    /// id a string or a signed 64-bit integer (else -32600).
+    ///
+    /// `params` is only skipped over: bytes that are not UTF-8 inside its
+    /// strings, or nesting past serde_json's limit, are found by rmcp's
+    /// parse, and [`Peek::checked`] then names them. Checking them here
+    /// too would read every body three times.
+    fn of(body: &'a [u8]) -> Result<Peek<'a>, NotAMessage> {
+        let wire = serde_json::from_slice::<Wire>(body).map_err(|e| match e.is_data() {
             true => NotAMessage::invalid(
                 format!(
                     "the body is JSON but not a JSON-RPC message (an object with \
@@ -322,10 +356,14 @@ impl Peek {
                 id: Value::Null,
             },
         })?;
-        let id = match &peek.id {
+        // A raw id is JSON already: reading it as a value cannot fail.
+        let id = wire
+            .id
+            .map(|raw| serde_json::from_str::<Value>(raw.get()).unwrap_or(Value::Null));
+        let echoed = match &id {
             Some(id @ Value::String(text)) if text.len() <= MAX_ID_BYTES => id.clone(),
             Some(id @ Value::Number(n)) if n.is_i64() => id.clone(),
-            Some(_) if peek.method.is_some() => {
+            Some(_) if wire.method.is_some() => {
                 return Err(NotAMessage::invalid(
                     format!(
                         "a request's id must be a string of at most {MAX_ID_BYTES} bytes or a \
@@ -336,13 +374,16 @@ impl Peek {
             }
             _ => Value::Null,
         };
-        if peek.jsonrpc.as_ref().and_then(Value::as_str) != Some("2.0") {
+        if !wire.jsonrpc.is_some_and(says_2_0) {
             return Err(NotAMessage::invalid(
                 "the message must say \"jsonrpc\": \"2.0\"",
-                id,
+                echoed,
             ));
         }
-        Ok(peek)
+        Ok(Peek {
+            method: wire.method,
+            id,
+        })
     }
 
     /// The id of a request (a message with a method and an id).
@@ -365,13 +406,19 @@ impl Peek {
     }
 }
 
+/// Whether a raw `jsonrpc` member is the string "2.0", however spelled.
+fn says_2_0(raw: &RawValue) -> bool {
+    raw.get() == r#""2.0""#
+        || serde_json::from_str::<Cow<str>>(raw.get()).is_ok_and(|text| text == "2.0")
+}
+
 /// rmcp's plain-text refusal of a request whose body was `body`, made a
 /// JSON-RPC error.
 async fn into_jsonrpc(response: Response, body: Option<&[u8]>) -> Response {
     let status = response.status();
     // A body that is not a message is refused for that, whatever else
     // rmcp found wrong.
-    let peek = match body.map(Peek::of).transpose() {
+    let peek = match body.map(Peek::checked).transpose() {
         Ok(peek) => peek,
         Err(not_a_message) => return not_a_message.refusal(),
     };

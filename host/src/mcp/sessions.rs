@@ -347,10 +347,13 @@ fn owner_key(request: &Request) -> Arc<str> {
     }
 }
 
-/// The front door's session step, in front of rmcp's sessions.
-pub async fn guard(
+/// The front door's session step, in front of rmcp's sessions. `held`
+/// (what the steps before count the request by) is kept with the answer
+/// until it has been sent, in the one body wrapper this step adds.
+pub async fn guard<H: Send + Sync + Unpin + 'static>(
     sessions: &Arc<Sessions>,
     request: Request,
+    held: H,
     next: impl AsyncFnOnce(Request) -> Response,
 ) -> Response {
     let principal = request
@@ -373,9 +376,10 @@ pub async fn guard(
         if request.method() == Method::POST && opens_session(&request) {
             // Boxed, as the refusal below: rare paths, kept out of the size
             // of every request's future.
-            return Box::pin(open(sessions, owner, request, next)).await;
+            let response = Box::pin(open(sessions, owner, request, next)).await;
+            return drain::held_until_sent(response, held);
         }
-        return Box::pin(without_session(sessions, owner, request, next)).await;
+        return Box::pin(without_session(sessions, owner, request, held, next)).await;
     };
     let request_id = request
         .extensions()
@@ -440,20 +444,21 @@ pub async fn guard(
     }
     // The session stays in use while the response (an event stream,
     // maybe long) is being sent.
-    drain::held_until_sent(response, in_use)
+    drain::held_until_sent(response, (in_use, held))
 }
 
 /// A request without a session: a cancellation stops the sessionless
 /// request it names (of the same owner) and is accepted, as a notification
 /// is; a request is kept, cancellable, until its answer has been sent.
-async fn without_session(
+async fn without_session<H: Send + Sync + Unpin + 'static>(
     sessions: &Arc<Sessions>,
     owner: Arc<str>,
     mut request: Request,
+    held: H,
     next: impl AsyncFnOnce(Request) -> Response,
 ) -> Response {
     if request.method() != Method::POST {
-        return next(request).await;
+        return drain::held_until_sent(next(request).await, held);
     }
     if let Some(cancel) = request.extensions().get::<http_errors::CancelsRequest>() {
         let stopped = sessions.sessionless.cancel(owner, cancel.0.key);
@@ -465,12 +470,12 @@ async fn without_session(
         .get::<http_errors::RequestId>()
         .map(|id| id.key)
     else {
-        return next(request).await;
+        return drain::held_until_sent(next(request).await, held);
     };
     let (kept, cancel) = sessions.sessionless.keep(owner, key);
     request.extensions_mut().insert(cancel);
     let response = next(request).await;
-    drain::held_until_sent(response, kept)
+    drain::held_until_sent(response, (kept, held))
 }
 
 /// The longest session id the host accepts; its own are UUIDs (36).

@@ -245,7 +245,9 @@ async fn front_door(
                     .into(),
             );
         }
-        let sessions = async |request| sessions::guard(&door.sessions, request, to_router).await;
+        let sessions = async |request, counted| {
+            sessions::guard(&door.sessions, request, counted, to_router).await
+        };
         let budgeted = async |request| budget::hold(&door.budget, request, sessions).await;
         let framed = async |request| http_errors::frame(door.read_timeout, request, budgeted).await;
         let authenticated = async |request| match &door.gate {
