@@ -9,7 +9,7 @@
 //!   the host 200 bytes wherever it goes.
 //! - **Never a metrics label** unless it names something the host serves.
 
-use crate::capability::denials::truncate;
+use crate::printable::truncate;
 
 /// The most of a client's text any error, header or log line repeats.
 pub const ECHO_BYTES: usize = 200;

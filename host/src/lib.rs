@@ -19,6 +19,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod plugin;
 pub mod policy;
+pub mod principal;
 pub mod printable;
 pub mod reload;
 pub mod runtime;

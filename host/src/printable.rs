@@ -92,6 +92,19 @@ pub fn stderr_one_line() -> OneLine<io::Stderr> {
     OneLine(io::stderr())
 }
 
+/// Cuts `text` to at most `max` bytes, on a character boundary, marking the
+/// cut with `…`.
+pub fn truncate(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

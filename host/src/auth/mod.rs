@@ -9,10 +9,10 @@
 //!   host is an OAuth 2.1 resource server with RFC 9728 metadata.
 
 pub mod gateway;
-pub mod http;
 pub mod jwt;
 pub mod rate;
 
+use crate::principal::{ANONYMOUS, LOCAL, Principal, valid_principal};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ring::hmac;
@@ -82,64 +82,6 @@ pub enum Mode {
     Direct,
 }
 
-/// Who a request runs as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    /// The user id (`local` on stdio and without auth, `anonymous` in
-    /// public mode; no authenticated user can have either).
-    pub id: String,
-    /// The scopes it holds.
-    pub scopes: BTreeSet<String>,
-    /// Whether it may use tools that are not read-only.
-    pub may_write: bool,
-    /// Whether it is the local user, the operator.
-    pub local: bool,
-}
-
-/// The local user's id.
-pub const LOCAL_ID: &str = "local";
-const LOCAL: &str = LOCAL_ID;
-/// The anonymous principal's id.
-const ANONYMOUS: &str = "anonymous";
-
-impl Principal {
-    /// The local user: stdio, or HTTP without auth (loopback only).
-    pub fn local() -> Principal {
-        Principal {
-            id: LOCAL.into(),
-            scopes: BTreeSet::new(),
-            may_write: true,
-            local: true,
-        }
-    }
-
-    /// Whether this is the anonymous principal of public mode, which every
-    /// anonymous client shares.
-    pub fn is_anonymous(&self) -> bool {
-        !self.local && self.id == ANONYMOUS
-    }
-
-    fn anonymous() -> Principal {
-        Principal {
-            id: ANONYMOUS.into(),
-            scopes: BTreeSet::new(),
-            may_write: false,
-            local: false,
-        }
-    }
-}
-
-/// Whether `id` can name a principal: it names folders (`{user}` mounts)
-/// and audit records, so 1 to 128 characters of letters, digits and
-/// `.`, `_`, `-`, `@`, starting with a letter or digit.
-pub fn valid_principal(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id.as_bytes()[0].is_ascii_alphanumeric()
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b))
-}
-
 /// Why credentials were refused: the reason is a short, fixed word (it
 /// labels metrics), the detail is for the log and the client.
 #[derive(Debug, PartialEq, Eq)]
@@ -162,7 +104,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn unauthenticated(rejected: Rejected) -> Refusal {
+    pub(crate) fn unauthenticated(rejected: Rejected) -> Refusal {
         Refusal {
             status: 401,
             reason: rejected.reason,

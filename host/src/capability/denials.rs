@@ -13,6 +13,7 @@
 //! the latest named.)
 
 use super::network::orders::{self, OrderRoute};
+use crate::printable::truncate;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -159,19 +160,6 @@ impl Denial {
         let mut attempt = attempt.into();
         truncate(&mut attempt, MAX_ATTEMPT_BYTES);
         Denial { rule, attempt }
-    }
-}
-
-/// Cuts `text` to at most `max` bytes, on a character boundary, marking the
-/// cut with `…`.
-pub fn truncate(text: &mut String, max: usize) {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
     }
 }
 

@@ -8,8 +8,9 @@
 //! a stream or request is counted until its answer has been sent.
 
 use super::client_address::ClientAddress;
-use super::http_errors::{self, JsonRpcMethod};
-use crate::auth::Principal;
+use super::envelope::JsonRpcMethod;
+use super::{http_errors, protocol};
+use crate::principal::Principal;
 use axum::extract::Request;
 use axum::response::Response;
 use http::{Method, StatusCode};
@@ -60,7 +61,7 @@ impl ClientKey {
                 ClientKey::Principal(principal.id.as_str().into())
             }
             (_, Some(address)) => ClientKey::Address(address.0),
-            (_, None) => ClientKey::Principal(crate::auth::LOCAL_ID.into()),
+            (_, None) => ClientKey::Principal(crate::principal::LOCAL_ID.into()),
         }
     }
 }
@@ -209,7 +210,7 @@ pub async fn hold(
         Err(why) => {
             let mut response = http_errors::jsonrpc_error(
                 StatusCode::TOO_MANY_REQUESTS,
-                http_errors::SERVER_BUSY,
+                protocol::SERVER_BUSY,
                 why.into(),
             );
             response

@@ -8,141 +8,20 @@
 //! bodies that are not JSON with -32700, and after rmcp answers, turns its
 //! plain-text refusals into JSON-RPC errors.
 
-use super::server::SERVED_METHODS;
+use super::envelope::{CancelPeek, CancelsRequest, JsonRpcMethod, NotAMessage, Peek, RequestId};
+use super::protocol::{INVALID_PARAMS, INVALID_REQUEST, MAX_BODY, SERVED_METHODS};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{Method, StatusCode, header};
 use serde::Deserialize;
 use serde_json::Value;
-use serde_json::value::RawValue;
-use std::borrow::Cow;
-
-/// The body was not JSON.
-pub const PARSE_ERROR: i64 = -32700;
-/// The body was JSON but not a request this endpoint takes.
-pub const INVALID_REQUEST: i64 = -32600;
-/// The method is one the host serves but its params do not fit it.
-pub const INVALID_PARAMS: i64 = -32602;
-/// The host cannot take the request now (too many sessions, rate limit).
-pub const SERVER_BUSY: i64 = -32000;
-/// The request's credentials were missing, invalid or insufficient.
-pub const UNAUTHORIZED: i64 = -32001;
-
-/// The largest request body read (the same bound the MCP service keeps).
-pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// The header naming what a request acts on (SEP-2243).
 const MCP_NAME: &str = "mcp-name";
 
 /// The largest plain-text refusal from rmcp carried into a JSON error.
 const MAX_REFUSAL_TEXT: usize = 64 * 1024;
-
-/// The method a POST body names, for the layers behind [`frame`].
-#[derive(Clone, Debug)]
-pub struct JsonRpcMethod(pub String);
-
-/// The envelope of a message as it is on the wire: borrowed from the
-/// body, `params` skipped over (checked to be JSON, not kept).
-#[derive(Deserialize)]
-struct Wire<'a> {
-    #[serde(borrow)]
-    jsonrpc: Option<&'a RawValue>,
-    #[serde(borrow)]
-    method: Option<Cow<'a, str>>,
-    /// `None` when absent, `Some("null")` for `"id": null`.
-    #[serde(borrow, default, deserialize_with = "present")]
-    id: Option<&'a RawValue>,
-    #[serde(default)]
-    #[allow(dead_code)] // Read to check it is JSON at all.
-    params: Option<serde::de::IgnoredAny>,
-}
-
-fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(value).map(Some)
-}
-
-/// What [`frame`] reads of a body before rmcp parses all of it: the
-/// method and the id, once the envelope is known to be valid.
-struct Peek<'a> {
-    method: Option<Cow<'a, str>>,
-    /// `None` when absent, `Some(Value::Null)` for `"id": null`.
-    id: Option<Value>,
-}
-
-/// The longest string id the host accepts: it is kept while the request
-/// is in flight, and echoed in its answer.
-const MAX_ID_BYTES: usize = 256;
-
-/// A request's id, as the session table tracks requests in flight: the
-/// id as the client sent it (for an error that echoes it), and a key.
-#[derive(Clone, Debug)]
-pub struct RequestId {
-    pub id: Value,
-    pub key: u64,
-}
-
-impl RequestId {
-    fn of(id: &Value) -> RequestId {
-        use std::hash::{Hash, Hasher};
-        // Tagged by kind: the string "1" and the number 1 are two ids.
-        let mut hasher = std::hash::DefaultHasher::new();
-        match id {
-            Value::String(text) => (0u8, text.as_str()).hash(&mut hasher),
-            Value::Number(number) if let Some(number) = number.as_i64() => {
-                (1u8, number).hash(&mut hasher)
-            }
-            other => (2u8, other.to_string()).hash(&mut hasher),
-        }
-        let key = hasher.finish();
-        RequestId {
-            id: id.clone(),
-            key,
-        }
-    }
-}
-
-/// The request a `notifications/cancelled` names, for the layers behind
-/// [`frame`]: without a session, the host finds the call by it.
-#[derive(Clone, Debug)]
-pub struct CancelsRequest(pub RequestId);
-
-#[derive(Deserialize)]
-struct CancelPeek {
-    params: CancelParams,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CancelParams {
-    request_id: Value,
-}
-
-/// The deepest nesting of arrays and objects a message may have: what
-/// serde_json (and so rmcp) parses.
-const MAX_NESTING: usize = 127;
-
-/// How deeply `json` nests arrays and objects, brackets inside strings
-/// aside. One pass over the bytes, no allocation.
-fn nesting(json: &[u8]) -> usize {
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
-    for &byte in json {
-        match (in_string, byte) {
-            (true, _) if escaped => escaped = false,
-            (true, b'\\') => escaped = true,
-            (true, b'"') => in_string = false,
-            (true, _) => {}
-            (false, b'"') => in_string = true,
-            (false, b'[' | b'{') => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            (false, b']' | b'}') => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    deepest
-}
 
 /// The task a task method names.
 #[derive(Deserialize)]
@@ -203,10 +82,9 @@ pub async fn read_body(
 /// The framing step of the front door: see the module's documentation. A
 /// body must arrive within `read_timeout`.
 ///
-/// A request on a session that names no task is not parsed here: rmcp
-/// parses it, and only a refusal from rmcp makes this step read the body
-/// (to say whether it was JSON at all, and to echo its id). Parsing every
-/// body twice cost each call about 2 % of its CPU time.
+/// Every body's envelope is read here ([`Peek::of`]: `params` skipped);
+/// only a refusal from rmcp makes this step check the rest of the body
+/// ([`Peek::checked`]), to give the code for why rmcp could not read it.
 pub async fn frame(
     read_timeout: std::time::Duration,
     request: Request,
@@ -227,7 +105,7 @@ pub async fn frame(
     // message that is not a valid JSON-RPC one gets the code for why.
     let peek = match Peek::of(&bytes) {
         Ok(peek) => peek,
-        Err(not_a_message) => return not_a_message.refusal(),
+        Err(not_a_message) => return refusal(not_a_message),
     };
     if let Some(id) = peek.request_id() {
         parts.extensions.insert(id);
@@ -280,136 +158,10 @@ async fn as_jsonrpc(response: Response, body: Option<&[u8]>) -> Response {
     Box::pin(into_jsonrpc(response, body)).await
 }
 
-/// Why `message` is not a valid JSON-RPC envelope (see [`Peek::checked`]): the
-/// error code, the message and the id an answer may echo. The stdio
-/// transport asks this of lines rmcp could not parse, so both transports
-/// give the same code for the same fault.
-pub(super) fn envelope_problem(message: &[u8]) -> Option<(i64, String, Value)> {
-    Peek::checked(message)
-        .err()
-        .map(|problem| (problem.code, problem.message, problem.id))
-}
-
-/// Why a body is not a JSON-RPC message.
-struct NotAMessage {
-    code: i64,
-    message: String,
-    /// The id to echo, when the message's own could be read.
-    id: Value,
-}
-
-impl NotAMessage {
-    fn refusal(self) -> Response {
-        jsonrpc_error_for(StatusCode::BAD_REQUEST, self.id, self.code, self.message)
-    }
-
-    fn invalid(message: impl Into<String>, id: Value) -> NotAMessage {
-        NotAMessage {
-            code: INVALID_REQUEST,
-            message: message.into(),
-            id,
-        }
-    }
-}
-
-impl<'a> Peek<'a> {
-    /// The envelope of the message in `body`, checked whole: UTF-8 and
-    /// nested at most serde_json's 128 levels (else -32700), as well as
-    /// what [`Peek::of`] checks. Asked of messages rmcp refused, to say why.
-    fn checked(body: &'a [u8]) -> Result<Peek<'a>, NotAMessage> {
-        let unreadable = |message: String| NotAMessage {
-            code: PARSE_ERROR,
-            message,
-            id: Value::Null,
-        };
-        if let Err(e) = std::str::from_utf8(body) {
-            return Err(unreadable(format!("the body is not UTF-8 JSON: {e}")));
-        }
-        if nesting(body) > MAX_NESTING {
-            return Err(unreadable(format!(
-                "the body nests arrays and objects more than {MAX_NESTING} deep"
-            )));
-        }
-        Peek::of(body)
-    }
-
-    /// The envelope of the message in `body`: JSON (else -32700), an
-    /// object with `"jsonrpc": "2.0"`, each member once, and a request's
-    /// id a string or a signed 64-bit integer (else -32600).
-    ///
-    /// `params` is only skipped over: bytes that are not UTF-8 inside its
-    /// strings, or nesting past serde_json's limit, are found by rmcp's
-    /// parse, and [`Peek::checked`] then names them. Checking them here
-    /// too would read every body three times.
-    fn of(body: &'a [u8]) -> Result<Peek<'a>, NotAMessage> {
-        let wire = serde_json::from_slice::<Wire>(body).map_err(|e| match e.is_data() {
-            true => NotAMessage::invalid(
-                format!(
-                    "the body is JSON but not a JSON-RPC message (an object with \
-                     \"jsonrpc\": \"2.0\", each member once): {e}"
-                ),
-                Value::Null,
-            ),
-            false => NotAMessage {
-                code: PARSE_ERROR,
-                message: format!("the body is not JSON: {e}"),
-                id: Value::Null,
-            },
-        })?;
-        // A raw id is JSON already: reading it as a value cannot fail.
-        let id = wire
-            .id
-            .map(|raw| serde_json::from_str::<Value>(raw.get()).unwrap_or(Value::Null));
-        let echoed = match &id {
-            Some(id @ Value::String(text)) if text.len() <= MAX_ID_BYTES => id.clone(),
-            Some(id @ Value::Number(n)) if n.is_i64() => id.clone(),
-            Some(_) if wire.method.is_some() => {
-                return Err(NotAMessage::invalid(
-                    format!(
-                        "a request's id must be a string of at most {MAX_ID_BYTES} bytes or a \
-                         signed 64-bit integer (not null, a fraction or an object)"
-                    ),
-                    Value::Null,
-                ));
-            }
-            _ => Value::Null,
-        };
-        if !wire.jsonrpc.is_some_and(says_2_0) {
-            return Err(NotAMessage::invalid(
-                "the message must say \"jsonrpc\": \"2.0\"",
-                echoed,
-            ));
-        }
-        Ok(Peek {
-            method: wire.method,
-            id,
-        })
-    }
-
-    /// The id of a request (a message with a method and an id).
-    fn request_id(&self) -> Option<RequestId> {
-        let id = self.id.as_ref().filter(|_| self.method.is_some())?;
-        Some(RequestId::of(id))
-    }
-
-    /// The id an error about this message may echo, and the method it
-    /// names: an id that is not a string, number or null makes the whole
-    /// message invalid, naming nothing.
-    fn echoed(&self) -> (Value, Option<&str>) {
-        match &self.id {
-            Some(id @ (Value::String(_) | Value::Number(_))) => {
-                (id.clone(), self.method.as_deref())
-            }
-            Some(Value::Null) | None => (Value::Null, self.method.as_deref()),
-            _ => (Value::Null, None),
-        }
-    }
-}
-
-/// Whether a raw `jsonrpc` member is the string "2.0", however spelled.
-fn says_2_0(raw: &RawValue) -> bool {
-    raw.get() == r#""2.0""#
-        || serde_json::from_str::<Cow<str>>(raw.get()).is_ok_and(|text| text == "2.0")
+/// The answer to a body that is not a JSON-RPC message.
+fn refusal(not_a_message: NotAMessage) -> Response {
+    let NotAMessage { code, message, id } = not_a_message;
+    jsonrpc_error_for(StatusCode::BAD_REQUEST, id, code, message)
 }
 
 /// rmcp's plain-text refusal of a request whose body was `body`, made a
@@ -420,7 +172,7 @@ async fn into_jsonrpc(response: Response, body: Option<&[u8]>) -> Response {
     // rmcp found wrong.
     let peek = match body.map(Peek::checked).transpose() {
         Ok(peek) => peek,
-        Err(not_a_message) => return not_a_message.refusal(),
+        Err(not_a_message) => return refusal(not_a_message),
     };
     let (id, method) = peek.as_ref().map_or((Value::Null, None), Peek::echoed);
     let (parts, body) = response.into_parts();
@@ -455,6 +207,7 @@ async fn into_jsonrpc(response: Response, body: Option<&[u8]>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mcp::protocol::PARSE_ERROR;
     use proptest::prelude::*;
 
     /// What the framing answers for `body` in front of a service that
@@ -485,14 +238,6 @@ mod tests {
                 serde_json::from_slice(&bytes).expect("every answer is JSON"),
             )
         })
-    }
-
-    #[test]
-    fn nesting_counts_brackets_outside_strings() {
-        assert_eq!(nesting(br#"{"a":[1,{"b":"[[[{"}]}"#), 3);
-        assert_eq!(nesting(br#"{"a":"\"[["}"#), 1);
-        assert_eq!(nesting(&[b'['; 500]), 500);
-        assert_eq!(nesting(b"42"), 0);
     }
 
     fn body() -> impl Strategy<Value = Vec<u8>> {

@@ -75,7 +75,7 @@ fn over_address() -> Vec<u8> {
         "jsonrpc": "2.0",
         "id": null,
         "error": {
-            "code": super::http_errors::SERVER_BUSY,
+            "code": super::protocol::SERVER_BUSY,
             "message": "too many connections from this address \
                         ([http] max_connections_per_address); reuse the ones open",
         },

@@ -4,19 +4,19 @@
 use super::convert;
 use super::drain::InFlight;
 use super::observer::ClientObserver;
+use super::protocol::SERVED_METHODS;
 use super::subscriptions::Watched;
 use super::tasks::{Outcome, TaskObserver, Tasks};
 use crate::audit::{AuditLog, Client, Event};
 use crate::auth::rate::Limiter;
-use crate::auth::{self, Principal};
 use crate::capability::denials::Refusals;
 use crate::client_text::{self, shown};
 use crate::metrics::Metrics;
 use crate::plugin::manifest::{self, ToolEntry};
-use crate::plugin::{LoadedPlugin, Registry, Resources};
+use crate::plugin::{Change, LoadedPlugin, Registry, Resources};
 use crate::policy::Grants;
 use crate::policy::access;
-use crate::reload::Change;
+use crate::principal::Principal;
 use crate::runtime::{CallContext, CallError, Diagnostics, Entry, Runtime, types};
 use arc_swap::ArcSwap;
 use rmcp::model::{
@@ -149,7 +149,7 @@ struct Audited<'a> {
 /// Who a request runs as: the principal the HTTP auth layer found, or the
 /// local user (stdio, and HTTP without auth).
 fn principal_of(context: &RequestContext<RoleServer>) -> Principal {
-    auth::http::principal_of(context.extensions.get::<http::request::Parts>())
+    super::authenticate::principal_of(context.extensions.get::<http::request::Parts>())
 }
 
 /// Whether `principal` may use `plugin` at all.
@@ -175,7 +175,7 @@ fn client_of(context: &RequestContext<RoleServer>, principal: &Principal) -> Cli
         principal: principal.id.clone(),
         transport: if http.is_some() { "http" } else { "stdio" },
         session: http
-            .and_then(|parts| parts.headers.get(super::sessions::SESSION_HEADER))
+            .and_then(|parts| parts.headers.get(super::protocol::SESSION_HEADER))
             .and_then(|id| id.to_str().ok())
             .map(str::to_owned),
         // A 2026-07-28 request names its client in its own `_meta`; the
@@ -1246,30 +1246,6 @@ impl ServerHandler for McpServer {
 
 /// The outcome of a call to a tool no plugin serves.
 const UNKNOWN_TOOL: &str = "unknown-tool";
-
-/// The standard methods the host serves. rmcp hands a request whose
-/// params do not deserialise to [`ServerHandler::on_custom_request`], as if
-/// its method were unknown.
-pub(super) const SERVED_METHODS: [&str; 18] = [
-    "initialize",
-    "ping",
-    "server/discover",
-    "subscriptions/listen",
-    "tools/list",
-    "tools/call",
-    "resources/list",
-    "resources/templates/list",
-    "resources/read",
-    "resources/subscribe",
-    "resources/unsubscribe",
-    "prompts/list",
-    "prompts/get",
-    "completion/complete",
-    "logging/setLevel",
-    "tasks/get",
-    "tasks/list",
-    "tasks/cancel",
-];
 
 fn unknown_task(id: &str) -> McpError {
     McpError::invalid_params(format!("no task {id} (tasks are kept for an hour)"), None)

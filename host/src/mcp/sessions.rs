@@ -16,11 +16,13 @@
 //!   not keep a session alive.
 
 use super::client_address::ClientAddress;
+use super::envelope::{CancelsRequest, RequestId};
+use super::protocol::{self, SESSION_HEADER};
 use super::stateless::{self, CancelCalls};
 use super::{drain, http_errors};
 use crate::audit::{AuditLog, Client, Event};
-use crate::auth::{self, Principal};
 use crate::metrics::Metrics;
+use crate::principal::{self, Principal};
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{Method, StatusCode};
@@ -29,9 +31,6 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-
-/// The header naming a request's session.
-pub const SESSION_HEADER: &str = "mcp-session-id";
 
 /// How many sessions, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -337,7 +336,7 @@ impl Drop for InUse {
 fn owner_key(request: &Request) -> Arc<str> {
     let extensions = request.extensions();
     let Some(principal) = extensions.get::<Principal>() else {
-        return auth::LOCAL_ID.into();
+        return principal::LOCAL_ID.into();
     };
     match extensions.get::<ClientAddress>() {
         Some(address) if principal.is_anonymous() => {
@@ -367,7 +366,7 @@ pub async fn guard<H: Send + Sync + Unpin + 'static>(
         Err(why) => {
             return http_errors::jsonrpc_error(
                 StatusCode::BAD_REQUEST,
-                http_errors::INVALID_REQUEST,
+                protocol::INVALID_REQUEST,
                 why.into(),
             );
         }
@@ -381,10 +380,7 @@ pub async fn guard<H: Send + Sync + Unpin + 'static>(
         }
         return Box::pin(without_session(sessions, owner, request, held, next)).await;
     };
-    let request_id = request
-        .extensions()
-        .get::<http_errors::RequestId>()
-        .cloned();
+    let request_id = request.extensions().get::<RequestId>().cloned();
     let key = request_id.as_ref().map(|id| id.key);
     let ended = match sessions.claim(&id, &owner, Instant::now(), key) {
         Claim::Owned(ended) => ended,
@@ -394,7 +390,7 @@ pub async fn guard<H: Send + Sync + Unpin + 'static>(
             return http_errors::jsonrpc_error_for(
                 StatusCode::BAD_REQUEST,
                 echoed,
-                http_errors::INVALID_REQUEST,
+                protocol::INVALID_REQUEST,
                 "a request with this id is still in flight on this session; give each \
                  request its own id"
                     .into(),
@@ -460,16 +456,12 @@ async fn without_session<H: Send + Sync + Unpin + 'static>(
     if request.method() != Method::POST {
         return drain::held_until_sent(next(request).await, held);
     }
-    if let Some(cancel) = request.extensions().get::<http_errors::CancelsRequest>() {
+    if let Some(cancel) = request.extensions().get::<CancelsRequest>() {
         let stopped = sessions.sessionless.cancel(owner, cancel.0.key);
         tracing::debug!(stopped, "a cancellation without a session");
         return StatusCode::ACCEPTED.into_response();
     }
-    let Some(key) = request
-        .extensions()
-        .get::<http_errors::RequestId>()
-        .map(|id| id.key)
-    else {
+    let Some(key) = request.extensions().get::<RequestId>().map(|id| id.key) else {
         return drain::held_until_sent(next(request).await, held);
     };
     let (kept, cancel) = sessions.sessionless.keep(owner, key);
@@ -511,7 +503,7 @@ fn session_id(headers: &http::HeaderMap) -> Result<Option<Arc<str>>, &'static st
 fn opens_session(request: &Request) -> bool {
     request
         .extensions()
-        .get::<http_errors::JsonRpcMethod>()
+        .get::<super::envelope::JsonRpcMethod>()
         .is_some_and(|method| method.0 == "initialize")
 }
 
@@ -532,7 +524,7 @@ async fn open(
             );
             return http_errors::jsonrpc_error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                http_errors::SERVER_BUSY,
+                protocol::SERVER_BUSY,
                 "too many sessions are open; retry later".into(),
             );
         }
@@ -540,7 +532,7 @@ async fn open(
             sessions.metrics.auth_failure("sessions-per-user");
             return http_errors::jsonrpc_error(
                 StatusCode::TOO_MANY_REQUESTS,
-                http_errors::SERVER_BUSY,
+                protocol::SERVER_BUSY,
                 format!(
                     "you have {} sessions open, each with a call or stream in progress \
                      ([http] max_sessions_per_user); end one (DELETE it) to start another",
@@ -568,7 +560,7 @@ async fn open(
 fn session_not_found() -> Response {
     http_errors::jsonrpc_error(
         StatusCode::NOT_FOUND,
-        http_errors::INVALID_REQUEST,
+        protocol::INVALID_REQUEST,
         "session not found; start a new one with initialize".into(),
     )
 }

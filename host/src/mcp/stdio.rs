@@ -11,8 +11,7 @@
 //! so they never occupy more than that.
 
 use super::drain::InFlight;
-use super::http_errors::{INVALID_PARAMS, INVALID_REQUEST, MAX_BODY, PARSE_ERROR};
-use super::server::SERVED_METHODS;
+use super::protocol::{INVALID_PARAMS, INVALID_REQUEST, MAX_BODY, PARSE_ERROR, SERVED_METHODS};
 use super::{McpServer, Shared};
 use bytes::{Buf, BytesMut};
 use rmcp::ServiceExt;
@@ -226,7 +225,7 @@ where
             Some(id @ (Value::String(_) | Value::Number(_))) => id.clone(),
             _ => Value::Null,
         };
-        if let Some((code, why, id)) = super::http_errors::envelope_problem(line) {
+        if let Some((code, why, id)) = super::envelope::envelope_problem(line) {
             return Checked::Answer(error_answer(id, code, why));
         }
         let answer = match method {

@@ -1,13 +1,14 @@
 //! Serving MCP over Streamable HTTP.
 
+use super::authenticate::{self, Gate, METADATA_PATH};
 use super::budget::{self, Budget, ClientLimits};
 use super::client_address::TrustedProxies;
 use super::drain::{self, InFlight};
-use super::http_errors::{self, MAX_BODY};
+use super::http_errors;
 use super::listener::{self, ConnectionLimits};
+use super::protocol::{self, MAX_BODY};
 use super::sessions::{self, SessionLimits, Sessions};
 use super::{McpServer, Shared};
-use crate::auth::http::{Gate, METADATA_PATH};
 use crate::auth::rate::Limiter;
 use crate::auth::{self, Authenticator, Mode};
 use axum::extract::{ConnectInfo, Request, State};
@@ -146,8 +147,8 @@ pub async fn serve_http(
         .route("/metrics", get(move || self::metrics(metrics.clone())))
         .merge(
             axum::Router::new()
-                .route(METADATA_PATH, get(auth::http::metadata))
-                .route(&format!("{METADATA_PATH}/mcp"), get(auth::http::metadata))
+                .route(METADATA_PATH, get(authenticate::metadata))
+                .route(&format!("{METADATA_PATH}/mcp"), get(authenticate::metadata))
                 .with_state(gate),
         )
         .layer(from_fn_with_state(door, front_door));
@@ -238,7 +239,7 @@ async fn front_door(
         {
             return http_errors::jsonrpc_error(
                 http::StatusCode::SERVICE_UNAVAILABLE,
-                http_errors::SERVER_BUSY,
+                protocol::SERVER_BUSY,
                 "the host serves its most connections, in all or from this address ([http] \
                  max_connections, max_connections_per_address); this one serves only /health, \
                  /ready and /metrics: try again shortly, or reuse a connection"
@@ -251,7 +252,7 @@ async fn front_door(
         let budgeted = async |request| budget::hold(&door.budget, request, sessions).await;
         let framed = async |request| http_errors::frame(door.read_timeout, request, budgeted).await;
         let authenticated = async |request| match &door.gate {
-            Some(gate) => auth::http::authenticate(gate, request, framed).await,
+            Some(gate) => authenticate::authenticate(gate, request, framed).await,
             None => framed(request).await,
         };
         refuse_when_stopping(&door.draining, request, authenticated).await
@@ -275,7 +276,7 @@ async fn refuse_when_stopping(
     if draining.stopping.is_cancelled() {
         return http_errors::jsonrpc_error(
             http::StatusCode::SERVICE_UNAVAILABLE,
-            http_errors::SERVER_BUSY,
+            protocol::SERVER_BUSY,
             "the host is shutting down".into(),
         );
     }
@@ -304,7 +305,7 @@ async fn allowed_host(
     if request.uri().authority().is_some() {
         return http_errors::jsonrpc_error(
             http::StatusCode::BAD_REQUEST,
-            http_errors::INVALID_REQUEST,
+            protocol::INVALID_REQUEST,
             "absolute-form request targets are not served; send the path only".into(),
         );
     }
@@ -323,7 +324,7 @@ async fn allowed_host(
     if !allowed {
         return http_errors::jsonrpc_error(
             http::StatusCode::FORBIDDEN,
-            http_errors::INVALID_REQUEST,
+            protocol::INVALID_REQUEST,
             "the Host header does not name this server".into(),
         );
     }

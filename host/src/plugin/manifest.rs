@@ -467,7 +467,7 @@ pub fn validate(validator: &Validator, value: &serde_json::Value) -> Result<(), 
             };
             // The message quotes the value, which may be megabytes.
             let mut problem = format!("{at}: {error}");
-            crate::capability::denials::truncate(&mut problem, MAX_PROBLEM);
+            crate::printable::truncate(&mut problem, MAX_PROBLEM);
             problem
         })
         .collect();

@@ -5,7 +5,7 @@
 //! plugin's tools, resources and prompts at all, never what a call may do
 //! once running (that is the plugin's grants).
 
-use crate::auth::Principal;
+use crate::principal::Principal;
 use serde::Deserialize;
 
 /// The `[access]` table of a plugin policy.

@@ -15,3 +15,6 @@ wasmtime::component::bindgen!({
 });
 
 pub use mcp_host::plugin::types;
+
+/// The version of the `mcp-host:plugin` WIT package this host speaks.
+pub const INTERFACE_VERSION: &str = "0.2.0";

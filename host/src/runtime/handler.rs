@@ -7,10 +7,10 @@
 //! is prepared; a call fetches and type-checks only the function it calls.
 //! [`Handler::check_types`] checks them all, once, when the plugin loads.
 
+use super::bindings::INTERFACE_VERSION;
 use super::bindings::mcp_host::plugin::types::{
     Completion, CompletionTarget, Error, Manifest, PromptResult, ResourceContents, ToolResult,
 };
-use super::sandbox::INTERFACE_VERSION;
 use super::state::CallState;
 use wasmtime::Store;
 use wasmtime::component::{

@@ -6,6 +6,7 @@
 //! endless loop, runaway memory or a hung network read in one call becomes
 //! a [`CallError`] for that call alone.
 
+use super::bindings::INTERFACE_VERSION;
 use super::cache::ComponentCache;
 use super::capture::Capture;
 use super::engine::{self, EPOCH_TICK, EngineConfig, EpochTicker};
@@ -22,9 +23,6 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Engine, Store, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
-
-/// The version of the `mcp-host:plugin` WIT package this host speaks.
-pub const INTERFACE_VERSION: &str = "0.2.0";
 
 /// The version of the plugin interface named by `names` (a component's
 /// imports and exports), when it is not [`INTERFACE_VERSION`].

@@ -17,7 +17,7 @@
 //!   opened, which would hold a host thread until something writes to it.
 
 use super::metering;
-use super::state::{CallState, Preopen};
+use super::state::{CallState, OUTSIDE_MOUNTS, Preopen};
 use crate::capability::denials::Rule;
 use crate::capability::filesystem::quota::{Ledger, OverQuota};
 use wasmtime::component::{Linker, Resource};
@@ -56,9 +56,6 @@ async fn special_file(
         Type::Unknown => Some("a FIFO, a socket or a device".into()),
     }
 }
-
-/// The guest path of the catch-all mount.
-pub const OUTSIDE_MOUNTS: &str = "/";
 
 /// Opens the empty, read-only folder every sandbox sees at
 /// [`OUTSIDE_MOUNTS`], once for all calls.

@@ -1,11 +1,11 @@
 //! The state of one sandbox: everything a single call can reach.
 
 use super::bindings::mcp_host::plugin::{host, types};
-use super::shadow::OUTSIDE_MOUNTS;
 use crate::capability::SandboxGrants;
-use crate::capability::denials::{Denial, Denials, Rule, truncate};
+use crate::capability::denials::{Denial, Denials, Rule};
 use crate::capability::filesystem::quota::Quota;
 use crate::capability::network::NetworkHooks;
+use crate::printable::truncate;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -16,6 +16,10 @@ use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::filesystem::Dir;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// The guest path of the catch-all mount: the folder that answers for
+/// every path outside the granted mounts (see `shadow`).
+pub const OUTSIDE_MOUNTS: &str = "/";
 
 pub use types::LogLevel;
 

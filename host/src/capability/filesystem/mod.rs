@@ -227,7 +227,7 @@ impl Mount {
     /// held folder, never a symlink, so no user id reaches another's folder.
     fn user_folder(&self, held: &Dir, user: Option<&str>) -> anyhow::Result<(Dir, String)> {
         let user = user
-            .filter(|user| crate::auth::valid_principal(user))
+            .filter(|user| crate::principal::valid_principal(user))
             .ok_or_else(|| {
                 anyhow::anyhow!(
                     "{} is per user, and the caller has no usable user id",

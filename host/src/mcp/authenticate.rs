@@ -2,12 +2,13 @@
 //! 401/403/429 answers, and the OAuth protected-resource metadata (RFC 9728)
 //! that tells MCP clients where to get a token.
 
-use super::rate::Limiter;
-use super::{Authenticator, Credentials, Mode, Principal, Refusal, gateway};
-use crate::mcp::client_address::ClientAddress;
-use crate::mcp::http_errors;
-use crate::mcp::sessions::SESSION_HEADER;
+use super::client_address::ClientAddress;
+use super::http_errors;
+use super::protocol::{self, SESSION_HEADER};
+use crate::auth::rate::Limiter;
+use crate::auth::{Authenticator, Credentials, Mode, Refusal, gateway};
 use crate::metrics::Metrics;
+use crate::principal::Principal;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -211,7 +212,7 @@ impl RecentCredentials {
 /// sent, so it is cut once more here, where it is logged, put in the body
 /// and in the challenge header.
 fn refuse(gate: &Gate, mut refusal: Refusal) -> Response {
-    crate::capability::denials::truncate(&mut refusal.detail, 2 * crate::client_text::ECHO_BYTES);
+    crate::printable::truncate(&mut refusal.detail, 2 * crate::client_text::ECHO_BYTES);
     gate.metrics.auth_failure(refusal.reason);
     tracing::info!(
         status = refusal.status,
@@ -223,8 +224,8 @@ fn refuse(gate: &Gate, mut refusal: Refusal) -> Response {
     // A JSON-RPC error body, so clients can show why, beside the
     // WWW-Authenticate challenge that says what to do.
     let code = match refusal.status {
-        429 => http_errors::SERVER_BUSY,
-        _ => http_errors::UNAUTHORIZED,
+        429 => protocol::SERVER_BUSY,
+        _ => protocol::UNAUTHORIZED,
     };
     let mut response = http_errors::jsonrpc_error(status, code, refusal.detail.clone());
     let headers = response.headers_mut();
@@ -259,7 +260,7 @@ pub async fn metadata(State(gate): State<Arc<Gate>>) -> Response {
     let Some(resource) = &gate.auth.resource else {
         return http_errors::jsonrpc_error(
             StatusCode::NOT_FOUND,
-            http_errors::INVALID_REQUEST,
+            protocol::INVALID_REQUEST,
             "no protected-resource metadata: the host config sets no [auth] resource".into(),
         );
     };
