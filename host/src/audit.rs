@@ -232,7 +232,7 @@ impl AuditLog {
             return (Some(arguments.clone()), None);
         }
         let digest = digest::sha256(arguments.to_string().as_bytes());
-        (None, Some(digest::hex(&digest)))
+        (None, Some(hex::encode(digest)))
     }
 }
 

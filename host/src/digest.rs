@@ -11,8 +11,3 @@ pub fn sha256(bytes: &[u8]) -> Digest {
     out.copy_from_slice(digest(&SHA256, bytes).as_ref());
     out
 }
-
-/// `digest` as lower-case hex.
-pub fn hex(digest: &Digest) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}

@@ -15,7 +15,7 @@
 //!   after each write the least recently used entries (by modification
 //!   time, which a read refreshes) go, whatever engine made them.
 
-use crate::digest::{Digest, hex, sha256};
+use crate::digest::{Digest, sha256};
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -93,7 +93,7 @@ impl ComponentCache {
         let Some(dir) = &self.dir else {
             return compile(engine, bytes);
         };
-        let path = dir.join(format!("{}-{}.cwasm", hex(hash), self.engine_key));
+        let path = dir.join(format!("{}-{}.cwasm", hex::encode(hash), self.engine_key));
         if let Some(component) = read_entry(engine, &path) {
             return Ok(component);
         }
