@@ -1,0 +1,49 @@
+//! What every connection shares: the registry being served, the runtime,
+//! the audit log, and the host-wide state of calls (tasks, rate budgets,
+//! what is in flight).
+
+use super::drain::InFlight;
+use super::tasks::Tasks;
+use crate::audit::AuditLog;
+use crate::auth::rate::Limiter;
+use crate::metrics::Metrics;
+use crate::plugin::{Change, Registry};
+use crate::runtime::Runtime;
+use arc_swap::ArcSwap;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// What every connection shares.
+pub struct Shared {
+    pub registry: ArcSwap<Registry>,
+    pub runtime: Arc<Runtime>,
+    pub audit: AuditLog,
+    /// Reloads announce here which lists changed.
+    pub changes: broadcast::Sender<Change>,
+    /// Whether `host__noop` is served (for benchmarks).
+    pub native_noop: bool,
+    /// Calls running (or run) as tasks.
+    pub tasks: Arc<Tasks>,
+    /// Tool calls per principal and tool (not for the local user).
+    pub tool_calls: Limiter,
+    /// What `/metrics` reports.
+    pub metrics: Arc<Metrics>,
+    /// Plugin calls running now, which shutdown waits for.
+    pub in_flight: InFlight,
+}
+
+impl Shared {
+    pub fn new(registry: Registry, runtime: Arc<Runtime>, audit: AuditLog) -> Shared {
+        Shared {
+            registry: ArcSwap::from_pointee(registry),
+            runtime,
+            audit,
+            changes: broadcast::channel(16).0,
+            native_noop: false,
+            tasks: Arc::default(),
+            tool_calls: Limiter::new(0),
+            metrics: Arc::default(),
+            in_flight: InFlight::default(),
+        }
+    }
+}
