@@ -6,11 +6,12 @@
 //! --manifest-path tests/fixtures/Cargo.toml`, then `cargo bench -p host`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use host::capability::SandboxGrants;
 use host::capability::env::EnvGrant;
 use host::capability::filesystem::{self, Access, MountSpec, Root};
 use host::capability::network::orders::OrderGuard;
 use host::capability::network::{self, HttpRule};
+use host::capability::services::HostServices;
+use host::capability::{Capability, Resolving, SandboxGrants};
 use host::digest::sha256;
 use host::plugin::loader;
 use host::policy::Grants;
@@ -39,20 +40,29 @@ fn sandbox(c: &mut Criterion) {
     let folder = tempfile::tempdir().unwrap();
     let root = Root::open(folder.path()).unwrap();
     let granted = SandboxGrants {
-        mounts: (0..2)
-            .map(|i| {
-                std::fs::create_dir(folder.path().join(i.to_string())).unwrap();
-                // One read-only, one read-write with its disk quota.
-                let spec = MountSpec {
-                    host: i.to_string().into(),
-                    guest: format!("/data/{i}"),
-                    access: [Access::ReadOnly, Access::ReadWrite][i],
-                    max_mib: None,
-                    max_entries: None,
-                };
-                filesystem::resolve(&spec, &root).unwrap()
-            })
-            .collect(),
+        mounts: {
+            let specs: Vec<MountSpec> = (0..2)
+                .map(|i| {
+                    std::fs::create_dir(folder.path().join(i.to_string())).unwrap();
+                    // One read-only, one read-write with its disk quota.
+                    MountSpec {
+                        host: i.to_string().into(),
+                        guest: format!("/data/{i}"),
+                        access: [Access::ReadOnly, Access::ReadWrite][i],
+                        max_mib: None,
+                        max_entries: None,
+                    }
+                })
+                .collect();
+            let host = Resolving {
+                root: &root,
+                protected: &[],
+                market_data: None,
+                orders: None,
+                services: &HostServices::default(),
+            };
+            <filesystem::Files as Capability>::resolve(&specs, &host).unwrap()
+        },
         env: vec![EnvGrant {
             name: "BROKER_URL".into(),
             value: "http://127.0.0.1:8787".into(),
@@ -117,7 +127,7 @@ fn check_request(c: &mut Criterion) {
     .collect();
     let rules = network::HttpGrant {
         rules,
-        brokers: Arc::new([]),
+        ..network::HttpGrant::default()
     };
     let orders = OrderGuard::default();
     let mut group = c.benchmark_group("check one outgoing request");

@@ -318,6 +318,7 @@ impl Settings {
                 root,
                 protected,
                 create_folders: false,
+                services: Default::default(),
             },
             http: file.http.listen,
             sessions: file.http.sessions()?,

@@ -1,12 +1,10 @@
 //! `host policy explain PLUGIN`: a plugin's effective grants, guardrails
 //! applied, in plain words, with what was refused and why.
 
-use crate::capability::filesystem::Access;
 use crate::config::Settings;
 use crate::plugin::{LoadedPlugin, Registry, loader};
 use crate::policy::guardrails::{Guardrails, MARKET_DATA_READ_ONLY, NO_ORDER_EXECUTION};
 use crate::runtime::Runtime;
-use crate::runtime::types::Effects;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -119,27 +117,7 @@ fn describe_plugin(out: &mut String, plugin: &LoadedPlugin) {
     let _ = writeln!(out, "\nTools:");
     for tool in &plugin.offer.tools {
         let a = tool.annotations;
-        let mut notes = Vec::new();
-        let effects = tool.tool.effects;
-        if !effects.contains(Effects::WRITE_FILES)
-            && plugin
-                .grants
-                .sandbox
-                .mounts
-                .iter()
-                .any(|m| m.access == Access::ReadWrite)
-        {
-            notes.push("its mounts are read-only (it does not declare write-files)");
-        }
-        if !effects.intersects(Effects::NETWORK_READ | Effects::NETWORK_WRITE)
-            && !g.sandbox.http.is_empty()
-        {
-            notes.push("it has no network (it declares no network effect)");
-        } else if !effects.contains(Effects::NETWORK_WRITE)
-            && g.sandbox.http.rules.iter().any(|r| !r.is_read_only())
-        {
-            notes.push("it may only GET and HEAD (it does not declare network-write)");
-        }
+        let notes = plugin.grants.sandbox.narrowed(tool.tool.effects);
         let _ = writeln!(
             out,
             "  {} — served; advertised {}{}{}",

@@ -1,6 +1,9 @@
 //! Environment variables: a plugin sees only the ones its policy names.
 
+use super::{Capability, Reach, Resolving};
+use crate::runtime::types::Effects;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 
 /// Where a granted variable's value comes from.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -35,7 +38,7 @@ pub fn apply(vars: &[EnvGrant], wasi: &mut wasmtime_wasi::WasiCtxBuilder) {
 }
 
 /// What `vars` allow, for `check` and `explain`; never their values.
-pub fn describe(vars: &[EnvGrant]) -> super::Description {
+fn describe(vars: &[EnvGrant]) -> super::Description {
     let names: Vec<&str> = vars.iter().map(|v| v.name.as_str()).collect();
     let mut explained: Vec<String> = names
         .iter()
@@ -57,7 +60,7 @@ pub fn describe(vars: &[EnvGrant]) -> super::Description {
 /// Resolves the variable `name` from `source`, reading the host environment
 /// through `lookup`. `Ok(None)` when the host variable is unset and no
 /// fallback value was given: the plugin then sees no such variable.
-pub fn resolve(
+fn resolve(
     name: &str,
     source: &EnvSource,
     lookup: impl Fn(&str) -> Option<String>,
@@ -74,6 +77,42 @@ pub fn resolve(
         name: name.to_owned(),
         value,
     }))
+}
+
+/// Environment variables: exactly the ones a policy names, whatever the
+/// tool declares; values from the policy or, for `from_host`, from the
+/// host's secrets.
+pub struct Environment;
+
+impl Capability for Environment {
+    const SECTION: &'static str = "env";
+    type Spec = BTreeMap<String, EnvSource>;
+    type Grant = Vec<EnvGrant>;
+
+    fn resolve(
+        spec: &BTreeMap<String, EnvSource>,
+        host: &Resolving,
+    ) -> Result<Vec<EnvGrant>, String> {
+        let mut vars = Vec::new();
+        for (name, source) in spec {
+            vars.extend(resolve(name, source, |name| {
+                host.services.secrets.get(name)
+            })?);
+        }
+        Ok(vars)
+    }
+
+    fn narrow(vars: &Vec<EnvGrant>, _effects: Effects) -> Vec<EnvGrant> {
+        vars.clone()
+    }
+
+    fn reach(_vars: &Vec<EnvGrant>) -> Reach {
+        Reach::default()
+    }
+
+    fn describe(vars: &Vec<EnvGrant>) -> super::Description {
+        describe(vars)
+    }
 }
 
 #[cfg(test)]

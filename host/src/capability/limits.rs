@@ -1,5 +1,7 @@
 //! Resource limits for one plugin's calls.
 
+use super::{Capability, Reach, Resolving};
+use crate::runtime::types::Effects;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -41,7 +43,7 @@ impl Default for Limits {
 
 impl Limits {
     /// What the limits are, for `check` and `explain`.
-    pub fn describe(&self) -> super::Description {
+    fn describe(&self) -> super::Description {
         super::Description {
             title: "Limits",
             summary: vec![format!(
@@ -108,5 +110,32 @@ impl Limits {
     /// The result size limit in bytes.
     pub fn max_output_bytes(&self) -> usize {
         self.max_output_kib as usize * 1024
+    }
+}
+
+/// Resource limits: memory, time, CPU, concurrency and output, the same
+/// for every tool of a plugin.
+pub struct ResourceLimits;
+
+impl Capability for ResourceLimits {
+    const SECTION: &'static str = "limits";
+    type Spec = Limits;
+    type Grant = Limits;
+
+    fn resolve(limits: &Limits, _host: &Resolving) -> Result<Limits, String> {
+        limits.validate().map_err(|e| format!("[limits] {e}"))?;
+        Ok(limits.clone())
+    }
+
+    fn narrow(limits: &Limits, _effects: Effects) -> Limits {
+        limits.clone()
+    }
+
+    fn reach(_limits: &Limits) -> Reach {
+        Reach::default()
+    }
+
+    fn describe(limits: &Limits) -> super::Description {
+        limits.describe()
     }
 }

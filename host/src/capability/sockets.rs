@@ -6,6 +6,8 @@
 //! recorded) by the runtime unless `name_lookup = true`.
 
 use super::denials::{Denial, Denials, Rule};
+use super::{Capability, Need, Reach, Resolving};
+use crate::runtime::types::Effects;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -65,15 +67,20 @@ impl SocketGrants {
     /// The grants for a call needing `need` of the network. Raw sockets
     /// and name lookups carry anything both ways, so only a call that may
     /// write keeps them.
-    pub fn narrow(self: &Arc<Self>, need: super::Need) -> Arc<SocketGrants> {
+    fn narrow(self: &Arc<Self>, need: Need) -> Arc<SocketGrants> {
         match need {
-            super::Need::Write => self.clone(),
-            super::Need::Read | super::Need::Nothing => Arc::default(),
+            Need::Write => self.clone(),
+            Need::Read | Need::Nothing => Arc::default(),
         }
     }
 
+    /// Whether it grants any TCP or UDP address.
+    fn any_socket(&self) -> bool {
+        !self.tcp_connect.is_empty() || !self.udp.is_empty()
+    }
+
     /// What the grants allow, for `check` and `explain`.
-    pub fn describe(&self) -> super::Description {
+    fn describe(&self) -> super::Description {
         let show = |a: &AddrPattern| {
             let port = a
                 .port
@@ -171,6 +178,48 @@ fn describe(purpose: SocketAddrUse) -> &'static str {
         SocketAddrUse::UdpBind => "UDP bind",
         SocketAddrUse::UdpSend => "UDP send",
         SocketAddrUse::UdpReceive => "UDP receive",
+    }
+}
+
+/// Raw sockets: TCP connections and UDP to the addresses a policy lists,
+/// and name lookups. They carry anything both ways, so only a tool that
+/// declares `network-write` keeps them, and they count as writes.
+pub struct Sockets;
+
+impl Capability for Sockets {
+    const SECTION: &'static str = "sockets";
+    type Spec = SocketsSpec;
+    type Grant = Arc<SocketGrants>;
+
+    fn resolve(spec: &SocketsSpec, _host: &Resolving) -> Result<Arc<SocketGrants>, String> {
+        SocketGrants::resolve(spec)
+            .map(Arc::new)
+            .map_err(|e| format!("[sockets] {e}"))
+    }
+
+    fn narrow(grant: &Arc<SocketGrants>, effects: Effects) -> Arc<SocketGrants> {
+        grant.narrow(Need::of(
+            effects,
+            Effects::NETWORK_READ,
+            Effects::NETWORK_WRITE,
+        ))
+    }
+
+    fn reach(grant: &Arc<SocketGrants>) -> Reach {
+        Reach {
+            writes: grant.any_socket(),
+            open_world: grant.any_socket() || grant.name_lookup,
+        }
+    }
+
+    fn describe(grant: &Arc<SocketGrants>) -> super::Description {
+        grant.describe()
+    }
+
+    fn narrowed(grant: &Arc<SocketGrants>, effects: Effects) -> Option<&'static str> {
+        let granted = grant.any_socket() || grant.name_lookup;
+        (granted && !effects.contains(Effects::NETWORK_WRITE))
+            .then_some("it has no raw socket or name lookup (it does not declare network-write)")
     }
 }
 

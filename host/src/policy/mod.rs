@@ -10,15 +10,12 @@ pub mod access;
 pub mod guardrails;
 pub mod narrow;
 
-use crate::capability::SandboxGrants;
-use crate::capability::env::{self, EnvSource};
-use crate::capability::filesystem::{self, MountSpec, Protected, Root};
-use crate::capability::limits::Limits;
-use crate::capability::network::{HttpGrant, HttpRule};
-use crate::capability::sockets::{SocketGrants, SocketsSpec};
+use crate::capability::filesystem::{Protected, Root};
+use crate::capability::services::HostServices;
+use crate::capability::{Resolving, SandboxGrants, Sections};
 use guardrails::{Guardrails, HostPolicyFile};
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use serde::de::{Error as _, MapAccess, Visitor};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -28,39 +25,82 @@ pub const VERSION: u32 = 1;
 /// The host-wide policy file in the policies folder.
 pub const HOST_POLICY: &str = "host.toml";
 
-/// A policy file as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A policy file as written: the version, each capability's section
+/// (their keys are the capabilities', see [`Sections`]), and the plugin's
+/// own tables. Strict: an unknown or repeated key is an error with its
+/// line and column.
+#[derive(Debug, Default)]
 pub struct PolicyFile {
     /// Format version; must be [`VERSION`].
     pub version: u32,
-    /// Folders the plugin sees.
-    #[serde(default)]
-    pub mounts: Vec<MountSpec>,
-    /// Outgoing HTTP requests it may make.
-    #[serde(default)]
-    pub network: NetworkSpec,
-    /// Environment variables it sees, by name.
-    #[serde(default)]
-    pub env: BTreeMap<String, EnvSource>,
-    /// Its resource limits.
-    #[serde(default)]
-    pub limits: Limits,
-    /// Raw sockets it may use.
-    #[serde(default)]
-    pub sockets: SocketsSpec,
+    /// What each capability is granted, as written.
+    pub capabilities: Sections,
     /// Which of its own tools it may serve.
-    #[serde(default)]
     pub tools: ToolsSpec,
     /// What its tools and prompts are called on the wire.
-    #[serde(default)]
     pub names: NamesSpec,
     /// Which principals may use it (over authenticated HTTP).
-    #[serde(default)]
     pub access: access::AccessSpec,
     /// The URI schemes its resources may use.
-    #[serde(default)]
     pub resources: ResourcesSpec,
+}
+
+/// The keys of a policy file that are the plugin's own, not a capability's.
+const OWN_KEYS: [&str; 5] = ["version", "tools", "names", "access", "resources"];
+
+/// Every key a policy file may have, for the error naming an unknown one.
+fn known_keys() -> &'static [&'static str] {
+    static KEYS: std::sync::LazyLock<Vec<&'static str>> =
+        std::sync::LazyLock::new(|| OWN_KEYS.iter().chain(Sections::KEYS).copied().collect());
+    &KEYS
+}
+
+impl<'de> Deserialize<'de> for PolicyFile {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct File;
+        impl<'de> Visitor<'de> for File {
+            type Value = PolicyFile;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a policy: version = 1, then its tables")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PolicyFile, A::Error> {
+                let mut file = PolicyFile::default();
+                let mut version = None;
+                // TOML itself refuses a key given twice.
+                while let Some(key) = map.next_key_seed(KnownKey)? {
+                    match key.as_str() {
+                        "version" => version = Some(map.next_value()?),
+                        "tools" => file.tools = map.next_value()?,
+                        "names" => file.names = map.next_value()?,
+                        "access" => file.access = map.next_value()?,
+                        "resources" => file.resources = map.next_value()?,
+                        capability => {
+                            file.capabilities.read(capability, &mut map)?;
+                        }
+                    }
+                }
+                file.version = version.ok_or_else(|| A::Error::missing_field("version"))?;
+                Ok(file)
+            }
+        }
+        /// A key of the file, refused as it is read when nothing reads it
+        /// (so the error points at the key).
+        struct KnownKey;
+        impl<'de> serde::de::DeserializeSeed<'de> for KnownKey {
+            type Value = String;
+
+            fn deserialize<D: serde::Deserializer<'de>>(self, key: D) -> Result<String, D::Error> {
+                let key = String::deserialize(key)?;
+                match known_keys().contains(&key.as_str()) {
+                    true => Ok(key),
+                    false => Err(D::Error::unknown_field(&key, known_keys())),
+                }
+            }
+        }
+        deserializer.deserialize_map(File)
+    }
 }
 
 /// The `[resources]` table.
@@ -143,36 +183,6 @@ impl ToolsSpec {
     }
 }
 
-/// The `[network]` table.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NetworkSpec {
-    /// Rules such as `GET https://api.example.com/v1/*`.
-    #[serde(default)]
-    pub allow: Vec<String>,
-    /// Declared brokers (in `host.toml`) whose read routes the plugin may
-    /// use, by name.
-    #[serde(default)]
-    pub brokers: Vec<String>,
-    /// The largest response body a request may receive, in KiB.
-    #[serde(default = "default_max_response_kib")]
-    pub max_response_kib: u64,
-}
-
-impl Default for NetworkSpec {
-    fn default() -> Self {
-        NetworkSpec {
-            allow: Vec::new(),
-            brokers: Vec::new(),
-            max_response_kib: default_max_response_kib(),
-        }
-    }
-}
-
-fn default_max_response_kib() -> u64 {
-    crate::capability::network::DEFAULT_MAX_RESPONSE_KIB
-}
-
 /// A plugin's effective grants, guardrails applied: resolved, validated,
 /// ready to build sandboxes from.
 #[derive(Clone, Debug)]
@@ -230,40 +240,24 @@ pub fn parse(text: &str) -> Result<PolicyFile, String> {
 }
 
 /// Resolves a parsed policy against the host's `root` folder under
-/// `guardrails`, reading granted variables from the host environment
-/// through `lookup`. Missing read-write folders are created only when
-/// `create` is set, and only once every check has passed.
+/// `guardrails`, with granted secrets from `services`. Missing read-write
+/// folders are created only when `create` is set, and only once every
+/// check has passed.
 pub fn resolve(
     file: PolicyFile,
     root: &Root,
     protected: &[Protected],
     guardrails: &Arc<Guardrails>,
-    lookup: impl Fn(&str) -> Option<String>,
+    services: &HostServices,
     create: bool,
 ) -> Result<Grants, String> {
-    let mut mounts = file
-        .mounts
-        .iter()
-        .map(|spec| filesystem::resolve(spec, root))
-        .collect::<Result<Vec<_>, _>>()?;
-    filesystem::check_overlaps(&mounts)?;
-    filesystem::check_protected(&mounts, protected)?;
-    guardrails.check_mounts(&mounts)?;
-    let rules = file
-        .network
-        .allow
-        .iter()
-        .map(|rule| HttpRule::parse(rule))
-        .collect::<Result<Vec<_>, _>>()?;
-    let brokers = resolve_brokers(&file.network.brokers, guardrails)?;
-    let sockets = SocketGrants::resolve(&file.sockets).map_err(|e| format!("[sockets] {e}"))?;
-    let mut env = Vec::new();
-    for (name, source) in &file.env {
-        env.extend(env::resolve(name, source, &lookup)?);
-    }
-    file.limits
-        .validate()
-        .map_err(|e| format!("[limits] {e}"))?;
+    let host = Resolving {
+        root,
+        protected,
+        market_data: guardrails.market_data.as_ref(),
+        orders: guardrails.orders.as_ref(),
+        services,
+    };
     let mut uri_schemes = Vec::new();
     for scheme in &file.resources.schemes {
         let canonical = uri_scheme(scheme).ok_or_else(|| {
@@ -273,21 +267,7 @@ pub fn resolve(
             uri_schemes.push(canonical);
         }
     }
-    if create {
-        filesystem::create_missing(&mut mounts, root)?;
-    }
-    let sandbox = SandboxGrants {
-        mounts,
-        http: HttpGrant {
-            rules: rules.into(),
-            brokers: brokers.into(),
-        },
-        max_response_bytes: file.network.max_response_kib.saturating_mul(1024),
-        sockets: Arc::new(sockets),
-        env,
-        limits: file.limits,
-        orders: guardrails.orders.clone(),
-    };
+    let sandbox = SandboxGrants::resolve(&file.capabilities, &host, create)?;
     Ok(Grants {
         source: None,
         sandbox: Arc::new(sandbox),
@@ -297,32 +277,6 @@ pub fn resolve(
         access: Arc::new(file.access),
         uri_schemes: uri_schemes.into(),
     })
-}
-
-/// The broker grants `names` ask for, each checked against the brokers
-/// `host.toml` declares. With the order guardrail off no broker is declared
-/// and they grant nothing.
-fn resolve_brokers(names: &[String], guardrails: &Guardrails) -> Result<Vec<String>, String> {
-    let Some(guard) = &guardrails.orders else {
-        return Ok(Vec::new());
-    };
-    names
-        .iter()
-        .map(|name| match guard.broker(name) {
-            Some(_) => Ok(name.clone()),
-            None => {
-                let declared: Vec<&str> = guard.brokers.iter().map(|b| b.name.as_str()).collect();
-                Err(format!(
-                    "[network] brokers: {name:?} is not a broker declared in host.toml \
-                     (declared: {})",
-                    match declared.is_empty() {
-                        true => "none".to_owned(),
-                        false => declared.join(", "),
-                    }
-                ))
-            }
-        })
-        .collect()
 }
 
 /// Where policies live, what their relative paths are relative to, and
@@ -336,6 +290,8 @@ pub struct PolicyDir {
     /// Whether loading creates missing read-write folders: serving does;
     /// `host check` and `host policy explain` create nothing.
     pub create_folders: bool,
+    /// What capabilities reach beyond a policy's text.
+    pub services: HostServices,
 }
 
 /// A plugin's policy as read, once: its text and the digest of everything
@@ -416,13 +372,12 @@ impl PolicyDir {
         };
         let file = parse(text).map_err(error)?;
         let root = Root::open(&self.root).map_err(error)?;
-        let lookup = |name: &str| std::env::var(name).ok();
         let mut grants = resolve(
             file,
             &root,
             &self.protected,
             guardrails,
-            lookup,
+            &self.services,
             self.create_folders,
         )
         .map_err(error)?;
@@ -462,7 +417,14 @@ fn read_if_present(path: &Path) -> Result<Option<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capability::limits::Limits;
     use proptest::prelude::*;
+
+    fn no_secrets() -> HostServices {
+        HostServices {
+            secrets: Arc::new(|_: &str| None),
+        }
+    }
 
     #[test]
     fn a_full_policy_parses() {
@@ -487,10 +449,10 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert_eq!(file.mounts.len(), 1);
-        assert_eq!(file.limits.memory_mib, 32);
+        assert_eq!(file.capabilities.mounts.len(), 1);
+        assert_eq!(file.capabilities.limits.memory_mib, 32);
         assert_eq!(
-            file.limits.max_concurrency,
+            file.capabilities.limits.max_concurrency,
             Limits::default().max_concurrency
         );
     }
@@ -500,6 +462,18 @@ mod tests {
         let error = parse("version = 1\n[network]\nalow = []\n").unwrap_err();
         assert!(error.contains("line 3"), "{error}");
         assert!(error.contains("alow"), "{error}");
+        // A section no capability and no table of the plugin's reads.
+        let error = parse("version = 1\n\n[netwrok]\nallow = []\n").unwrap_err();
+        assert!(
+            error.contains("line 3") && error.contains("netwrok"),
+            "{error}"
+        );
+        assert!(
+            error.contains("network") && error.contains("mounts"),
+            "{error}"
+        );
+        let error = parse("version = 1\n[limits]\nmemory_mib = 1\n[limits]\n").unwrap_err();
+        assert!(error.contains("line 4"), "{error}");
     }
 
     #[test]
@@ -517,9 +491,9 @@ mod tests {
         let root = Root::open(dir.path()).unwrap();
         let guardrails = Arc::new(Guardrails::default());
         let bad_rule = parse("version = 1\n[network]\nallow = [\"GET nowhere\"]\n").unwrap();
-        assert!(resolve(bad_rule, &root, &[], &guardrails, |_| None, true).is_err());
+        assert!(resolve(bad_rule, &root, &[], &guardrails, &no_secrets(), true).is_err());
         let bad_limit = parse("version = 1\n[limits]\nmemory_mib = 0\n").unwrap();
-        let error = resolve(bad_limit, &root, &[], &guardrails, |_| None, true).unwrap_err();
+        let error = resolve(bad_limit, &root, &[], &guardrails, &no_secrets(), true).unwrap_err();
         assert!(error.contains("memory_mib"));
     }
 
@@ -535,7 +509,7 @@ mod tests {
                 &root,
                 &[],
                 &guardrails,
-                |_| None,
+                &no_secrets(),
                 false,
             )
         };
@@ -562,6 +536,7 @@ mod tests {
             root: dir.path().into(),
             protected: Vec::new(),
             create_folders: false,
+            services: HostServices::default(),
         };
         let guardrails = Arc::new(policies.guardrails().unwrap());
         let policy = policies.read("anything", &guardrails).unwrap();
@@ -593,6 +568,7 @@ mod tests {
             root: dir.path().into(),
             protected: Vec::new(),
             create_folders: false,
+            services: HostServices::default(),
         };
         std::fs::write(
             dir.path().join(HOST_POLICY),

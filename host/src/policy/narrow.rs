@@ -9,27 +9,14 @@
 //! plugin's claims.
 
 use super::Grants;
-use crate::capability::Need;
-use crate::capability::filesystem::Access;
 use crate::runtime::types::{Effects, ToolHints};
 use std::sync::Arc;
 
 /// The grants a tool declaring `effects` runs with: each capability
-/// narrowed to what the effects need of it.
+/// narrowed to what the effects need of it, by its own rules.
 pub fn for_tool(grants: &Grants, effects: Effects) -> Grants {
-    let need = |read: Effects, write: Effects| {
-        if effects.contains(write) {
-            Need::Write
-        } else if effects.contains(read) {
-            Need::Read
-        } else {
-            Need::Nothing
-        }
-    };
-    let files = need(Effects::READ_FILES, Effects::WRITE_FILES);
-    let network = need(Effects::NETWORK_READ, Effects::NETWORK_WRITE);
     Grants {
-        sandbox: Arc::new(grants.sandbox.narrow(files, network)),
+        sandbox: Arc::new(grants.sandbox.narrow(effects)),
         ..grants.clone()
     }
 }
@@ -55,32 +42,15 @@ pub struct Annotations {
 /// read-only and not destructive; one without network is a closed world.
 /// Hints only matter where the grants leave room.
 pub fn annotations(grants: &Grants, hints: &ToolHints) -> Annotations {
-    // Raw sockets carry anything in both directions: they count as writes.
-    let sockets =
-        !grants.sandbox.sockets.tcp_connect.is_empty() || !grants.sandbox.sockets.udp.is_empty();
-    let can_write = grants
-        .sandbox
-        .mounts
-        .iter()
-        .any(|m| m.access == Access::ReadWrite)
-        || grants
-            .sandbox
-            .http
-            .rules
-            .iter()
-            .any(|rule| !rule.is_read_only())
-        || sockets;
-    let read_only = !can_write;
+    let reach = grants.sandbox.reach();
+    let read_only = !reach.writes;
     Annotations {
         read_only,
         // MCP's default for a tool that writes is destructive; a plugin may
         // say its writes only add.
-        destructive: can_write && hints.destructive.unwrap_or(true),
+        destructive: reach.writes && hints.destructive.unwrap_or(true),
         idempotent: read_only || hints.idempotent.unwrap_or(false),
-        open_world: (!grants.sandbox.http.is_empty()
-            || sockets
-            || grants.sandbox.sockets.name_lookup)
-            && hints.open_world.unwrap_or(true),
+        open_world: reach.open_world && hints.open_world.unwrap_or(true),
     }
 }
 
@@ -88,7 +58,7 @@ pub fn annotations(grants: &Grants, hints: &ToolHints) -> Annotations {
 mod tests {
     use super::*;
     use crate::capability::SandboxGrants;
-    use crate::capability::filesystem::Mount;
+    use crate::capability::filesystem::{Access, Mount};
     use crate::capability::network::HttpRule;
 
     fn grants(access: Access, rules: &[&str]) -> Grants {
@@ -96,7 +66,7 @@ mod tests {
             mounts: vec![Mount::unheld("/r/data", "/data", access)],
             http: crate::capability::network::HttpGrant {
                 rules: rules.iter().map(|r| HttpRule::parse(r).unwrap()).collect(),
-                brokers: Arc::new([]),
+                ..Default::default()
             },
             ..SandboxGrants::default()
         };

@@ -148,12 +148,7 @@ impl CallState {
     ) -> Self {
         let mut table = ResourceTable::new();
         table.set_max_capacity(10_000);
-        let hooks = NetworkHooks::new(
-            grants.orders.clone(),
-            grants.http.clone(),
-            grants.max_response_bytes,
-            denials.clone(),
-        );
+        let hooks = NetworkHooks::new(grants.http.clone(), denials.clone());
         CallState {
             wasi,
             table,

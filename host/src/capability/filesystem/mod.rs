@@ -17,6 +17,8 @@
 pub mod market_data;
 pub mod quota;
 
+use super::{Capability, Need, Reach, Resolving};
+use crate::runtime::types::Effects;
 use quota::{Quota, QuotaLimits};
 use rustix::fs::{Mode, OFlags};
 use serde::Deserialize;
@@ -70,17 +72,17 @@ pub struct MountSpec {
 
 /// `mounts` narrowed to a call that needs `need` of them: none, every one
 /// read-only, or as granted.
-pub fn narrow(mounts: &[Mount], need: super::Need) -> Vec<Mount> {
+fn narrow(mounts: &[Mount], need: Need) -> Vec<Mount> {
     match need {
-        super::Need::Nothing => Vec::new(),
-        super::Need::Read => mounts
+        Need::Nothing => Vec::new(),
+        Need::Read => mounts
             .iter()
             .map(|mount| Mount {
                 access: Access::ReadOnly,
                 ..mount.clone()
             })
             .collect(),
-        super::Need::Write => mounts.to_vec(),
+        Need::Write => mounts.to_vec(),
     }
 }
 
@@ -120,7 +122,7 @@ impl std::fmt::Debug for Mount {
 }
 
 /// What `mounts` allow, for `check` and `explain`.
-pub fn describe(mounts: &[Mount]) -> super::Description {
+fn describe(mounts: &[Mount]) -> super::Description {
     let line = |m: &Mount| {
         format!(
             "{} = {} ({})",
@@ -305,7 +307,7 @@ impl Mount {
 /// is opened one segment at a time without following any symlink. A missing
 /// read-write (or per-user) folder is left for [`create_missing`]; a missing
 /// read-only one is an error. Creates nothing.
-pub fn resolve(spec: &MountSpec, root: &Root) -> Result<Mount, String> {
+fn resolve(spec: &MountSpec, root: &Root) -> Result<Mount, String> {
     check_guest_path(&spec.guest)?;
     let per_user = spec.host.file_name() == Some(USER_PLACEHOLDER.as_ref());
     let written = spec.host.to_string_lossy();
@@ -400,7 +402,7 @@ fn open_segments(
 
 /// Creates the missing folders of `mounts` beneath `root`, never through a
 /// symlink, and holds them. Call it only once every check has passed.
-pub fn create_missing(mounts: &mut [Mount], root: &Root) -> Result<(), String> {
+fn create_missing(mounts: &mut [Mount], root: &Root) -> Result<(), String> {
     for mount in mounts.iter_mut().filter(|m| m.held.is_none()) {
         let mut path = root.path.clone();
         let mut fd = rustix::io::dup(&root.fd).map_err(|e| format!("{e}"))?;
@@ -433,7 +435,7 @@ pub fn create_missing(mounts: &mut [Mount], root: &Root) -> Result<(), String> {
 /// read-only and a read-write view of the same files, the read-only promise
 /// is hard to keep (see wasmtime advisory GHSA-4ch3-9j33-3pmj), and two
 /// guest paths for one file confuse plugins.
-pub fn check_overlaps(mounts: &[Mount]) -> Result<(), String> {
+fn check_overlaps(mounts: &[Mount]) -> Result<(), String> {
     for (i, a) in mounts.iter().enumerate() {
         for b in &mounts[i + 1..] {
             if a.host.starts_with(&b.host) || b.host.starts_with(&a.host) {
@@ -504,7 +506,7 @@ fn identities_up(path: &Path) -> Vec<Identity> {
 /// spelling of a folder — a link, a bind mount, another case — gets past
 /// it; and a protected file with a second hard link is refused outright,
 /// since that link may sit in a mount.
-pub fn check_protected(mounts: &[Mount], protected: &[Protected]) -> Result<(), String> {
+fn check_protected(mounts: &[Mount], protected: &[Protected]) -> Result<(), String> {
     for p in protected {
         use std::os::unix::fs::MetadataExt;
         if let Ok(meta) = std::fs::symlink_metadata(&p.path)
@@ -561,6 +563,65 @@ fn check_guest_path(guest: &str) -> Result<(), String> {
         Err(format!(
             "guest path {guest:?} must be absolute and plain, like /data/market"
         ))
+    }
+}
+
+/// Folders: the `[[mounts]]` a policy grants, each read-only or
+/// read-write (with a quota), held open from load; a tool that declares no
+/// file effect sees none, one that does not declare `write-files` sees
+/// them read-only.
+pub struct Files;
+
+impl Capability for Files {
+    const SECTION: &'static str = "mounts";
+    type Spec = Vec<MountSpec>;
+    type Grant = Vec<Mount>;
+
+    fn resolve(spec: &Vec<MountSpec>, host: &Resolving) -> Result<Vec<Mount>, String> {
+        let mounts = spec
+            .iter()
+            .map(|spec| resolve(spec, host.root))
+            .collect::<Result<Vec<_>, _>>()?;
+        check_overlaps(&mounts)?;
+        check_protected(&mounts, host.protected)?;
+        if let Some(guard) = host.market_data {
+            guard.check_mounts(&mounts)?;
+        }
+        Ok(mounts)
+    }
+
+    fn create(mounts: &mut Vec<Mount>, host: &Resolving) -> Result<(), String> {
+        create_missing(mounts, host.root)
+    }
+
+    fn narrow(mounts: &Vec<Mount>, effects: Effects) -> Vec<Mount> {
+        narrow(
+            mounts,
+            Need::of(effects, Effects::READ_FILES, Effects::WRITE_FILES),
+        )
+    }
+
+    fn reach(mounts: &Vec<Mount>) -> Reach {
+        Reach {
+            writes: mounts.iter().any(|m| m.access == Access::ReadWrite),
+            open_world: false,
+        }
+    }
+
+    fn describe(mounts: &Vec<Mount>) -> super::Description {
+        describe(mounts)
+    }
+
+    fn narrowed(mounts: &Vec<Mount>, effects: Effects) -> Option<&'static str> {
+        match Need::of(effects, Effects::READ_FILES, Effects::WRITE_FILES) {
+            Need::Nothing if !mounts.is_empty() => {
+                Some("it sees no folder (it declares no file effect)")
+            }
+            Need::Read if mounts.iter().any(|m| m.access == Access::ReadWrite) => {
+                Some("its mounts are read-only (it does not declare write-files)")
+            }
+            _ => None,
+        }
     }
 }
 

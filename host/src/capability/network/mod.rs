@@ -22,6 +22,8 @@ pub mod meaning;
 pub mod orders;
 
 use super::denials::{Denial, Denials, Rule};
+use super::{Capability, Need, Reach, Resolving};
+use crate::runtime::types::Effects;
 use canonical::CanonicalUrl;
 use meaning::SecondMeaning;
 use orders::{OrderGuard, OrderRoute};
@@ -263,13 +265,60 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     rest.len() >= last.len() && rest.ends_with(last)
 }
 
-/// What a plugin's policy grants of outgoing HTTP.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The `[network]` section of a policy.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    /// Rules such as `GET https://api.example.com/v1/*`.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Declared brokers (in `host.toml`) whose read routes the plugin may
+    /// use, by name.
+    #[serde(default)]
+    pub brokers: Vec<String>,
+    /// The largest response body a request may receive, in KiB.
+    #[serde(default = "default_max_response_kib")]
+    pub max_response_kib: u64,
+}
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        NetworkSpec {
+            allow: Vec::new(),
+            brokers: Vec::new(),
+            max_response_kib: default_max_response_kib(),
+        }
+    }
+}
+
+fn default_max_response_kib() -> u64 {
+    DEFAULT_MAX_RESPONSE_KIB
+}
+
+/// What a plugin's policy grants of outgoing HTTP, with the host-wide
+/// order guardrail every request is checked against.
+#[derive(Clone, Debug)]
 pub struct HttpGrant {
     /// Its rules.
     pub rules: Arc<[HttpRule]>,
     /// The declared brokers whose read routes it may use, by name.
     pub brokers: Arc<[String]>,
+    /// The largest response body one request may receive, in bytes.
+    pub max_response_bytes: u64,
+    /// The order guardrail; `None` when the operator turned it off.
+    pub orders: Option<Arc<OrderGuard>>,
+}
+
+impl Default for HttpGrant {
+    /// No rule, no broker, the default response cap, the guardrail on.
+    fn default() -> Self {
+        HttpGrant {
+            rules: Arc::new([]),
+            brokers: Arc::new([]),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_KIB * 1024,
+            orders: Some(Arc::default()),
+        }
+    }
 }
 
 impl HttpGrant {
@@ -282,23 +331,113 @@ impl HttpGrant {
 /// `grant` narrowed to a call that needs `need` of the network: none, the
 /// part of each rule that reads (GET and HEAD), or every rule as granted.
 /// Broker grants are reads: they go only with the whole network.
-pub fn narrow(grant: &HttpGrant, need: super::Need) -> HttpGrant {
+fn narrow(grant: &HttpGrant, need: Need) -> HttpGrant {
     match need {
-        super::Need::Nothing => HttpGrant::default(),
-        super::Need::Read => HttpGrant {
+        Need::Nothing => HttpGrant {
+            rules: Arc::new([]),
+            brokers: Arc::new([]),
+            ..grant.clone()
+        },
+        Need::Read => HttpGrant {
             rules: grant
                 .rules
                 .iter()
                 .filter_map(HttpRule::read_only_part)
                 .collect(),
-            brokers: grant.brokers.clone(),
+            ..grant.clone()
         },
-        super::Need::Write => grant.clone(),
+        Need::Write => grant.clone(),
+    }
+}
+
+/// The broker grants `names` ask for, each checked against the brokers
+/// `host.toml` declares. With the order guardrail off no broker is declared
+/// and they grant nothing.
+fn resolve_brokers(
+    names: &[String],
+    orders: Option<&Arc<OrderGuard>>,
+) -> Result<Vec<String>, String> {
+    let Some(guard) = orders else {
+        return Ok(Vec::new());
+    };
+    names
+        .iter()
+        .map(|name| match guard.broker(name) {
+            Some(_) => Ok(name.clone()),
+            None => {
+                let declared: Vec<&str> = guard.brokers.iter().map(|b| b.name.as_str()).collect();
+                Err(format!(
+                    "[network] brokers: {name:?} is not a broker declared in host.toml \
+                     (declared: {})",
+                    match declared.is_empty() {
+                        true => "none".to_owned(),
+                        false => declared.join(", "),
+                    }
+                ))
+            }
+        })
+        .collect()
+}
+
+/// Outgoing HTTP: the `[network]` rules a policy grants and the declared
+/// brokers' read routes, under the order guardrail. A tool that declares
+/// no network effect gets none; one that does not declare `network-write`
+/// keeps only what reads (GET and HEAD).
+pub struct Http;
+
+impl Capability for Http {
+    const SECTION: &'static str = "network";
+    type Spec = NetworkSpec;
+    type Grant = HttpGrant;
+
+    fn resolve(spec: &NetworkSpec, host: &Resolving) -> Result<HttpGrant, String> {
+        let rules = spec
+            .allow
+            .iter()
+            .map(|rule| HttpRule::parse(rule))
+            .collect::<Result<Vec<_>, _>>()?;
+        let brokers = resolve_brokers(&spec.brokers, host.orders)?;
+        Ok(HttpGrant {
+            rules: rules.into(),
+            brokers: brokers.into(),
+            max_response_bytes: spec.max_response_kib.saturating_mul(1024),
+            orders: host.orders.cloned(),
+        })
+    }
+
+    fn narrow(grant: &HttpGrant, effects: Effects) -> HttpGrant {
+        narrow(
+            grant,
+            Need::of(effects, Effects::NETWORK_READ, Effects::NETWORK_WRITE),
+        )
+    }
+
+    fn reach(grant: &HttpGrant) -> Reach {
+        Reach {
+            writes: grant.rules.iter().any(|rule| !rule.is_read_only()),
+            open_world: !grant.is_empty(),
+        }
+    }
+
+    fn describe(grant: &HttpGrant) -> super::Description {
+        describe(grant)
+    }
+
+    fn narrowed(grant: &HttpGrant, effects: Effects) -> Option<&'static str> {
+        match Need::of(effects, Effects::NETWORK_READ, Effects::NETWORK_WRITE) {
+            Need::Nothing if !grant.is_empty() => {
+                Some("it has no network (it declares no network effect)")
+            }
+            Need::Read if grant.rules.iter().any(|r| !r.is_read_only()) => {
+                Some("it may only GET and HEAD (it does not declare network-write)")
+            }
+            _ => None,
+        }
     }
 }
 
 /// What `grant` allows, for `check` and `explain`.
-pub fn describe(grant: &HttpGrant) -> super::Description {
+fn describe(grant: &HttpGrant) -> super::Description {
     let mut explained = vec![
         "1. the URL is made canonical (unreserved escapes decoded, `.` and `..` resolved); \
          `//`, `;` parameters, `\\`, encoded `/` and `%`, and bytes outside ASCII are \
@@ -417,19 +556,13 @@ pub struct NetworkHooks {
 }
 
 impl NetworkHooks {
-    /// Hooks enforcing the `orders` guardrail and `grant`, cutting
-    /// responses off past `max_response_bytes`, recording refusals in
-    /// `denials`.
-    pub fn new(
-        orders: Option<Arc<OrderGuard>>,
-        grant: HttpGrant,
-        max_response_bytes: u64,
-        denials: Denials,
-    ) -> Self {
+    /// Hooks enforcing `grant` and its order guardrail, cutting responses
+    /// off past its response cap, recording refusals in `denials`.
+    pub fn new(grant: HttpGrant, denials: Denials) -> Self {
         NetworkHooks {
-            orders,
+            orders: grant.orders.clone(),
+            max_response_bytes: grant.max_response_bytes,
             grant,
-            max_response_bytes,
             denials,
         }
     }
@@ -700,7 +833,7 @@ mod tests {
     fn rules(texts: &[&str]) -> HttpGrant {
         HttpGrant {
             rules: texts.iter().map(|t| HttpRule::parse(t).unwrap()).collect(),
-            brokers: Arc::new([]),
+            ..HttpGrant::default()
         }
     }
 
