@@ -15,6 +15,7 @@ pub mod client_text;
 pub mod config;
 pub mod digest;
 pub mod explain;
+pub mod interface;
 pub mod mcp;
 pub mod metrics;
 pub mod plugin;

@@ -251,6 +251,15 @@ pub fn limit_message() -> String {
 }
 
 impl Denials {
+    /// Records that `rule` refused `attempt`; an error (which traps the
+    /// guest) once the call has made more refusals than it may.
+    pub fn refuse(&self, rule: Rule, attempt: String) -> wasmtime::Result<()> {
+        match self.record(Denial::new(rule, attempt)) {
+            true => Err(wasmtime::format_err!("{}", limit_message())),
+            false => Ok(()),
+        }
+    }
+
     /// Records `denial`, and logs it the first time it is made. Returns
     /// whether the call has now made more than [`MAX_REFUSALS`] refusals
     /// and must be stopped.

@@ -1,7 +1,7 @@
 //! Environment variables: a plugin sees only the ones its policy names.
 
 use super::{Capability, Reach, Resolving};
-use crate::runtime::types::Effects;
+use crate::interface::types::Effects;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -35,6 +35,24 @@ pub fn apply(vars: &[EnvGrant], wasi: &mut wasmtime_wasi::WasiCtxBuilder) {
     for var in vars {
         wasi.env(&var.name, &var.value);
     }
+}
+
+/// The answer to the guest's `host.env(name)`: the granted value, or
+/// `None` with the refusal recorded (an error once the call has made more
+/// refusals than it may).
+pub fn answer(
+    vars: &[EnvGrant],
+    name: &str,
+    denials: &super::denials::Denials,
+) -> wasmtime::Result<Option<String>> {
+    let granted = vars.iter().find(|var| var.name == name);
+    if granted.is_none() {
+        denials.refuse(
+            super::denials::Rule::NoEnvGrant,
+            format!("read the environment variable {name}"),
+        )?;
+    }
+    Ok(granted.map(|var| var.value.clone()))
 }
 
 /// What `vars` allow, for `check` and `explain`; never their values.

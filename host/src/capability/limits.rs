@@ -1,7 +1,7 @@
 //! Resource limits for one plugin's calls.
 
 use super::{Capability, Reach, Resolving};
-use crate::runtime::types::Effects;
+use crate::interface::types::Effects;
 use serde::Deserialize;
 use std::time::Duration;
 

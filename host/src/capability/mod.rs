@@ -17,7 +17,7 @@ pub mod network;
 pub mod services;
 pub mod sockets;
 
-use crate::runtime::types::Effects;
+use crate::interface::types::Effects;
 use filesystem::market_data::MarketDataGuard;
 use filesystem::{Protected, Root};
 use network::orders::OrderGuard;

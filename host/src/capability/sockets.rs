@@ -7,12 +7,16 @@
 
 use super::denials::{Denial, Denials, Rule};
 use super::{Capability, Need, Reach, Resolving};
-use crate::runtime::types::Effects;
+use crate::interface::types::Effects;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::{self, ResolveAddressStream};
+use wasmtime_wasi::p2::bindings::sockets::network::{self, Network};
+use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsView};
 
 /// The `[sockets]` table as written.
 #[derive(Debug, Default, Deserialize)]
@@ -221,6 +225,47 @@ impl Capability for Sockets {
         (granted && !effects.contains(Effects::NETWORK_WRITE))
             .then_some("it has no raw socket or name lookup (it does not declare network-write)")
     }
+}
+
+/// How a store's data hands the sockets capability the call's grant and
+/// refusal log; WASI's own sockets view comes with it.
+pub trait SocketsView: WasiSocketsView + 'static {
+    fn socket_grants(&self) -> &SocketGrants;
+    fn sockets_denials(&self) -> &Denials;
+}
+
+const NAME_LOOKUP: &str = "wasi:sockets/ip-name-lookup@0.2.12";
+
+/// Adds the sockets' guest function in front of WASI's (which `linker`
+/// must already hold): name lookup is refused, and recorded, unless the
+/// policy grants it, instead of failing silently inside wasmtime-wasi.
+pub fn add_to_linker<T: SocketsView>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut lookup = linker.instance(NAME_LOOKUP)?;
+    lookup.func_wrap(
+        "resolve-addresses",
+        |mut store: StoreContextMut<'_, T>, (net, name): (Resource<Network>, String)| {
+            if !store.data().socket_grants().name_lookup {
+                let attempt = format!("resolve the host name {name}");
+                store
+                    .data()
+                    .sockets_denials()
+                    .refuse(Rule::NoNameLookupGrant, attempt)?;
+                return Ok((Err::<Resource<ResolveAddressStream>, _>(
+                    network::ErrorCode::PermanentResolverFailure,
+                ),));
+            }
+            let mut view = store.data_mut().sockets();
+            let result = match ip_name_lookup::Host::resolve_addresses(&mut view, net, name) {
+                Ok(stream) => Ok(stream),
+                Err(error) => Err(network::Host::convert_error_code(&mut view, error)?),
+            };
+            Ok((result,))
+        },
+    )?;
+
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 #[cfg(test)]

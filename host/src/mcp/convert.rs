@@ -1,7 +1,7 @@
 //! Between the plugin interface's types and MCP's.
 
+use crate::interface::types;
 use crate::plugin::manifest::{PromptEntry, ToolEntry};
-use crate::runtime::types;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use rmcp::model::{

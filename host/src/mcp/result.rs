@@ -3,8 +3,9 @@
 //! conforms to the declared output schema.
 
 use super::convert;
+use crate::interface::types;
 use crate::plugin::manifest::{self, ToolEntry};
-use crate::runtime::{Diagnostics, types};
+use crate::runtime::Diagnostics;
 use rmcp::model::{CallToolResult, ContentBlock};
 
 /// Counts serialized bytes, failing as soon as they pass the cap so an

@@ -1,7 +1,7 @@
 //! The MCP server: each method mapped onto the registry being served (the
 //! lists) or the call pipeline (everything that runs a plugin).
 
-use super::pipeline::{Audited, Pipeline};
+use super::pipeline::Pipeline;
 use super::protocol::SERVED_METHODS;
 use super::request::{Origin, principal_of};
 use super::subscriptions::Watched;
@@ -10,13 +10,12 @@ use crate::client_text::{self, shown};
 use crate::plugin::{LoadedPlugin, Registry, Resources};
 use crate::policy::access;
 use crate::principal::Principal;
-use crate::runtime::types;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult, CompletionInfo,
-    GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation,
-    InitializeRequestParams, InitializeResult, ListPromptsResult, ListResourceTemplatesResult,
-    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams,
-    ReadResourceResponse, ReadResourceResult, Reference, ServerCapabilities, ServerConfig,
+    CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult,
+    GetPromptRequestParams, GetPromptResponse, Implementation, InitializeRequestParams,
+    InitializeResult, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
+    ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
+    ServerCapabilities, ServerConfig,
 };
 use rmcp::model::{
     CancelTaskParams, CustomRequest, CustomResult, GetTaskParams, GetTaskResult,
@@ -25,7 +24,6 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Whether `principal` may use `plugin` at all.
@@ -200,52 +198,8 @@ impl ServerHandler for McpServer {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
-        let registry = self.shared.registry.load_full();
-        let uri = request.uri;
-        client_text::uri_within_limit(&uri).map_err(|why| McpError::invalid_params(why, None))?;
-        // The URI goes in the error's data too, for clients to match on.
-        let not_found = |message: String| {
-            McpError::resource_not_found(message, Some(serde_json::json!({ "uri": uri })))
-        };
-        let plugin = registry
-            .resource_owner(&uri)
-            .ok_or_else(|| not_found(format!("no resource at {}", shown(&uri))))?;
-        let requested = uri.clone();
-        let audited = Audited {
-            method: "resources/read",
-            target: &uri,
-            arguments: None,
-            started: Instant::now(),
-        };
-        let result = self
-            .pipeline()
-            .read(
-                plugin,
-                audited,
-                self.origin(&context),
-                Box::new(move |handler, store| {
-                    Box::pin(async move { handler.call_read_resource(store, &requested).await })
-                }),
-            )
-            .await?
-            .map_err(|e| {
-                McpError::internal_error(format!("reading {} failed: {e}", shown(&uri)), None)
-            })?;
-        let contents = result.map_err(|e| match e {
-            types::Error::NotFound(why) => not_found(format!("{}: {why}", shown(&uri))),
-            other => plugin_error(other, &shown(&uri)),
-        })?;
-        let max_bytes = plugin.grants.sandbox.limits.max_output_bytes();
-        let bytes = contents.iter().map(convert::contents_size).sum();
-        super::result::items_within("resource contents", contents.len(), bytes, max_bytes)
-            .map_err(|why| {
-                McpError::internal_error(format!("reading {} failed: {why}", shown(&uri)), None)
-            })?;
-        let result = ReadResourceResult::new(contents.into_iter().map(convert::contents).collect());
-        super::result::within_cap(&result, max_bytes).map_err(|why| {
-            McpError::internal_error(format!("reading {uri} failed: {why}"), None)
-        })?;
-        Ok(result.into())
+        let origin = self.origin(&context);
+        self.pipeline().read_resource(request, origin).await
     }
 
     async fn list_prompts(
@@ -269,60 +223,8 @@ impl ServerHandler for McpServer {
         request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
-        let registry = self.shared.registry.load_full();
-        let (plugin, entry) = registry.prompt(&request.name).ok_or_else(|| {
-            McpError::invalid_params(format!("unknown prompt {}", shown(&request.name)), None)
-        })?;
-        let name = entry.prompt.name.clone();
-        // Prompt arguments are strings; anything else is passed as its JSON text.
-        let arguments: Vec<(String, String)> = request
-            .arguments
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(name, value)| match value {
-                serde_json::Value::String(text) => (name, text),
-                other => (name, other.to_string()),
-            })
-            .collect();
-        let audited = Audited {
-            method: "prompts/get",
-            target: &request.name,
-            arguments: None,
-            started: Instant::now(),
-        };
-        let result = self
-            .pipeline()
-            .read(
-                plugin,
-                audited,
-                self.origin(&context),
-                Box::new(move |handler, store| {
-                    Box::pin(async move { handler.call_get_prompt(store, &name, &arguments).await })
-                }),
-            )
-            .await?
-            .map_err(|e| McpError::internal_error(format!("{} failed: {e}", request.name), None))?;
-        let prompt = result.map_err(|e| plugin_error(e, &request.name))?;
-        let max_bytes = plugin.grants.sandbox.limits.max_output_bytes();
-        let bytes = prompt
-            .messages
-            .iter()
-            .map(|m| convert::content_size(&m.content))
-            .sum();
-        super::result::items_within("prompt messages", prompt.messages.len(), bytes, max_bytes)
-            .map_err(|why| {
-                McpError::internal_error(format!("{} failed: {why}", request.name), None)
-            })?;
-        let messages = prompt.messages.into_iter().map(convert::message).collect();
-        let mut result = GetPromptResult::new(messages);
-        if let Some(description) = prompt.description {
-            result = result.with_description(description);
-        }
-        super::result::within_cap(&result, plugin.grants.sandbox.limits.max_output_bytes())
-            .map_err(|why| {
-                McpError::internal_error(format!("{} failed: {why}", request.name), None)
-            })?;
-        Ok(result.into())
+        let origin = self.origin(&context);
+        self.pipeline().get_prompt(request, origin).await
     }
 
     async fn complete(
@@ -330,87 +232,8 @@ impl ServerHandler for McpServer {
         request: CompleteRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, McpError> {
-        let registry = self.shared.registry.load_full();
-        let target_name = match &request.r#ref {
-            Reference::Prompt(prompt) => prompt.name.clone(),
-            Reference::Resource(template) => template.uri.clone(),
-            _ => String::new(),
-        };
-        let (plugin, target) = match &request.r#ref {
-            Reference::Prompt(prompt) => {
-                let (plugin, entry) = registry.prompt(&prompt.name).ok_or_else(|| {
-                    McpError::invalid_params(
-                        format!("unknown prompt {}", shown(&prompt.name)),
-                        None,
-                    )
-                })?;
-                (
-                    plugin,
-                    types::CompletionTarget::Prompt(entry.prompt.name.clone()),
-                )
-            }
-            Reference::Resource(template) => {
-                let plugin = registry.template_owner(&template.uri).ok_or_else(|| {
-                    McpError::invalid_params(
-                        format!("unknown resource template {}", shown(&template.uri)),
-                        None,
-                    )
-                })?;
-                (
-                    plugin,
-                    types::CompletionTarget::ResourceTemplate(template.uri.clone()),
-                )
-            }
-            _ => {
-                return Err(McpError::invalid_params(
-                    "unsupported completion reference",
-                    None,
-                ));
-            }
-        };
-        let argument = request.argument.name.clone();
-        let value = request.argument.value.clone();
-        let others: Vec<(String, String)> = request
-            .context
-            .and_then(|c| c.arguments)
-            .map(|a| a.into_iter().collect())
-            .unwrap_or_default();
-        let audited = Audited {
-            method: "completion/complete",
-            target: &target_name,
-            arguments: None,
-            started: Instant::now(),
-        };
-        let result = self
-            .pipeline()
-            .read(
-                plugin,
-                audited,
-                self.origin(&context),
-                Box::new(move |handler, store| {
-                    Box::pin(async move {
-                        handler
-                            .call_complete(store, &target, &argument, &value, &others)
-                            .await
-                    })
-                }),
-            )
-            .await?
-            .map_err(|e| McpError::internal_error(format!("completion failed: {e}"), None))?;
-        let completion = result.map_err(|e| plugin_error(e, "completion"))?;
-        let mut values = completion.values;
-        let truncated = values.len() > CompletionInfo::MAX_VALUES;
-        values.truncate(CompletionInfo::MAX_VALUES);
-        let info = CompletionInfo::with_pagination(
-            values,
-            completion.total,
-            completion.has_more || truncated,
-        )
-        .map_err(|e| McpError::internal_error(e, None))?;
-        let result = CompleteResult::new(info);
-        super::result::within_cap(&result, plugin.grants.sandbox.limits.max_output_bytes())
-            .map_err(|why| McpError::internal_error(format!("completion failed: {why}"), None))?;
-        Ok(result)
+        let origin = self.origin(&context);
+        self.pipeline().complete(request, origin).await
     }
 
     /// Clients with a session learn of reloads through their peer.
@@ -560,17 +383,4 @@ impl ServerHandler for McpServer {
 
 fn unknown_task(id: &str) -> McpError {
     McpError::invalid_params(format!("no task {id} (tasks are kept for an hour)"), None)
-}
-
-/// A plugin's refusal as a protocol error.
-fn plugin_error(error: types::Error, subject: &str) -> McpError {
-    match error {
-        types::Error::NotFound(why) => {
-            McpError::resource_not_found(format!("{subject}: {why}"), None)
-        }
-        types::Error::InvalidArguments(why) => {
-            McpError::invalid_params(format!("{subject}: {why}"), None)
-        }
-        types::Error::Failed(why) => McpError::internal_error(format!("{subject}: {why}"), None),
-    }
 }

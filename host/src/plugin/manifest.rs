@@ -1,8 +1,8 @@
 //! Checking what a plugin says it offers, before anything is served.
 
+use crate::interface::types;
 use crate::policy::Grants;
 use crate::policy::narrow::{self, Annotations};
-use crate::runtime::types;
 use jsonschema::Validator;
 use std::collections::HashSet;
 use std::sync::Arc;

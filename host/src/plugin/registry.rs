@@ -9,7 +9,7 @@
 
 use super::loader::{LoadFailure, LoadedPlugin};
 use super::manifest::{PromptEntry, ToolEntry};
-use crate::runtime::types;
+use crate::interface::types;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 

@@ -14,7 +14,7 @@
 use crate::capability::filesystem::Mount;
 use crate::capability::filesystem::market_data::{self, MarketDataGuard, MarketDataSpec};
 use crate::capability::network::orders::{self, OrderGuard, OrdersSpec};
-use crate::runtime::types::Effects;
+use crate::interface::types::Effects;
 use serde::Deserialize;
 use std::path::Path;
 use std::sync::Arc;

@@ -9,7 +9,7 @@
 //! plugin's claims.
 
 use super::Grants;
-use crate::runtime::types::{Effects, ToolHints};
+use crate::interface::types::{Effects, ToolHints};
 use std::sync::Arc;
 
 /// The grants a tool declaring `effects` runs with: each capability

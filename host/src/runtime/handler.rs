@@ -7,11 +7,11 @@
 //! is prepared; a call fetches and type-checks only the function it calls.
 //! [`Handler::check_types`] checks them all, once, when the plugin loads.
 
-use super::bindings::INTERFACE_VERSION;
-use super::bindings::mcp_host::plugin::types::{
+use super::state::CallState;
+use crate::interface::INTERFACE_VERSION;
+use crate::interface::mcp_host::plugin::types::{
     Completion, CompletionTarget, Error, Manifest, PromptResult, ResourceContents, ToolResult,
 };
-use super::state::CallState;
 use wasmtime::Store;
 use wasmtime::component::{
     Component, ComponentExportIndex, ComponentNamedList, Instance, Lift, Lower, TypedFunc,

@@ -6,16 +6,16 @@
 //! endless loop, runaway memory or a hung network read in one call becomes
 //! a [`CallError`] for that call alone.
 
-use super::bindings::INTERFACE_VERSION;
 use super::cache::ComponentCache;
 use super::capture::Capture;
 use super::engine::{self, EPOCH_TICK, EngineConfig, EpochTicker};
 use super::handler::{Exports, Handler};
-use super::shadow;
-use super::state::{CallContext, CallState, MemoryLimiter, Preopen};
+use super::state::{CallContext, CallState, MemoryLimiter};
 use crate::capability::denials::{Denials, Refusals};
-use crate::capability::{SandboxGrants, env};
+use crate::capability::filesystem::{self, FilesCall};
+use crate::capability::{SandboxGrants, env, sockets};
 use crate::digest::Digest;
+use crate::interface::INTERFACE_VERSION;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -166,17 +166,18 @@ impl Runtime {
         let link = |e: wasmtime::Error| anyhow::anyhow!("cannot link the plugin interface: {e}");
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link)?;
-        super::bindings::mcp_host::plugin::types::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+        crate::interface::mcp_host::plugin::types::add_to_linker::<
+            _,
+            wasmtime::component::HasSelf<_>,
+        >(&mut linker, |state| state)
+        .map_err(link)?;
+        crate::interface::mcp_host::plugin::host::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |state| state,
         )
         .map_err(link)?;
-        super::bindings::mcp_host::plugin::host::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
-            &mut linker,
-            |state| state,
-        )
-        .map_err(link)?;
-        shadow::add_to_linker(&mut linker, shadow::open_outside_mounts()?).map_err(link)?;
+        filesystem::add_to_linker(&mut linker, filesystem::open_outside_mounts()?).map_err(link)?;
+        sockets::add_to_linker(&mut linker).map_err(link)?;
         let cache = match &config.cache_dir {
             Some(dir) => ComponentCache::open(dir, &engine).unwrap_or_else(|why| {
                 tracing::warn!("{why}");
@@ -369,18 +370,9 @@ impl Runtime {
         // `new` inherits nothing: no stdin, env, args, preopens or sockets.
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone()).stderr(stderr.clone());
-        // Each call gets the folders held since the policy was loaded (a
-        // per-user one opened beneath its held parent); `shadow` hands them
-        // to the guest, with the empty root beside them.
-        let mounts = grants
-            .mounts
-            .iter()
-            .map(|mount| {
-                let (dir, quota) = mount.open_for(call.user.as_deref())?;
-                let guest = mount.guest.clone();
-                Ok(Preopen { dir, guest, quota })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        // The filesystem's guest functions hand the guest these folders,
+        // with the empty root beside them.
+        let files = FilesCall::prepare(&grants.mounts, call.user.as_deref())?;
         grants.sockets.apply(&mut wasi, denials);
         env::apply(&grants.env, &mut wasi);
         wasi.max_random_size(1 << 20);
@@ -392,7 +384,7 @@ impl Runtime {
         let wasi = wasi.build();
         let state = CallState::new(
             wasi,
-            mounts,
+            files,
             grants.clone(),
             denials.clone(),
             MemoryLimiter::new(counts, grants.limits.memory_bytes()),

@@ -1,25 +1,20 @@
 //! The state of one sandbox: everything a single call can reach.
 
-use super::bindings::mcp_host::plugin::{host, types};
 use crate::capability::SandboxGrants;
-use crate::capability::denials::{Denial, Denials, Rule};
-use crate::capability::filesystem::quota::Quota;
+use crate::capability::denials::Denials;
+use crate::capability::filesystem::{FilesCall, FilesView};
 use crate::capability::network::NetworkHooks;
+use crate::capability::sockets::{SocketGrants, SocketsView};
+use crate::interface::mcp_host::plugin::{host, types};
 use crate::printable::truncate;
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
-use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreLimits};
-use wasmtime_wasi::filesystem::Dir;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
-
-/// The guest path of the catch-all mount: the folder that answers for
-/// every path outside the granted mounts (see `shadow`).
-pub const OUTSIDE_MOUNTS: &str = "/";
 
 pub use types::LogLevel;
 
@@ -119,28 +114,14 @@ pub struct CallState {
     pub(super) cpu_exhausted: bool,
     grants: Arc<SandboxGrants>,
     denials: Denials,
-    /// The folders this call's guest finds preopened.
-    pub(super) preopens: Vec<Preopen>,
-    /// Preopened descriptors (by resource rep) and their guest paths.
-    mounts: Vec<(u32, String)>,
-    /// Descriptors (by resource rep) in a folder with a disk quota, and it.
-    quotas: HashMap<u32, Arc<Quota>>,
-}
-
-/// A folder the guest finds preopened.
-#[derive(Clone)]
-pub struct Preopen {
-    pub dir: Dir,
-    /// Where the guest finds it.
-    pub guest: String,
-    /// What it may hold, when it is writable.
-    pub quota: Option<Arc<Quota>>,
+    /// What the call holds of the filesystem capability.
+    files: FilesCall,
 }
 
 impl CallState {
     pub(super) fn new(
         wasi: WasiCtx,
-        preopens: Vec<Preopen>,
+        files: FilesCall,
         grants: Arc<SandboxGrants>,
         denials: Denials,
         limiter: MemoryLimiter,
@@ -161,21 +142,7 @@ impl CallState {
             cpu_exhausted: false,
             grants,
             denials,
-            preopens,
-            mounts: Vec::new(),
-            quotas: HashMap::new(),
-        }
-    }
-
-    /// Records that `rule` refused `attempt`; an error (which traps the
-    /// guest) once the call has made more refusals than it may.
-    pub(super) fn deny(&self, rule: Rule, attempt: String) -> wasmtime::Result<()> {
-        match self.denials.record(Denial::new(rule, attempt)) {
-            true => Err(wasmtime::format_err!(
-                "{}",
-                crate::capability::denials::limit_message()
-            )),
-            false => Ok(()),
+            files,
         }
     }
 
@@ -183,63 +150,33 @@ impl CallState {
     pub(super) fn refused_too_often(&self) -> bool {
         self.denials.over_limit()
     }
+}
 
-    /// Remembers that the descriptor `rep` is the mount at `guest`.
-    pub(super) fn remember_mount(&mut self, rep: u32, guest: String) {
-        self.mounts.push((rep, guest));
+impl FilesView for CallState {
+    fn files(&self) -> &FilesCall {
+        &self.files
     }
 
-    /// The disk quota of what the descriptor `rep` reaches, if it has one.
-    pub(super) fn quota_of(&self, rep: u32) -> Option<Arc<Quota>> {
-        self.quotas.get(&rep).cloned()
+    fn files_mut(&mut self) -> &mut FilesCall {
+        &mut self.files
     }
 
-    /// Sets (or clears) the disk quota of the descriptor `rep`: resource
-    /// reps are reused, so every new descriptor sets its own.
-    pub(super) fn set_quota(&mut self, rep: u32, quota: Option<Arc<Quota>>) {
-        match quota {
-            Some(quota) => self.quotas.insert(rep, quota),
-            None => self.quotas.remove(&rep),
-        };
+    fn resources(&mut self) -> &mut ResourceTable {
+        &mut self.table
     }
 
-    /// Records that writing past the quota of the folder at `quota.guest`
-    /// was refused.
-    pub(super) fn deny_quota(&self, quota: &Quota, attempt: String) -> wasmtime::Result<()> {
-        self.deny(Rule::disk_quota(quota), attempt)
-    }
-
-    /// The call's refusal log, for what records refusals outside the store.
-    pub(super) fn denials(&self) -> &Denials {
+    fn denials(&self) -> &Denials {
         &self.denials
     }
+}
 
-    /// Whether `fd` is the catch-all mount standing for "outside every mount".
-    pub(super) fn is_outside_mounts<T: 'static>(&self, fd: &Resource<T>) -> bool {
-        self.mounts
-            .iter()
-            .any(|(rep, guest)| *rep == fd.rep() && guest == OUTSIDE_MOUNTS)
+impl SocketsView for CallState {
+    fn socket_grants(&self) -> &SocketGrants {
+        &self.grants.sockets
     }
 
-    /// `verb` and the guest path `path` names relative to `fd`.
-    pub(super) fn describe_path<T: 'static>(
-        &self,
-        fd: &Resource<T>,
-        verb: &str,
-        path: &str,
-    ) -> String {
-        match self.mounts.iter().find(|(rep, _)| *rep == fd.rep()) {
-            Some((_, mount)) => {
-                let mount = mount.trim_end_matches('/');
-                format!("{verb} {mount}/{path}")
-            }
-            None => format!("{verb} {path} (in an opened directory)"),
-        }
-    }
-
-    /// Whether the policy grants name lookup.
-    pub(super) fn name_lookup_granted(&self) -> bool {
-        self.grants.sockets.name_lookup
+    fn sockets_denials(&self) -> &Denials {
+        &self.denials
     }
 }
 
@@ -300,14 +237,7 @@ impl host::Host for CallState {
     }
 
     async fn env(&mut self, name: String) -> wasmtime::Result<Option<String>> {
-        let granted = self.grants.env.iter().find(|var| var.name == name);
-        if granted.is_none() {
-            self.deny(
-                Rule::NoEnvGrant,
-                format!("read the environment variable {name}"),
-            )?;
-        }
-        Ok(granted.map(|var| var.value.clone()))
+        crate::capability::env::answer(&self.grants.env, &name, &self.denials)
     }
 
     async fn is_cancelled(&mut self) -> wasmtime::Result<bool> {

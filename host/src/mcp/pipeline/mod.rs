@@ -5,6 +5,7 @@
 //! run the call in a fresh sandbox (or start it as a task), shape the
 //! result, and record it. The MCP handlers only map methods onto it.
 
+mod reading;
 mod record;
 
 use super::Shared;
@@ -12,10 +13,11 @@ use super::request::{Caller, Origin};
 use super::tasks::{Outcome, TaskObserver};
 use crate::audit::{Client, Event};
 use crate::client_text::shown;
+use crate::interface::types;
 use crate::plugin::manifest::{self, ToolEntry};
 use crate::plugin::{LoadedPlugin, Registry};
 use crate::policy::Grants;
-use crate::runtime::{CallContext, CallError, Diagnostics, Entry, types};
+use crate::runtime::{CallContext, CallError, Diagnostics, Entry};
 use rmcp::ErrorData as McpError;
 use rmcp::model::{
     CallToolResponse, CallToolResult, ClientCapabilities, ContentBlock, CreateTaskResult,

@@ -1,4 +1,5 @@
-//! Host-side bindings of the `mcp-host:plugin/plugin` world.
+//! The plugin interface: host-side bindings of the `mcp-host:plugin/plugin`
+//! world in `wit/`, and its types, which every layer shares.
 //!
 //! WASI and wasi:http come from their crates (`with`), so the host links
 //! their implementations rather than generating new ones.

@@ -1,5 +1,7 @@
-//! Linker entries that stand in front of a few WASI functions so that what
-//! the sandbox refuses is seen, recorded and reported.
+//! The filesystem's guest functions: linker entries that stand in front of
+//! a few WASI filesystem functions so that what the sandbox refuses is
+//! seen, recorded and reported, and what a read-write mount holds is
+//! metered against its quota.
 //!
 //! wasmtime-wasi stays the enforcement point for files: each wrapper calls
 //! through to it and only watches for refusals (`not-permitted`, `access`,
@@ -9,34 +11,29 @@
 //!   them itself), so every sandbox also mounts an empty, read-only folder at
 //!   `/`: such paths then arrive on that descriptor, and are refused here
 //!   without touching it;
-//! - name lookup is refused here unless the policy grants it, instead of
-//!   failing silently inside wasmtime-wasi;
 //! - only regular files and folders are opened: a FIFO, device or socket
 //!   placed in a mount (by anyone outside the sandbox: WASI cannot make
 //!   one) is refused after a stat, which never blocks, instead of being
 //!   opened, which would hold a host thread until something writes to it.
 
+use super::call::{FilesView, OUTSIDE_MOUNTS, Preopen};
 use super::metering;
-use super::state::{CallState, OUTSIDE_MOUNTS, Preopen};
+use super::quota::{Ledger, OverQuota};
 use crate::capability::denials::Rule;
-use crate::capability::filesystem::quota::{Ledger, OverQuota};
 use wasmtime::component::{Linker, Resource};
 use wasmtime::{Result, StoreContextMut};
-use wasmtime_wasi::filesystem::{Descriptor, Dir, WasiFilesystemCtxView, WasiFilesystemView};
+use wasmtime_wasi::filesystem::{Descriptor, Dir, WasiFilesystemCtxView};
 use wasmtime_wasi::p2::bindings::filesystem::types::{
     self as fs, DescriptorFlags, ErrorCode, HostDescriptor, NewTimestamp, OpenFlags, PathFlags,
 };
 use wasmtime_wasi::p2::bindings::filesystem::{preopens, types::DescriptorStat};
-use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::{self, ResolveAddressStream};
-use wasmtime_wasi::p2::bindings::sockets::network::{self, Network};
-use wasmtime_wasi::sockets::WasiSocketsView;
 use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtxBuilder};
 
 /// What `path` under `fd` is, when it exists and is neither a regular file
 /// nor a folder: `a FIFO`, `a character device`, …. A stat follows links as
 /// the open would (`path_flags`), and never blocks.
-async fn special_file(
-    store: &mut StoreContextMut<'_, CallState>,
+async fn special_file<T: FilesView>(
+    store: &mut StoreContextMut<'_, T>,
     fd: &Resource<Descriptor>,
     path_flags: PathFlags,
     path: &str,
@@ -94,7 +91,6 @@ pub fn open_outside_mounts() -> anyhow::Result<Dir> {
 
 const FS_TYPES: &str = "wasi:filesystem/types@0.2.12";
 const FS_PREOPENS: &str = "wasi:filesystem/preopens@0.2.12";
-const NAME_LOOKUP: &str = "wasi:sockets/ip-name-lookup@0.2.12";
 
 /// Whether `code` means the sandbox refused, rather than that the operation
 /// failed for an ordinary reason (no such file, not empty, ...).
@@ -127,7 +123,7 @@ macro_rules! watch_at {
      $(, inherit_quota: $inherit:ident)?) => {
         $types.func_wrap_async(
             $name,
-            |mut store: StoreContextMut<'_, CallState>, (fd, $($arg,)*): (Resource<Descriptor>, $($ty,)*)| {
+            |mut store: StoreContextMut<'_, T>, (fd, $($arg,)*): (Resource<Descriptor>, $($ty,)*)| {
                 Box::new(async move {
                     let attempt = store.data().describe_path(&fd, $verb, &$path);
                     if store.data().is_outside_mounts(&fd) {
@@ -171,15 +167,15 @@ macro_rules! watch_at {
 /// Adds the wrappers to `linker`, which must already hold WASI. Every
 /// sandbox's guest finds `outside_mounts` (see [`open_outside_mounts`]) at
 /// [`OUTSIDE_MOUNTS`] beside its own mounts.
-pub fn add_to_linker(linker: &mut Linker<CallState>, outside_mounts: Dir) -> Result<()> {
+pub fn add_to_linker<T: FilesView>(linker: &mut Linker<T>, outside_mounts: Dir) -> Result<()> {
     linker.allow_shadowing(true);
 
     let mut preopens = linker.instance(FS_PREOPENS)?;
     preopens.func_wrap(
         "get-directories",
-        move |mut store: StoreContextMut<'_, CallState>, (): ()| {
+        move |mut store: StoreContextMut<'_, T>, (): ()| {
             let state = store.data_mut();
-            let held = state.preopens.iter().cloned();
+            let held = state.files().preopens.iter().cloned();
             let outside = std::iter::once(Preopen {
                 dir: outside_mounts.clone(),
                 guest: OUTSIDE_MOUNTS.to_owned(),
@@ -187,7 +183,7 @@ pub fn add_to_linker(linker: &mut Linker<CallState>, outside_mounts: Dir) -> Res
             });
             let mut directories = Vec::new();
             for preopen in held.chain(outside).collect::<Vec<_>>() {
-                let fd = state.table.push(Descriptor::Dir(preopen.dir))?;
+                let fd = state.resources().push(Descriptor::Dir(preopen.dir))?;
                 state.remember_mount(fd.rep(), preopen.guest.clone());
                 state.set_quota(fd.rep(), preopen.quota);
                 directories.push((fd, preopen.guest));
@@ -232,7 +228,7 @@ pub fn add_to_linker(linker: &mut Linker<CallState>, outside_mounts: Dir) -> Res
 
     types.func_wrap_async(
         "[method]descriptor.write",
-        |mut store: StoreContextMut<'_, CallState>,
+        |mut store: StoreContextMut<'_, T>,
          (fd, buffer, offset): (Resource<Descriptor>, Vec<u8>, u64)| {
             Box::new(async move {
                 let end = offset.saturating_add(buffer.len() as u64);
@@ -253,7 +249,7 @@ pub fn add_to_linker(linker: &mut Linker<CallState>, outside_mounts: Dir) -> Res
     )?;
     types.func_wrap_async(
         "[method]descriptor.set-size",
-        |mut store: StoreContextMut<'_, CallState>, (fd, size): (Resource<Descriptor>, u64)| {
+        |mut store: StoreContextMut<'_, T>, (fd, size): (Resource<Descriptor>, u64)| {
             Box::new(async move {
                 let attempt = format!("set a file's size to {size} bytes");
                 let Ok(ledger) = metering::set_size(&mut store, fd.rep(), size, &attempt).await
@@ -272,7 +268,7 @@ pub fn add_to_linker(linker: &mut Linker<CallState>, outside_mounts: Dir) -> Res
     )?;
     types.func_wrap_async(
         "[method]descriptor.write-via-stream",
-        |mut store: StoreContextMut<'_, CallState>, (fd, offset): (Resource<Descriptor>, u64)| {
+        |mut store: StoreContextMut<'_, T>, (fd, offset): (Resource<Descriptor>, u64)| {
             Box::new(async move {
                 let rep = fd.rep();
                 let mut view = store.data_mut().filesystem();
@@ -291,7 +287,7 @@ pub fn add_to_linker(linker: &mut Linker<CallState>, outside_mounts: Dir) -> Res
     )?;
     types.func_wrap_async(
         "[method]descriptor.append-via-stream",
-        |mut store: StoreContextMut<'_, CallState>, (fd,): (Resource<Descriptor>,)| {
+        |mut store: StoreContextMut<'_, T>, (fd,): (Resource<Descriptor>,)| {
             Box::new(async move {
                 let rep = fd.rep();
                 let mut view = store.data_mut().filesystem();
@@ -305,26 +301,6 @@ pub fn add_to_linker(linker: &mut Linker<CallState>, outside_mounts: Dir) -> Res
                 let stream = metering::meter_stream(&mut store, rep, stream, None, attempt)?;
                 Ok((Ok(stream),))
             })
-        },
-    )?;
-
-    let mut lookup = linker.instance(NAME_LOOKUP)?;
-    lookup.func_wrap(
-        "resolve-addresses",
-        |mut store: StoreContextMut<'_, CallState>, (net, name): (Resource<Network>, String)| {
-            if !store.data().name_lookup_granted() {
-                let attempt = format!("resolve the host name {name}");
-                store.data().deny(Rule::NoNameLookupGrant, attempt)?;
-                return Ok((Err::<Resource<ResolveAddressStream>, _>(
-                    network::ErrorCode::PermanentResolverFailure,
-                ),));
-            }
-            let mut view = store.data_mut().sockets();
-            let result = match ip_name_lookup::Host::resolve_addresses(&mut view, net, name) {
-                Ok(stream) => Ok(stream),
-                Err(error) => Err(network::Host::convert_error_code(&mut view, error)?),
-            };
-            Ok((result,))
         },
     )?;
 

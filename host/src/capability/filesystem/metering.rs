@@ -3,30 +3,32 @@
 //! [`crate::capability::filesystem::quota`]), and output streams that charge each write
 //! past a file's end as it is made.
 //!
-//! [`super::shadow`] calls these around wasmtime-wasi's own functions, which
+//! [`super::guest`] calls these around wasmtime-wasi's own functions, which
 //! stay the enforcement point for where a path may go.
 
-use super::state::CallState;
+use super::call::FilesView;
+use super::quota::{self, ENTRY_BLOCK, Ledger, MAX_DEPTH, OverQuota, Quota, Usage};
 use crate::capability::denials::{Denial, Denials, Rule};
-use crate::capability::filesystem::quota::{
-    self, ENTRY_BLOCK, Ledger, MAX_DEPTH, OverQuota, Quota, Usage,
-};
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::Arc;
 use wasmtime::StoreContextMut;
 use wasmtime::component::Resource;
-use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemView};
+use wasmtime_wasi::filesystem::Descriptor;
 use wasmtime_wasi::p2::bindings::filesystem::types::{
     DescriptorStat, DescriptorType, HostDescriptor, OpenFlags, PathFlags,
 };
 use wasmtime_wasi::p2::{DynOutputStream, OutputStream, Pollable, StreamError, StreamResult};
 
-/// The store of a call, as the shadowing wrappers hold it.
-type Store<'a, 'b> = &'a mut StoreContextMut<'b, CallState>;
+/// The store of a call, as the guest functions hold it.
+type Store<'a, 'b, T> = &'a mut StoreContextMut<'b, T>;
 
 /// What `path` beneath the folder `dir` is now, not following a link.
-async fn stat_at(store: Store<'_, '_>, dir: u32, path: &str) -> Option<DescriptorStat> {
+async fn stat_at<T: FilesView>(
+    store: Store<'_, '_, T>,
+    dir: u32,
+    path: &str,
+) -> Option<DescriptorStat> {
     let fd = Resource::<Descriptor>::new_borrow(dir);
     let mut view = store.data_mut().filesystem();
     HostDescriptor::stat_at(&mut view, fd, PathFlags::empty(), path.to_owned())
@@ -35,7 +37,7 @@ async fn stat_at(store: Store<'_, '_>, dir: u32, path: &str) -> Option<Descripto
 }
 
 /// What the open descriptor `fd` is now.
-async fn stat(store: Store<'_, '_>, fd: u32) -> Option<DescriptorStat> {
+async fn stat<T: FilesView>(store: Store<'_, '_, T>, fd: u32) -> Option<DescriptorStat> {
     let fd = Resource::<Descriptor>::new_borrow(fd);
     let mut view = store.data_mut().filesystem();
     HostDescriptor::stat(&mut view, fd).await.ok()
@@ -53,8 +55,8 @@ fn freed_by_deleting(stat: &DescriptorStat) -> Usage {
 }
 
 /// Charges `usage` to `quota` in `ledger`, recording a refusal of `attempt`.
-fn charge(
-    store: Store<'_, '_>,
+fn charge<T: FilesView>(
+    store: Store<'_, '_, T>,
     ledger: &mut Ledger,
     quota: &Arc<Quota>,
     usage: Usage,
@@ -67,8 +69,8 @@ fn charge(
 }
 
 /// `open-at`: creating a file adds an entry; truncating one frees its bytes.
-pub async fn open_at(
-    store: Store<'_, '_>,
+pub async fn open_at<T: FilesView>(
+    store: Store<'_, '_, T>,
     dir: u32,
     path: &str,
     flags: OpenFlags,
@@ -96,10 +98,14 @@ pub async fn open_at(
 
 /// The folder the descriptor `dir` holds, or `path` beneath it resolved as
 /// the sandbox resolves it (links followed only within the folder).
-fn folder_at(store: Store<'_, '_>, dir: u32, path: &Path) -> Option<std::fs::File> {
+fn folder_at<T: FilesView>(
+    store: Store<'_, '_, T>,
+    dir: u32,
+    path: &Path,
+) -> Option<std::fs::File> {
     let held = match store
-        .data()
-        .table
+        .data_mut()
+        .resources()
         .get(&Resource::<Descriptor>::new_borrow(dir))
     {
         Ok(Descriptor::Dir(held)) => held.dir.clone(),
@@ -115,8 +121,8 @@ fn folder_at(store: Store<'_, '_>, dir: u32, path: &Path) -> Option<std::fs::Fil
 
 /// Refuses, as too deep for `quota`, placing a folder `height` levels tall
 /// at `path` beneath `dir`.
-fn within_depth(
-    store: Store<'_, '_>,
+fn within_depth<T: FilesView>(
+    store: Store<'_, '_, T>,
     quota: &Quota,
     (dir, path): (u32, &str),
     height: usize,
@@ -134,7 +140,7 @@ fn within_depth(
 
 /// Records that `attempt` would have put a folder out of a measurement's
 /// reach.
-fn deny_too_deep(store: Store<'_, '_>, quota: &Quota, attempt: &str) {
+fn deny_too_deep<T: FilesView>(store: Store<'_, '_, T>, quota: &Quota, attempt: &str) {
     let rule = Rule::TooDeep {
         mount: quota.guest.clone(),
     };
@@ -144,8 +150,8 @@ fn deny_too_deep(store: Store<'_, '_>, quota: &Quota, attempt: &str) {
 
 /// `create-directory-at`: one more entry in the folder `dir` and the block
 /// it takes, no deeper than a measurement reaches.
-pub fn add_folder(
-    store: Store<'_, '_>,
+pub fn add_folder<T: FilesView>(
+    store: Store<'_, '_, T>,
     dir: u32,
     path: &str,
     attempt: &str,
@@ -157,7 +163,11 @@ pub fn add_folder(
 }
 
 /// `symlink-at`: one more entry in the folder `dir`, and the block it takes.
-pub fn add_entry(store: Store<'_, '_>, dir: u32, attempt: &str) -> Result<Ledger, OverQuota> {
+pub fn add_entry<T: FilesView>(
+    store: Store<'_, '_, T>,
+    dir: u32,
+    attempt: &str,
+) -> Result<Ledger, OverQuota> {
     let mut ledger = Ledger::default();
     if let Some(quota) = store.data().quota_of(dir) {
         charge(
@@ -176,8 +186,8 @@ pub fn add_entry(store: Store<'_, '_>, dir: u32, attempt: &str) -> Result<Ledger
 /// from outside any quota is charged in full, as a copy would be; a link
 /// from one quota into another is refused, since deleting either name
 /// could not then credit the right one.
-pub async fn add_link(
-    store: Store<'_, '_>,
+pub async fn add_link<T: FilesView>(
+    store: Store<'_, '_, T>,
     (from_dir, from): (u32, &str),
     to_dir: u32,
     attempt: &str,
@@ -206,7 +216,7 @@ pub async fn add_link(
 }
 
 /// `unlink-file-at` and `remove-directory-at`: what `path` held is freed.
-pub async fn remove(store: Store<'_, '_>, dir: u32, path: &str) -> Ledger {
+pub async fn remove<T: FilesView>(store: Store<'_, '_, T>, dir: u32, path: &str) -> Ledger {
     let mut ledger = Ledger::default();
     if let Some(quota) = store.data().quota_of(dir)
         && let Some(stat) = stat_at(store, dir, path).await
@@ -218,8 +228,8 @@ pub async fn remove(store: Store<'_, '_>, dir: u32, path: &str) -> Ledger {
 
 /// `rename-at`: a replaced entry is freed; an entry moving to a folder with
 /// another quota is charged there and freed here.
-pub async fn rename(
-    store: Store<'_, '_>,
+pub async fn rename<T: FilesView>(
+    store: Store<'_, '_, T>,
     (from_dir, from): (u32, &str),
     (to_dir, to): (u32, &str),
     attempt: &str,
@@ -274,8 +284,8 @@ pub async fn rename(
 }
 
 /// `write`: growing the file `fd` to `end` bytes is charged.
-pub async fn grow_to(
-    store: Store<'_, '_>,
+pub async fn grow_to<T: FilesView>(
+    store: Store<'_, '_, T>,
     fd: u32,
     end: u64,
     attempt: &str,
@@ -284,8 +294,8 @@ pub async fn grow_to(
 }
 
 /// `set-size` to `size`: growing charges bytes, shrinking frees them.
-pub async fn set_size(
-    store: Store<'_, '_>,
+pub async fn set_size<T: FilesView>(
+    store: Store<'_, '_, T>,
     fd: u32,
     size: u64,
     attempt: &str,
@@ -295,8 +305,8 @@ pub async fn set_size(
 
 /// The file `fd` ending at `end`: what lies past its size now is charged;
 /// with `shrinks`, what lies before it is freed once that succeeds.
-async fn resize(
-    store: Store<'_, '_>,
+async fn resize<T: FilesView>(
+    store: Store<'_, '_, T>,
     fd: u32,
     end: u64,
     shrinks: bool,
@@ -323,8 +333,8 @@ async fn resize(
 
 /// Wraps the output stream just opened on the file `fd` at `offset` (its
 /// end when `None`, for appending) so that its writes are charged.
-pub fn meter_stream(
-    store: Store<'_, '_>,
+pub fn meter_stream<T: FilesView>(
+    store: Store<'_, '_, T>,
     fd: u32,
     stream: Resource<DynOutputStream>,
     offset: Option<u64>,
@@ -334,11 +344,14 @@ pub fn meter_stream(
         return Ok(stream);
     };
     let state = store.data_mut();
-    let file = match state.table.get(&Resource::<Descriptor>::new_borrow(fd))? {
+    let file = match state
+        .resources()
+        .get(&Resource::<Descriptor>::new_borrow(fd))?
+    {
         Descriptor::File(file) => file.file.clone(),
         Descriptor::Dir(_) => wasmtime::bail!("an output stream on a folder"),
     };
-    let inner = state.table.delete(stream)?;
+    let inner = state.resources().delete(stream)?;
     let metered: DynOutputStream = Box::new(MeteredStream {
         inner,
         file,
@@ -347,7 +360,7 @@ pub fn meter_stream(
         denials: state.denials().clone(),
         attempt,
     });
-    Ok(state.table.push(metered)?)
+    Ok(state.resources().push(metered)?)
 }
 
 /// An output stream to a file in a folder with a quota.
