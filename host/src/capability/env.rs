@@ -1,6 +1,6 @@
 //! Environment variables: a plugin sees only the ones its policy names.
 
-use super::{Capability, Reach, Resolving};
+use super::{Capability, Preparing, Reach, Resolving};
 use crate::interface::types::Effects;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -31,7 +31,7 @@ impl std::fmt::Debug for EnvGrant {
 
 /// Gives a call's sandbox exactly `vars`: its WASI environment starts
 /// empty.
-pub fn apply(vars: &[EnvGrant], wasi: &mut wasmtime_wasi::WasiCtxBuilder) {
+fn apply(vars: &[EnvGrant], wasi: &mut wasmtime_wasi::WasiCtxBuilder) {
     for var in vars {
         wasi.env(&var.name, &var.value);
     }
@@ -130,6 +130,13 @@ impl Capability for Environment {
 
     fn describe(vars: &Vec<EnvGrant>) -> super::Description {
         describe(vars)
+    }
+
+    type Call = ();
+
+    fn prepare(vars: &Vec<EnvGrant>, call: &mut Preparing) -> anyhow::Result<()> {
+        apply(vars, call.wasi);
+        Ok(())
     }
 }
 

@@ -1,6 +1,6 @@
 //! Resource limits for one plugin's calls.
 
-use super::{Capability, Reach, Resolving};
+use super::{Capability, Preparing, Reach, Resolving};
 use crate::interface::types::Effects;
 use serde::Deserialize;
 use std::time::Duration;
@@ -137,5 +137,13 @@ impl Capability for ResourceLimits {
 
     fn describe(limits: &Limits) -> super::Description {
         limits.describe()
+    }
+
+    /// The runtime applies the limits to the store itself (memory, CPU,
+    /// deadline, transfers): they bound the whole call, not one interface.
+    type Call = ();
+
+    fn prepare(_limits: &Limits, _call: &mut Preparing) -> anyhow::Result<()> {
+        Ok(())
     }
 }

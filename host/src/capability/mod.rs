@@ -63,6 +63,25 @@ pub trait Capability {
     fn narrowed(_grant: &Self::Grant, _effects: Effects) -> Option<&'static str> {
         None
     }
+
+    /// What one call holds of the capability (wasmtime-wasi's `XCtx`):
+    /// the state its guest functions reach through its view; `()` for none.
+    type Call: Send + 'static;
+
+    /// Builds one call's state from the (narrowed) grant, and gives the
+    /// call's WASI context what the grant allows (Spin's `prepare`).
+    fn prepare(grant: &Self::Grant, call: &mut Preparing) -> anyhow::Result<Self::Call>;
+}
+
+/// What preparing one call's sandbox hands each capability.
+pub struct Preparing<'a> {
+    /// The call's WASI context, which inherits nothing from the host.
+    pub wasi: &'a mut wasmtime_wasi::WasiCtxBuilder,
+    /// Where the call's refusals are recorded.
+    pub denials: &'a denials::Denials,
+    /// The user the call runs for (per-user folders are theirs); `None`
+    /// for none.
+    pub user: Option<&'a str>,
 }
 
 /// What resolving a policy may reach beyond its own text: the host's root
@@ -164,6 +183,11 @@ macro_rules! capabilities {
             }
         }
 
+        /// What one call holds of each capability.
+        pub struct CallStates {
+            $(pub $field: <$capability as Capability>::Call,)*
+        }
+
         /// What one call's sandbox is built from: each capability's grant,
         /// already narrowed to what the tool declares.
         #[derive(Clone, Debug, Default)]
@@ -186,6 +210,14 @@ macro_rules! capabilities {
                     $(<$capability as Capability>::create(&mut grants.$field, host)?;)*
                 }
                 Ok(grants)
+            }
+
+            /// Each capability's state for one call, its WASI context given
+            /// what the grants allow.
+            pub fn prepare(&self, call: &mut Preparing) -> anyhow::Result<CallStates> {
+                Ok(CallStates {
+                    $($field: <$capability as Capability>::prepare(&self.$field, call)?,)*
+                })
             }
 
             /// These grants narrowed to a tool that declares `effects`.

@@ -6,7 +6,7 @@
 //! recorded) by the runtime unless `name_lookup = true`.
 
 use super::denials::{Denial, Denials, Rule};
-use super::{Capability, Need, Reach, Resolving};
+use super::{Capability, Need, Preparing, Reach, Resolving};
 use crate::interface::types::Effects;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
@@ -156,7 +156,7 @@ impl SocketGrants {
 
     /// Switches TCP and UDP on in `wasi`, with every address checked here and
     /// each refusal recorded in `denials`.
-    pub fn apply(self: &Arc<Self>, wasi: &mut WasiCtxBuilder, denials: &Denials) {
+    fn apply(self: &Arc<Self>, wasi: &mut WasiCtxBuilder, denials: &Denials) {
         let grants = self.clone();
         let denials = denials.clone();
         wasi.allow_tcp(true)
@@ -218,6 +218,13 @@ impl Capability for Sockets {
 
     fn describe(grant: &Arc<SocketGrants>) -> super::Description {
         grant.describe()
+    }
+
+    type Call = ();
+
+    fn prepare(grant: &Arc<SocketGrants>, call: &mut Preparing) -> anyhow::Result<()> {
+        grant.apply(call.wasi, call.denials);
+        Ok(())
     }
 
     fn narrowed(grant: &Arc<SocketGrants>, effects: Effects) -> Option<&'static str> {

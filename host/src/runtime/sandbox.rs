@@ -12,8 +12,8 @@ use super::engine::{self, EPOCH_TICK, EngineConfig, EpochTicker};
 use super::handler::{Exports, Handler};
 use super::state::{CallContext, CallState, MemoryLimiter};
 use crate::capability::denials::{Denials, Refusals};
-use crate::capability::filesystem::{self, FilesCall};
-use crate::capability::{SandboxGrants, env, sockets};
+use crate::capability::filesystem;
+use crate::capability::{Preparing, SandboxGrants, sockets};
 use crate::digest::Digest;
 use crate::interface::INTERFACE_VERSION;
 use std::future::Future;
@@ -370,11 +370,11 @@ impl Runtime {
         // `new` inherits nothing: no stdin, env, args, preopens or sockets.
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone()).stderr(stderr.clone());
-        // The filesystem's guest functions hand the guest these folders,
-        // with the empty root beside them.
-        let files = FilesCall::prepare(&grants.mounts, call.user.as_deref())?;
-        grants.sockets.apply(&mut wasi, denials);
-        env::apply(&grants.env, &mut wasi);
+        let capabilities = grants.prepare(&mut Preparing {
+            wasi: &mut wasi,
+            denials,
+            user: call.user.as_deref(),
+        })?;
         wasi.max_random_size(1 << 20);
         let counts = StoreLimitsBuilder::new()
             .instances(64)
@@ -384,7 +384,7 @@ impl Runtime {
         let wasi = wasi.build();
         let state = CallState::new(
             wasi,
-            files,
+            capabilities,
             grants.clone(),
             denials.clone(),
             MemoryLimiter::new(counts, grants.limits.memory_bytes()),

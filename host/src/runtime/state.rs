@@ -1,10 +1,9 @@
 //! The state of one sandbox: everything a single call can reach.
 
-use crate::capability::SandboxGrants;
 use crate::capability::denials::Denials;
 use crate::capability::filesystem::{FilesCall, FilesView};
-use crate::capability::network::NetworkHooks;
 use crate::capability::sockets::{SocketGrants, SocketsView};
+use crate::capability::{CallStates, SandboxGrants};
 use crate::interface::mcp_host::plugin::{host, types};
 use crate::printable::truncate;
 use std::future::Future;
@@ -105,7 +104,6 @@ pub struct CallState {
     pub(super) wasi: WasiCtx,
     pub(super) table: ResourceTable,
     pub(super) http: WasiHttpCtx,
-    pub(super) hooks: NetworkHooks,
     pub(super) limiter: MemoryLimiter,
     pub(super) call: CallContext,
     pub(super) log_lines: usize,
@@ -114,14 +112,14 @@ pub struct CallState {
     pub(super) cpu_exhausted: bool,
     grants: Arc<SandboxGrants>,
     denials: Denials,
-    /// What the call holds of the filesystem capability.
-    files: FilesCall,
+    /// What the call holds of each capability.
+    capabilities: CallStates,
 }
 
 impl CallState {
     pub(super) fn new(
         wasi: WasiCtx,
-        files: FilesCall,
+        capabilities: CallStates,
         grants: Arc<SandboxGrants>,
         denials: Denials,
         limiter: MemoryLimiter,
@@ -129,12 +127,10 @@ impl CallState {
     ) -> Self {
         let mut table = ResourceTable::new();
         table.set_max_capacity(10_000);
-        let hooks = NetworkHooks::new(grants.http.clone(), denials.clone());
         CallState {
             wasi,
             table,
             http: WasiHttpCtx::new(),
-            hooks,
             limiter,
             call,
             log_lines: 0,
@@ -142,7 +138,7 @@ impl CallState {
             cpu_exhausted: false,
             grants,
             denials,
-            files,
+            capabilities,
         }
     }
 
@@ -154,11 +150,11 @@ impl CallState {
 
 impl FilesView for CallState {
     fn files(&self) -> &FilesCall {
-        &self.files
+        &self.capabilities.mounts
     }
 
     fn files_mut(&mut self) -> &mut FilesCall {
-        &mut self.files
+        &mut self.capabilities.mounts
     }
 
     fn resources(&mut self) -> &mut ResourceTable {
@@ -194,7 +190,7 @@ impl WasiHttpView for CallState {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: &mut self.hooks,
+            hooks: &mut self.capabilities.http,
         }
     }
 }

@@ -26,7 +26,7 @@ pub use checks::Protected;
 use checks::{check_guest_path, check_overlaps, check_protected};
 pub use guest::{add_to_linker, open_outside_mounts};
 
-use super::{Capability, Need, Reach, Resolving};
+use super::{Capability, Need, Preparing, Reach, Resolving};
 use crate::interface::types::Effects;
 use quota::{Quota, QuotaLimits};
 use rustix::fs::{Mode, OFlags};
@@ -484,6 +484,12 @@ impl Capability for Files {
 
     fn describe(mounts: &Vec<Mount>) -> super::Description {
         describe(mounts)
+    }
+
+    type Call = FilesCall;
+
+    fn prepare(mounts: &Vec<Mount>, call: &mut Preparing) -> anyhow::Result<FilesCall> {
+        FilesCall::prepare(mounts, call.user)
     }
 
     fn narrowed(mounts: &Vec<Mount>, effects: Effects) -> Option<&'static str> {

@@ -23,7 +23,7 @@ pub fn decide(orders: Option<&OrderGuard>, grant: &HttpGrant, request: &RequestF
         return Decision::Deny(Rule::OrderGuardrail(route));
     }
     match grant.rules.iter().find(|rule| rule.matches(request)) {
-        Some(rule) => Decision::Allow(rule.text().to_owned()),
+        Some(_) => Decision::Allow,
         None if !grant.brokers.is_empty() && orders.is_some() => Decision::IfGrantedBroker,
         None if grant.is_empty() => Decision::Deny(Rule::NoNetworkGrant),
         None => Decision::Deny(Rule::NoHttpRule),
@@ -44,11 +44,11 @@ pub fn decide_destination(
             Rule::OrderGuardrail(OrderRoute::Broker(broker.name.clone())),
         ),
         Some(broker)
-            if matches!(decision, Decision::Allow(_)) || grant.brokers.contains(&broker.name) =>
+            if matches!(decision, Decision::Allow) || grant.brokers.contains(&broker.name) =>
         {
             Ok(())
         }
-        _ if matches!(decision, Decision::Allow(_)) => Ok(()),
+        _ if matches!(decision, Decision::Allow) => Ok(()),
         _ => Err(Rule::NoHttpRule),
     }
 }

@@ -26,7 +26,7 @@ mod rules;
 pub use hooks::{NetworkHooks, decide, decide_destination, facts_of};
 pub use rules::{Decision, HostPattern, HttpRule, RequestFacts, glob_match};
 
-use super::{Capability, Need, Reach, Resolving};
+use super::{Capability, Need, Preparing, Reach, Resolving};
 use crate::interface::types::Effects;
 use orders::OrderGuard;
 use std::sync::Arc;
@@ -189,6 +189,13 @@ impl Capability for Http {
         describe(grant)
     }
 
+    /// The send hook every request of the call passes.
+    type Call = NetworkHooks;
+
+    fn prepare(grant: &HttpGrant, call: &mut Preparing) -> anyhow::Result<NetworkHooks> {
+        Ok(NetworkHooks::new(grant.clone(), call.denials.clone()))
+    }
+
     fn narrowed(grant: &HttpGrant, effects: Effects) -> Option<&'static str> {
         match Need::of(effects, Effects::NETWORK_READ, Effects::NETWORK_WRITE) {
             Need::Nothing if !grant.is_empty() => {
@@ -275,7 +282,7 @@ mod tests {
     #[test]
     fn method_host_port_and_path_must_all_match() {
         let rules = rules(&["GET http://127.0.0.1:*/positions"]);
-        let allow = |m, u| matches!(decide(OPEN, &rules, &facts(m, u)), Decision::Allow(_));
+        let allow = |m, u| matches!(decide(OPEN, &rules, &facts(m, u)), Decision::Allow);
         assert!(allow("GET", "http://127.0.0.1:8080/positions"));
         assert!(allow("GET", "http://127.0.0.1:8080/positions?account=1"));
         assert!(!allow("POST", "http://127.0.0.1:8080/positions"));
@@ -288,7 +295,7 @@ mod tests {
     #[test]
     fn default_ports_follow_the_scheme() {
         let rules = rules(&["GET https://api.example.com/v2/bars/*"]);
-        let allow = |u| matches!(decide(OPEN, &rules, &facts("GET", u)), Decision::Allow(_));
+        let allow = |u| matches!(decide(OPEN, &rules, &facts("GET", u)), Decision::Allow);
         assert!(allow("https://api.example.com/v2/bars/AAPL"));
         assert!(allow("https://api.example.com:443/v2/bars/AAPL"));
         assert!(!allow("https://api.example.com:8443/v2/bars/AAPL"));
@@ -298,12 +305,7 @@ mod tests {
     #[test]
     fn subdomain_patterns_exclude_the_domain_itself_and_lookalikes() {
         let rules = rules(&["* https://*.example.com/*"]);
-        let allow = |u| {
-            matches!(
-                decide(OPEN, &rules, &facts("DELETE", u)),
-                Decision::Allow(_)
-            )
-        };
+        let allow = |u| matches!(decide(OPEN, &rules, &facts("DELETE", u)), Decision::Allow);
         assert!(allow("https://a.example.com/x"));
         assert!(allow("https://a.b.example.com/x"));
         assert!(!allow("https://example.com/x"));
@@ -316,7 +318,7 @@ mod tests {
         let rules = rules(&["GET https://api.example.com/v2/bars/*"]);
         let allow = |path: &str| {
             let request = facts("GET", &format!("https://api.example.com{path}"));
-            matches!(decide(OPEN, &rules, &request), Decision::Allow(_))
+            matches!(decide(OPEN, &rules, &request), Decision::Allow)
         };
         for path in [
             "/v2/bars/../orders",
@@ -351,7 +353,7 @@ mod tests {
             matches!(&decision, Decision::Deny(Rule::OrderGuardrail(_))),
             "{decision:?}"
         );
-        assert!(matches!(decide(OPEN, &rules, &order), Decision::Allow(_)));
+        assert!(matches!(decide(OPEN, &rules, &order), Decision::Allow));
     }
 
     #[test]
@@ -440,7 +442,7 @@ mod tests {
             let Ok(uri) = url.parse::<http::Uri>() else { return Ok(()) };
             let request = http::Request::builder().uri(uri).body(()).unwrap();
             if let Ok(request) = facts_of(&request)
-                && let Decision::Allow(_) = decide(OPEN, &rules, &request)
+                && let Decision::Allow = decide(OPEN, &rules, &request)
             {
                 prop_assert!(request.url.path.starts_with("/v2/"), "{} allowed", request.url.path);
             }

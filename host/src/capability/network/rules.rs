@@ -85,9 +85,9 @@ impl fmt::Display for RequestFacts {
 /// The outcome of checking a request before its destination is resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Allowed by the plugin's rule with this text (a declared broker's
-    /// read routes still bind it once the destination is resolved).
-    Allow(String),
+    /// Allowed by one of the plugin's rules (a declared broker's read
+    /// routes still bind it once the destination is resolved).
+    Allow,
     /// No rule allows it by name: allowed only if its destination turns out
     /// to be a broker the plugin was granted, on one of its read routes.
     IfGrantedBroker,
