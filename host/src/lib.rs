@@ -24,6 +24,7 @@ pub mod principal;
 pub mod printable;
 pub mod reload;
 pub mod runtime;
+pub mod shared_state;
 pub mod shutdown;
 pub mod tokens;
 
@@ -34,6 +35,7 @@ use config::Settings;
 use mcp::transport::{self, HttpOptions};
 use plugin::{Registry, loader};
 use runtime::Runtime;
+use shared_state::SharedState;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -168,9 +170,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "plugins loaded from {}",
         settings.plugins.display()
     );
+    // The one place the backend of state replicas would share is chosen.
+    let shared_state = SharedState::in_memory();
     let mut shared = mcp::Shared::new(registry, wasm.clone(), audit.clone());
     shared.native_noop = args.native_noop;
-    shared.tool_calls = auth::rate::Limiter::new(settings.auth.rate_limit.tool_calls_per_minute);
+    shared.tool_calls = shared_state.rate_buckets(settings.auth.rate_limit.tool_calls_per_minute);
     let shared = Arc::new(shared);
     let watch = if args.no_watch {
         None
@@ -191,8 +195,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(addr) => {
             let mut origins = settings.allowed_origins.clone();
             origins.extend(args.allowed_origins);
-            let auth = auth::Authenticator::new(&settings.auth, |name| std::env::var(name).ok())
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let auth = auth::Authenticator::new(
+                &settings.auth,
+                |name| std::env::var(name).ok(),
+                &shared_state,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
             tracing::info!(mode = ?auth.mode, "HTTP clients are authenticated");
             let options = HttpOptions {
                 addr,
@@ -204,6 +212,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 clients: settings.clients,
                 trusted_proxies: settings.trusted_proxies.clone(),
                 shutdown_deadline: settings.shutdown_deadline,
+                shared_state,
             };
             transport::serve_http(shared, options, shutdown, |bound| {
                 tracing::info!("serving MCP over Streamable HTTP at http://{bound}/mcp");

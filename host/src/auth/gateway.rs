@@ -13,9 +13,9 @@
 //! must match the digest that was signed.
 
 use super::Rejected;
+use crate::shared_state::{ReplayRefused, Replays};
 use ring::{digest, hmac};
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::Arc;
 
 /// The header carrying the user id.
 pub const USER: &str = "x-mcp-user";
@@ -34,18 +34,13 @@ pub const BODY_SHA256: &str = "x-mcp-body-sha256";
 /// How far ahead of the host's clock a gateway's may run, in seconds.
 const FUTURE_LEEWAY: u64 = 5;
 
-/// Signatures remembered at once; past it (after forgetting expired ones)
-/// signed requests are refused rather than checked without the cache.
-const MAX_REMEMBERED: usize = 1_000_000;
-
 /// Checks gateway signatures.
 pub struct Gateway {
     pub key: hmac::Key,
     /// How old a signature may be, in seconds.
     pub max_skew: u64,
-    /// Signatures accepted and still inside the window, with the time each
-    /// leaves it.
-    seen: Mutex<HashMap<[u8; 32], u64>>,
+    /// Signatures accepted and still inside the window.
+    seen: Arc<dyn Replays>,
 }
 
 /// The signed parts of one request, as they arrived.
@@ -62,11 +57,13 @@ pub struct Signed<'a> {
 }
 
 impl Gateway {
-    pub fn new(key: hmac::Key, max_skew: u64) -> Gateway {
+    /// Checks signatures made with `key`, at most `max_skew` seconds old,
+    /// each accepted once (`seen` remembers them).
+    pub fn new(key: hmac::Key, max_skew: u64, seen: Arc<dyn Replays>) -> Gateway {
         Gateway {
             key,
             max_skew,
-            seen: Mutex::default(),
+            seen,
         }
     }
 
@@ -142,26 +139,19 @@ impl Gateway {
     /// Records an accepted signature until `expires`; refuses one seen
     /// before.
     fn remember(&self, tag: [u8; 32], expires: u64, now: u64) -> Result<(), Rejected> {
-        let mut seen = self
-            .seen
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if seen.len() >= MAX_REMEMBERED {
-            seen.retain(|_, expiry| *expiry >= now);
-        }
-        if seen.len() >= MAX_REMEMBERED {
-            return Err(Rejected {
-                reason: "replay-cache-full",
-                detail: "too many signed requests inside the skew window; lower max_skew_s".into(),
-            });
-        }
-        if seen.insert(tag, expires).is_some() {
-            return Err(Rejected {
-                reason: "replayed",
-                detail: "this gateway signature was already used".into(),
-            });
-        }
-        Ok(())
+        self.seen
+            .first_use(tag, expires, now)
+            .map_err(|refused| match refused {
+                ReplayRefused::Full => Rejected {
+                    reason: "replay-cache-full",
+                    detail: "too many signed requests inside the skew window; lower max_skew_s"
+                        .into(),
+                },
+                ReplayRefused::Replayed => Rejected {
+                    reason: "replayed",
+                    detail: "this gateway signature was already used".into(),
+                },
+            })
     }
 }
 
@@ -234,7 +224,11 @@ mod tests {
     const BRACES_SHA256: &str = "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
 
     fn gateway() -> Gateway {
-        Gateway::new(hmac::Key::new(hmac::HMAC_SHA256, b"shared"), 300)
+        Gateway::new(
+            hmac::Key::new(hmac::HMAC_SHA256, b"shared"),
+            300,
+            crate::shared_state::SharedState::in_memory().replays(),
+        )
     }
 
     /// A POST to /mcp in session `s1`, by `user` at `timestamp`, signed.

@@ -13,6 +13,7 @@ pub mod jwt;
 pub mod rate;
 
 use crate::principal::{ANONYMOUS, LOCAL, Principal, valid_principal};
+use crate::shared_state::SharedState;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ring::hmac;
@@ -134,7 +135,11 @@ pub struct Credentials<'a> {
 impl Authenticator {
     /// Loads the keys `config` names, reading secrets from the environment
     /// through `env`. Errors say what is missing.
-    pub fn new(config: &AuthConfig, env: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+    pub fn new(
+        config: &AuthConfig,
+        env: impl Fn(&str) -> Option<String>,
+        state: &SharedState,
+    ) -> Result<Self, String> {
         let secret = |name: &Option<String>, key: &str| -> Result<Option<Vec<u8>>, String> {
             let Some(name) = name else { return Ok(None) };
             match env(name) {
@@ -185,6 +190,7 @@ impl Authenticator {
                 gateway = Some(gateway::Gateway::new(
                     hmac::Key::new(hmac::HMAC_SHA256, &key),
                     config.max_skew_s,
+                    state.replays(),
                 ));
             }
         }
@@ -301,16 +307,22 @@ mod tests {
             ..AuthConfig::default()
         };
         let no_env = |_: &str| None;
-        assert!(Authenticator::new(&config(Mode::Direct), no_env).is_err());
-        assert!(Authenticator::new(&config(Mode::Gateway), no_env).is_err());
+        assert!(
+            Authenticator::new(&config(Mode::Direct), no_env, &SharedState::in_memory()).is_err()
+        );
+        assert!(
+            Authenticator::new(&config(Mode::Gateway), no_env, &SharedState::in_memory()).is_err()
+        );
         let short = AuthConfig {
             gateway_secret_env: Some("S".into()),
             ..config(Mode::Gateway)
         };
-        let error = Authenticator::new(&short, |_| Some("short".into()))
+        let error = Authenticator::new(&short, |_| Some("short".into()), &SharedState::in_memory())
             .err()
             .unwrap();
         assert!(error.contains("32 bytes"), "{error}");
-        assert!(Authenticator::new(&config(Mode::Public), no_env).is_ok());
+        assert!(
+            Authenticator::new(&config(Mode::Public), no_env, &SharedState::in_memory()).is_ok()
+        );
     }
 }

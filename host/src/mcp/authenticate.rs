@@ -5,10 +5,10 @@
 use super::client_address::ClientAddress;
 use super::http_errors;
 use super::protocol::{self, SESSION_HEADER};
-use crate::auth::rate::Limiter;
 use crate::auth::{Authenticator, Credentials, Mode, Refusal, gateway};
 use crate::metrics::Metrics;
 use crate::principal::Principal;
+use crate::shared_state::RateBuckets;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -24,9 +24,9 @@ pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 pub struct Gate {
     pub auth: Authenticator,
     /// Requests per principal (or client address, for anonymous clients).
-    pub requests: Limiter,
+    pub requests: Arc<dyn RateBuckets>,
     /// Failed authentications per client address and per credential.
-    pub failures: Limiter,
+    pub failures: Arc<dyn RateBuckets>,
     /// Credentials that authenticated recently.
     pub recent: RecentCredentials,
     /// How long a body (read here in gateway mode) may take to arrive.

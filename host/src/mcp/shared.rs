@@ -5,10 +5,10 @@
 use super::drain::InFlight;
 use super::tasks::Tasks;
 use crate::audit::AuditLog;
-use crate::auth::rate::Limiter;
 use crate::metrics::Metrics;
 use crate::plugin::{Change, Registry};
 use crate::runtime::Runtime;
+use crate::shared_state::{RateBuckets, SharedState};
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 use tokio::sync::broadcast;
@@ -25,7 +25,7 @@ pub struct Shared {
     /// Calls running (or run) as tasks.
     pub tasks: Arc<Tasks>,
     /// Tool calls per principal and tool (not for the local user).
-    pub tool_calls: Limiter,
+    pub tool_calls: Arc<dyn RateBuckets>,
     /// What `/metrics` reports.
     pub metrics: Arc<Metrics>,
     /// Plugin calls running now, which shutdown waits for.
@@ -41,7 +41,7 @@ impl Shared {
             changes: broadcast::channel(16).0,
             native_noop: false,
             tasks: Arc::default(),
-            tool_calls: Limiter::new(0),
+            tool_calls: SharedState::in_memory().rate_buckets(0),
             metrics: Arc::default(),
             in_flight: InFlight::default(),
         }

@@ -9,8 +9,8 @@ use super::listener::{self, ConnectionLimits};
 use super::protocol::{self, MAX_BODY};
 use super::sessions::{self, SessionLimits, Sessions};
 use super::{McpServer, Shared};
-use crate::auth::rate::Limiter;
 use crate::auth::{self, Authenticator, Mode};
+use crate::shared_state::SharedState;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
@@ -45,6 +45,8 @@ pub struct HttpOptions {
     pub trusted_proxies: TrustedProxies,
     /// How long shutdown waits for calls in flight.
     pub shutdown_deadline: Duration,
+    /// Where rate buckets are kept.
+    pub shared_state: SharedState,
 }
 
 /// Refuses addresses other clients could reach unless clients are
@@ -118,8 +120,12 @@ pub async fn serve_http(
     ));
     let gate = Arc::new(Gate {
         auth: options.auth,
-        requests: Limiter::new(options.rate.requests_per_minute),
-        failures: Limiter::new(options.rate.failed_auth_per_minute),
+        requests: options
+            .shared_state
+            .rate_buckets(options.rate.requests_per_minute),
+        failures: options
+            .shared_state
+            .rate_buckets(options.rate.failed_auth_per_minute),
         recent: Default::default(),
         read_timeout: options.connections.read_timeout,
         metrics: shared.metrics.clone(),

@@ -1,0 +1,89 @@
+//! The seam for state the host keeps across requests, which several
+//! replicas of the host would have to share: rate buckets and gateway
+//! signatures already accepted. Each is a trait with this process's
+//! in-memory version behind it, and [`SharedState`] chooses the backend in
+//! one place, at start: another (Redis) is one more variant there, and no
+//! caller changes.
+//!
+//! Not behind the seam yet: the session table and rmcp's sessions under it
+//! (rmcp keeps a session's streams in this process), tasks (whose running
+//! calls are this process's), and the quota ledgers (which measure the
+//! disk they guard).
+
+mod rate;
+mod replays;
+
+pub use rate::MemoryRateBuckets;
+pub use replays::MemoryReplays;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Token buckets of one budget, by key (a principal, a client address, a
+/// principal and tool).
+pub trait RateBuckets: Send + Sync {
+    /// Takes one token from `key`'s bucket at `now`; when it is empty, how
+    /// long until it holds one again.
+    fn take(&self, key: &str, now: Instant) -> Result<(), Duration>;
+
+    /// Whether `key`'s bucket is empty at `now` (taking nothing); if so,
+    /// how long until it holds a token again.
+    fn check(&self, key: &str, now: Instant) -> Result<(), Duration>;
+}
+
+/// Why a gateway signature was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayRefused {
+    /// It was accepted before.
+    Replayed,
+    /// Too many are remembered to take another.
+    Full,
+}
+
+/// Gateway signatures accepted and still inside the skew window.
+pub trait Replays: Send + Sync {
+    /// Accepts the signature `tag` once, remembering it until `expires`
+    /// (Unix seconds; `now` is the time).
+    fn first_use(&self, tag: [u8; 32], expires: u64, now: u64) -> Result<(), ReplayRefused>;
+}
+
+/// Where the host keeps its shared state.
+#[derive(Clone, Debug)]
+pub struct SharedState {
+    backend: Backend,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    /// This process's memory: nothing is shared with another replica.
+    Memory,
+}
+
+impl SharedState {
+    /// Everything in this process's memory.
+    pub fn in_memory() -> SharedState {
+        SharedState {
+            backend: Backend::Memory,
+        }
+    }
+
+    /// Buckets holding `per_minute` tokens each (0: no limit).
+    pub fn rate_buckets(&self, per_minute: u32) -> Arc<dyn RateBuckets> {
+        match self.backend {
+            Backend::Memory => Arc::new(MemoryRateBuckets::new(per_minute)),
+        }
+    }
+
+    /// A record of accepted gateway signatures.
+    pub fn replays(&self) -> Arc<dyn Replays> {
+        match self.backend {
+            Backend::Memory => Arc::new(MemoryReplays::default()),
+        }
+    }
+}
+
+impl Default for SharedState {
+    fn default() -> Self {
+        SharedState::in_memory()
+    }
+}
