@@ -175,6 +175,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut shared = mcp::Shared::new(registry, wasm.clone(), audit.clone());
     shared.native_noop = args.native_noop;
     shared.tool_calls = shared_state.rate_buckets(settings.auth.rate_limit.tool_calls_per_minute);
+    shared.tasks = shared_state.tasks();
     let shared = Arc::new(shared);
     let watch = if args.no_watch {
         None

@@ -3,12 +3,11 @@
 //! what is in flight).
 
 use super::drain::InFlight;
-use super::tasks::Tasks;
 use crate::audit::AuditLog;
 use crate::metrics::Metrics;
 use crate::plugin::{Change, Registry};
 use crate::runtime::Runtime;
-use crate::shared_state::{RateBuckets, SharedState};
+use crate::shared_state::{RateBuckets, SharedState, TaskStore};
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 use tokio::sync::broadcast;
@@ -23,7 +22,7 @@ pub struct Shared {
     /// Whether `host__noop` is served (for benchmarks).
     pub native_noop: bool,
     /// Calls running (or run) as tasks.
-    pub tasks: Arc<Tasks>,
+    pub tasks: Arc<dyn TaskStore>,
     /// Tool calls per principal and tool (not for the local user).
     pub tool_calls: Arc<dyn RateBuckets>,
     /// What `/metrics` reports.
@@ -40,7 +39,7 @@ impl Shared {
             audit,
             changes: broadcast::channel(16).0,
             native_noop: false,
-            tasks: Arc::default(),
+            tasks: SharedState::in_memory().tasks(),
             tool_calls: SharedState::in_memory().rate_buckets(0),
             metrics: Arc::default(),
             in_flight: InFlight::default(),

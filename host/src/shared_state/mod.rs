@@ -1,23 +1,26 @@
 //! The seam for state the host keeps across requests, which several
-//! replicas of the host would have to share: rate buckets and gateway
-//! signatures already accepted. Each is a trait with this process's
+//! replicas of the host would have to share: rate buckets, gateway
+//! signatures already accepted, and tasks. Each is a trait with this process's
 //! in-memory version behind it, and [`SharedState`] chooses the backend in
 //! one place, at start: another (Redis) is one more variant there, and no
 //! caller changes.
 //!
 //! Not behind the seam yet: the session table and rmcp's sessions under it
-//! (rmcp keeps a session's streams in this process), tasks (whose running
-//! calls are this process's), and the quota ledgers (which measure the
-//! disk they guard).
+//! (rmcp keeps a session's streams in this process), and the quota ledgers
+//! (which measure the disk they guard).
 
 mod rate;
 mod replays;
+mod tasks;
 
 pub use rate::MemoryRateBuckets;
 pub use replays::MemoryReplays;
+pub use tasks::{MAX_TASKS, MAX_TASKS_PER_OWNER, MemoryTasks, TTL};
 
+use rmcp::model::{DetailedTask, JsonObject, Task};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// Token buckets of one budget, by key (a principal, a client address, a
 /// principal and tool).
@@ -47,6 +50,33 @@ pub trait Replays: Send + Sync {
     fn first_use(&self, tag: [u8; 32], expires: u64, now: u64) -> Result<(), ReplayRefused>;
 }
 
+/// How a task's work ended, when it was not cancelled.
+pub enum Outcome {
+    /// The tool's result (a tool error included).
+    Completed(JsonObject),
+    /// The call failed outside the tool: a JSON-RPC error object.
+    Failed(JsonObject),
+}
+
+/// Calls running (or run) as tasks, each its starter's alone. The work of
+/// a task runs in the process that started it; the token it is given
+/// stops it.
+pub trait TaskStore: Send + Sync {
+    /// A new working task of `owner`, and the token that stops its work;
+    /// `None` when the store is full.
+    fn create(&self, owner: &str) -> Option<(Task, CancellationToken)>;
+    /// `owner`'s task `id` as `tasks/get` shows it.
+    fn get(&self, id: &str, owner: &str) -> Option<DetailedTask>;
+    /// Asks `owner`'s task `id` to stop; whether it exists. A task that
+    /// finished already keeps its outcome.
+    fn cancel(&self, id: &str, owner: &str) -> bool;
+    /// Shows `message` as the running task's status message.
+    fn report(&self, id: &str, message: String);
+    /// Ends the task `id` with `outcome`; a task whose cancellation was
+    /// asked for ends cancelled, whatever its work returned.
+    fn finish(&self, id: &str, outcome: Outcome);
+}
+
 /// Where the host keeps its shared state.
 #[derive(Clone, Debug)]
 pub struct SharedState {
@@ -71,6 +101,13 @@ impl SharedState {
     pub fn rate_buckets(&self, per_minute: u32) -> Arc<dyn RateBuckets> {
         match self.backend {
             Backend::Memory => Arc::new(MemoryRateBuckets::new(per_minute)),
+        }
+    }
+
+    /// The tasks store.
+    pub fn tasks(&self) -> Arc<dyn TaskStore> {
+        match self.backend {
+            Backend::Memory => Arc::new(MemoryTasks::default()),
         }
     }
 

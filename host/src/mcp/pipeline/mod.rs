@@ -10,7 +10,7 @@ mod record;
 
 use super::Shared;
 use super::request::{Caller, Origin};
-use super::tasks::{Outcome, TaskObserver};
+use super::tasks::TaskObserver;
 use crate::audit::{Client, Event};
 use crate::client_text::shown;
 use crate::interface::types;
@@ -18,6 +18,7 @@ use crate::plugin::manifest::{self, ToolEntry};
 use crate::plugin::{LoadedPlugin, Registry};
 use crate::policy::Grants;
 use crate::runtime::{CallContext, CallError, Diagnostics, Entry};
+use crate::shared_state::Outcome;
 use rmcp::ErrorData as McpError;
 use rmcp::model::{
     CallToolResponse, CallToolResult, ClientCapabilities, ContentBlock, CreateTaskResult,
