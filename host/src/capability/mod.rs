@@ -27,8 +27,8 @@ use std::sync::Arc;
 
 /// One kind of grant, after Spin's `Factor`: a policy section turned into
 /// a grant once per policy (`resolve`, pure but for what [`Resolving`]
-/// hands it), then narrowed per tool and described, each by the
-/// capability's own rules.
+/// hands it), narrowed per tool and described, then made into each call's
+/// state (`prepare`), each by the capability's own rules.
 pub trait Capability {
     /// The policy file's key for its section (`mounts`, `[network]`, ...).
     const SECTION: &'static str;
@@ -38,6 +38,9 @@ pub trait Capability {
     /// What a plugin's calls hold: resolved, validated, ready to enforce.
     /// The default grants nothing.
     type Grant: Clone + std::fmt::Debug + Default + Send + Sync + 'static;
+    /// What one call holds of the capability (wasmtime-wasi's `XCtx`):
+    /// the state its guest functions reach through its view; `()` for none.
+    type Call: Send + 'static;
 
     /// The grant a section gives, or why it cannot be given.
     fn resolve(spec: &Self::Spec, host: &Resolving) -> Result<Self::Grant, String>;
@@ -63,10 +66,6 @@ pub trait Capability {
     fn narrowed(_grant: &Self::Grant, _effects: Effects) -> Option<&'static str> {
         None
     }
-
-    /// What one call holds of the capability (wasmtime-wasi's `XCtx`):
-    /// the state its guest functions reach through its view; `()` for none.
-    type Call: Send + 'static;
 
     /// Builds one call's state from the (narrowed) grant, and gives the
     /// call's WASI context what the grant allows (Spin's `prepare`).
