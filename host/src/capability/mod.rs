@@ -24,6 +24,8 @@ use network::orders::OrderGuard;
 use serde::de::{DeserializeOwned, MapAccess};
 use services::HostServices;
 use std::sync::Arc;
+use wasmtime::component::Linker;
+use wasmtime_wasi::WasiView;
 
 /// One kind of grant, after Spin's `Factor`: a policy section turned into
 /// a grant once per policy (`resolve`, pure but for what [`Resolving`]
@@ -70,6 +72,23 @@ pub trait Capability {
     /// Builds one call's state from the (narrowed) grant, and gives the
     /// call's WASI context what the grant allows (Spin's `prepare`).
     fn prepare(grant: &Self::Grant, call: &mut Preparing) -> anyhow::Result<Self::Call>;
+
+    /// Adds its guest functions to the component linker, which already
+    /// holds WASI: once, when the runtime starts (Spin's `init`).
+    fn add_to_linker<T: CallData>(_linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+/// The store data of one call, as every capability's guest functions see
+/// it: WASI's context and resource table, each capability's call state,
+/// the call's grants and its refusal log. The runtime's call state is the
+/// one implementation; each capability's view is made from it.
+pub trait CallData: WasiView + 'static {
+    fn capabilities(&self) -> &CallStates;
+    fn capabilities_mut(&mut self) -> &mut CallStates;
+    fn grants(&self) -> &SandboxGrants;
+    fn denials(&self) -> &denials::Denials;
 }
 
 /// What preparing one call's sandbox hands each capability.
@@ -180,6 +199,13 @@ macro_rules! capabilities {
                 )*
                 Ok(false)
             }
+        }
+
+        /// Adds every capability's guest functions to `linker`, which
+        /// already holds WASI.
+        pub fn add_to_linker<T: CallData>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+            $(<$capability as Capability>::add_to_linker(linker)?;)*
+            Ok(())
         }
 
         /// What one call holds of each capability.

@@ -227,6 +227,10 @@ impl Capability for Sockets {
         Ok(())
     }
 
+    fn add_to_linker<T: super::CallData>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        add_to_linker(linker)
+    }
+
     fn narrowed(grant: &Arc<SocketGrants>, effects: Effects) -> Option<&'static str> {
         let granted = grant.any_socket() || grant.name_lookup;
         (granted && !effects.contains(Effects::NETWORK_WRITE))
@@ -234,11 +238,21 @@ impl Capability for Sockets {
     }
 }
 
-/// How a store's data hands the sockets capability the call's grant and
-/// refusal log; WASI's own sockets view comes with it.
+/// The sockets' view of a call's store data: the call's grant and refusal
+/// log, with WASI's own sockets view beside them.
 pub trait SocketsView: WasiSocketsView + 'static {
     fn socket_grants(&self) -> &SocketGrants;
     fn sockets_denials(&self) -> &Denials;
+}
+
+impl<T: super::CallData> SocketsView for T {
+    fn socket_grants(&self) -> &SocketGrants {
+        &self.grants().sockets
+    }
+
+    fn sockets_denials(&self) -> &Denials {
+        self.denials()
+    }
 }
 
 const NAME_LOOKUP: &str = "wasi:sockets/ip-name-lookup@0.2.12";
@@ -246,7 +260,7 @@ const NAME_LOOKUP: &str = "wasi:sockets/ip-name-lookup@0.2.12";
 /// Adds the sockets' guest function in front of WASI's (which `linker`
 /// must already hold): name lookup is refused, and recorded, unless the
 /// policy grants it, instead of failing silently inside wasmtime-wasi.
-pub fn add_to_linker<T: SocketsView>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+fn add_to_linker<T: SocketsView>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     let mut lookup = linker.instance(NAME_LOOKUP)?;
     lookup.func_wrap(

@@ -12,8 +12,7 @@ use super::engine::{self, EPOCH_TICK, EngineConfig, EpochTicker};
 use super::handler::{Exports, Handler};
 use super::state::{CallContext, CallState, MemoryLimiter};
 use crate::capability::denials::{Denials, Refusals};
-use crate::capability::filesystem;
-use crate::capability::{Preparing, SandboxGrants, sockets};
+use crate::capability::{Preparing, SandboxGrants};
 use crate::digest::Digest;
 use crate::interface::INTERFACE_VERSION;
 use std::future::Future;
@@ -176,8 +175,7 @@ impl Runtime {
             |state| state,
         )
         .map_err(link)?;
-        filesystem::add_to_linker(&mut linker, filesystem::open_outside_mounts()?).map_err(link)?;
-        sockets::add_to_linker(&mut linker).map_err(link)?;
+        crate::capability::add_to_linker(&mut linker).map_err(link)?;
         let cache = match &config.cache_dir {
             Some(dir) => ComponentCache::open(dir, &engine).unwrap_or_else(|why| {
                 tracing::warn!("{why}");

@@ -1,9 +1,7 @@
 //! The state of one sandbox: everything a single call can reach.
 
 use crate::capability::denials::Denials;
-use crate::capability::filesystem::{FilesCall, FilesView};
-use crate::capability::sockets::{SocketGrants, SocketsView};
-use crate::capability::{CallStates, SandboxGrants};
+use crate::capability::{CallData, CallStates, SandboxGrants};
 use crate::interface::mcp_host::plugin::{host, types};
 use crate::printable::truncate;
 use std::future::Future;
@@ -148,30 +146,20 @@ impl CallState {
     }
 }
 
-impl FilesView for CallState {
-    fn files(&self) -> &FilesCall {
-        &self.capabilities.mounts
+impl CallData for CallState {
+    fn capabilities(&self) -> &CallStates {
+        &self.capabilities
     }
 
-    fn files_mut(&mut self) -> &mut FilesCall {
-        &mut self.capabilities.mounts
+    fn capabilities_mut(&mut self) -> &mut CallStates {
+        &mut self.capabilities
     }
 
-    fn resources(&mut self) -> &mut ResourceTable {
-        &mut self.table
+    fn grants(&self) -> &SandboxGrants {
+        &self.grants
     }
 
     fn denials(&self) -> &Denials {
-        &self.denials
-    }
-}
-
-impl SocketsView for CallState {
-    fn socket_grants(&self) -> &SocketGrants {
-        &self.grants.sockets
-    }
-
-    fn sockets_denials(&self) -> &Denials {
         &self.denials
     }
 }

@@ -6,6 +6,7 @@
 
 use super::Mount;
 use super::quota::Quota;
+use crate::capability::CallData;
 use crate::capability::denials::{Denials, Rule};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,10 +58,10 @@ impl FilesCall {
     }
 }
 
-/// How a store's data hands the filesystem capability its call state, the
-/// resource table and the call's refusal log. WASI's own filesystem view
-/// comes with it: the capability stands in front of wasmtime-wasi, which
-/// stays the enforcement point for paths.
+/// The filesystem's view of a call's store data (wasmtime-wasi's `XView`):
+/// its call state, the resource table and the refusal log, with WASI's own
+/// filesystem view beside them (the capability stands in front of
+/// wasmtime-wasi, which stays the enforcement point for paths).
 pub trait FilesView: WasiFilesystemView + 'static {
     fn files(&self) -> &FilesCall;
     fn files_mut(&mut self) -> &mut FilesCall;
@@ -115,5 +116,23 @@ pub trait FilesView: WasiFilesystemView + 'static {
             }
             None => format!("{verb} {path} (in an opened directory)"),
         }
+    }
+}
+
+impl<T: CallData> FilesView for T {
+    fn files(&self) -> &FilesCall {
+        &self.capabilities().mounts
+    }
+
+    fn files_mut(&mut self) -> &mut FilesCall {
+        &mut self.capabilities_mut().mounts
+    }
+
+    fn resources(&mut self) -> &mut ResourceTable {
+        self.ctx().table
+    }
+
+    fn denials(&self) -> &Denials {
+        CallData::denials(self)
     }
 }

@@ -24,7 +24,7 @@ pub mod quota;
 pub use call::{FilesCall, FilesView, OUTSIDE_MOUNTS, Preopen};
 pub use checks::Protected;
 use checks::{check_guest_path, check_overlaps, check_protected};
-pub use guest::{add_to_linker, open_outside_mounts};
+use guest::{add_to_linker, open_outside_mounts};
 
 use super::{Capability, Need, Preparing, Reach, Resolving};
 use crate::interface::types::Effects;
@@ -490,6 +490,14 @@ impl Capability for Files {
 
     fn prepare(mounts: &Vec<Mount>, call: &mut Preparing) -> anyhow::Result<FilesCall> {
         FilesCall::prepare(mounts, call.user)
+    }
+
+    /// Every sandbox's guest also finds the empty root, opened here once.
+    fn add_to_linker<T: super::CallData>(
+        linker: &mut wasmtime::component::Linker<T>,
+    ) -> wasmtime::Result<()> {
+        let outside = open_outside_mounts().map_err(|e| wasmtime::format_err!("{e:#}"))?;
+        add_to_linker(linker, outside)
     }
 
     fn narrowed(mounts: &Vec<Mount>, effects: Effects) -> Option<&'static str> {
