@@ -172,10 +172,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     // The one place the backend of state replicas would share is chosen.
     let shared_state = SharedState::in_memory();
-    let mut shared = mcp::Shared::new(registry, wasm.clone(), audit.clone());
+    let mut shared = mcp::Shared::new(
+        registry,
+        wasm.clone(),
+        audit.clone(),
+        &shared_state,
+        settings.auth.rate_limit.tool_calls_per_minute,
+    );
     shared.native_noop = args.native_noop;
-    shared.tool_calls = shared_state.rate_buckets(settings.auth.rate_limit.tool_calls_per_minute);
-    shared.tasks = shared_state.tasks();
     let shared = Arc::new(shared);
     let watch = if args.no_watch {
         None

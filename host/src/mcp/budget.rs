@@ -100,7 +100,7 @@ fn is_stream(request: &Request) -> bool {
         || request
             .extensions()
             .get::<JsonRpcMethod>()
-            .is_some_and(|method| method.0 == "subscriptions/listen")
+            .is_some_and(|method| *method == JsonRpcMethod::Listen)
 }
 
 impl Budget {

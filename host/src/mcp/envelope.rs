@@ -8,9 +8,28 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
-/// The method a POST body names, for the layers behind the HTTP framing step.
-#[derive(Clone, Debug)]
-pub struct JsonRpcMethod(pub String);
+/// What the layers behind the HTTP framing step need to know of the
+/// method a POST body names: whether it opens a session or a long-lived
+/// stream. Marked without copying the name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JsonRpcMethod {
+    /// `initialize`: the request opens a session.
+    Initialize,
+    /// `subscriptions/listen`: the answer is a long-lived stream.
+    Listen,
+    /// Any other method.
+    Other,
+}
+
+impl JsonRpcMethod {
+    pub fn of(method: &str) -> JsonRpcMethod {
+        match method {
+            "initialize" => JsonRpcMethod::Initialize,
+            "subscriptions/listen" => JsonRpcMethod::Listen,
+            _ => JsonRpcMethod::Other,
+        }
+    }
+}
 
 /// The envelope of a message as it is on the wire: borrowed from the
 /// body, `params` skipped over (checked to be JSON, not kept).

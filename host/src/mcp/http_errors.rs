@@ -119,9 +119,7 @@ pub async fn frame(
                 .extensions
                 .insert(CancelsRequest(RequestId::of(&cancel.params.request_id)));
         }
-        parts
-            .extensions
-            .insert(JsonRpcMethod(method.as_ref().into()));
+        parts.extensions.insert(JsonRpcMethod::of(method));
     }
     let unnamed = !parts.headers.contains_key(MCP_NAME);
     if unnamed && memchr::memmem::find(&bytes, b"\"tasks/").is_some() {

@@ -32,15 +32,23 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(registry: Registry, runtime: Arc<Runtime>, audit: AuditLog) -> Shared {
+    /// What every connection shares, its tasks and tool-call budgets kept
+    /// in `state` (`tool_calls_per_minute` per principal and tool).
+    pub fn new(
+        registry: Registry,
+        runtime: Arc<Runtime>,
+        audit: AuditLog,
+        state: &SharedState,
+        tool_calls_per_minute: u32,
+    ) -> Shared {
         Shared {
             registry: ArcSwap::from_pointee(registry),
             runtime,
             audit,
             changes: broadcast::channel(16).0,
             native_noop: false,
-            tasks: SharedState::in_memory().tasks(),
-            tool_calls: SharedState::in_memory().rate_buckets(0),
+            tasks: state.tasks(),
+            tool_calls: state.rate_buckets(tool_calls_per_minute),
             metrics: Arc::default(),
             in_flight: InFlight::default(),
         }

@@ -211,10 +211,17 @@ impl Pipeline<'_> {
     pub async fn read<R: Send + 'static>(
         &self,
         plugin: &LoadedPlugin,
-        request: Audited<'_>,
+        method: &'static str,
+        target: &str,
         origin: Origin<'_>,
         entry: Entry<R>,
     ) -> Result<Result<R, CallError>, McpError> {
+        let request = Audited {
+            method,
+            target,
+            arguments: None,
+            started: Instant::now(),
+        };
         let access = &plugin.grants.access;
         let principal = &origin.principal;
         self.admit(

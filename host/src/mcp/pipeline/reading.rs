@@ -5,7 +5,7 @@
 
 use super::super::convert;
 use super::super::request::Origin;
-use super::{Audited, Pipeline};
+use super::Pipeline;
 use crate::client_text::{self, shown};
 use crate::interface::types;
 use rmcp::ErrorData as McpError;
@@ -14,7 +14,6 @@ use rmcp::model::{
     GetPromptResponse, GetPromptResult, ReadResourceRequestParams, ReadResourceResponse,
     ReadResourceResult, Reference,
 };
-use std::time::Instant;
 
 impl Pipeline<'_> {
     /// `resources/read`, for `origin`.
@@ -34,16 +33,11 @@ impl Pipeline<'_> {
             .resource_owner(&uri)
             .ok_or_else(|| not_found(format!("no resource at {}", shown(&uri))))?;
         let requested = uri.clone();
-        let audited = Audited {
-            method: "resources/read",
-            target: &uri,
-            arguments: None,
-            started: Instant::now(),
-        };
         let result = self
             .read(
                 plugin,
-                audited,
+                "resources/read",
+                &uri,
                 origin,
                 Box::new(move |handler, store| {
                     Box::pin(async move { handler.call_read_resource(store, &requested).await })
@@ -91,16 +85,11 @@ impl Pipeline<'_> {
                 other => (name, other.to_string()),
             })
             .collect();
-        let audited = Audited {
-            method: "prompts/get",
-            target: &request.name,
-            arguments: None,
-            started: Instant::now(),
-        };
         let result = self
             .read(
                 plugin,
-                audited,
+                "prompts/get",
+                &request.name,
                 origin,
                 Box::new(move |handler, store| {
                     Box::pin(async move { handler.call_get_prompt(store, &name, &arguments).await })
@@ -185,16 +174,11 @@ impl Pipeline<'_> {
             .and_then(|c| c.arguments)
             .map(|a| a.into_iter().collect())
             .unwrap_or_default();
-        let audited = Audited {
-            method: "completion/complete",
-            target: &target_name,
-            arguments: None,
-            started: Instant::now(),
-        };
         let result = self
             .read(
                 plugin,
-                audited,
+                "completion/complete",
+                &target_name,
                 origin,
                 Box::new(move |handler, store| {
                     Box::pin(async move {

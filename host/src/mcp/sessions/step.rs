@@ -4,7 +4,7 @@
 use super::{Claim, InUse, NoRoom, Sessions};
 use crate::audit::{Client, Event};
 use crate::mcp::client_address::ClientAddress;
-use crate::mcp::envelope::{CancelsRequest, RequestId};
+use crate::mcp::envelope::{CancelsRequest, JsonRpcMethod, RequestId};
 use crate::mcp::protocol::{self, SESSION_HEADER};
 use crate::mcp::{drain, http_errors};
 use crate::principal::{self, Principal};
@@ -187,8 +187,8 @@ pub(super) fn session_id(headers: &http::HeaderMap) -> Result<Option<Arc<str>>, 
 fn opens_session(request: &Request) -> bool {
     request
         .extensions()
-        .get::<crate::mcp::envelope::JsonRpcMethod>()
-        .is_some_and(|method| method.0 == "initialize")
+        .get::<JsonRpcMethod>()
+        .is_some_and(|method| *method == JsonRpcMethod::Initialize)
 }
 
 async fn open(
