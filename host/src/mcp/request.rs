@@ -46,6 +46,7 @@ impl<'a> Origin<'a> {
                     plugin,
                     self.log_level.effective(context),
                     context.meta.get_progress_token(),
+                    !is_modern(context),
                 )),
                 cancel: context.ct.clone(),
                 user: Some(self.principal.id),
@@ -70,10 +71,7 @@ impl<'a> Origin<'a> {
     /// (the Inspector) expect: they cannot take a handle there.
     pub fn takes_tasks(&self) -> bool {
         let context = self.context;
-        let modern = context
-            .protocol_version()
-            .is_some_and(|version| version >= ProtocolVersion::V_2026_07_28);
-        modern
+        is_modern(context)
             && context
                 .client_capabilities()
                 .is_some_and(|capabilities| capabilities.supports_tasks())
@@ -120,4 +118,11 @@ fn session_ended_of(context: &RequestContext<RoleServer>) -> Option<Cancellation
     let parts = context.extensions.get::<http::request::Parts>()?;
     let ended = parts.extensions.get::<super::stateless::CancelCalls>()?;
     Some(ended.0.clone())
+}
+
+/// Whether the request speaks 2026-07-28 or later.
+fn is_modern(context: &RequestContext<RoleServer>) -> bool {
+    context
+        .protocol_version()
+        .is_some_and(|version| version >= ProtocolVersion::V_2026_07_28)
 }

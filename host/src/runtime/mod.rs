@@ -4,9 +4,11 @@ pub mod cache;
 mod capture;
 pub mod engine;
 mod handler;
+mod observer;
 mod sandbox;
 mod state;
 
 pub use engine::EngineConfig;
+pub use observer::{Answer, CallObserver, Notify, Question, Unanswered, Unobserved};
 pub use sandbox::{CallError, Diagnostics, Entry, FailureKind, Prepared, Runtime};
-pub use state::{CallContext, CallObserver, LogLevel, Notify, Unobserved};
+pub use state::{CallContext, LogLevel};

@@ -4,8 +4,6 @@ use crate::capability::denials::Denials;
 use crate::capability::{CallData, CallStates, SandboxGrants};
 use crate::interface::mcp_host::plugin::{host, types};
 use crate::printable::truncate;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use wasmtime::component::ResourceTable;
@@ -13,31 +11,8 @@ use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use super::observer::{CallObserver, Unobserved};
 pub use types::LogLevel;
-
-/// A boxed future the observer returns.
-pub type Notify<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
-
-/// Receives what a plugin reports while it runs (the MCP front forwards it
-/// to the client). Kept abstract so the runtime knows nothing of MCP.
-pub trait CallObserver: Send + Sync {
-    /// A log line from the plugin.
-    fn log(&self, level: LogLevel, message: String) -> Notify<'_>;
-    /// A progress report from the plugin.
-    fn progress(&self, progress: f64, total: Option<f64>, message: Option<String>) -> Notify<'_>;
-}
-
-/// An observer that drops everything (for calls no client waits on).
-pub struct Unobserved;
-
-impl CallObserver for Unobserved {
-    fn log(&self, _: LogLevel, _: String) -> Notify<'_> {
-        Box::pin(std::future::ready(()))
-    }
-    fn progress(&self, _: f64, _: Option<f64>, _: Option<String>) -> Notify<'_> {
-        Box::pin(std::future::ready(()))
-    }
-}
 
 /// Who is waiting on a call, and how to reach them.
 #[derive(Clone)]
