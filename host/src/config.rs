@@ -7,6 +7,7 @@ use crate::mcp::client_address::TrustedProxies;
 use crate::mcp::listener::ConnectionLimits;
 use crate::mcp::sessions::SessionLimits;
 use crate::policy::PolicyDir;
+use crate::shared_state::SharedState;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -199,6 +200,8 @@ impl HttpConfig {
 pub struct Settings {
     pub plugins: PathBuf,
     pub policies: PolicyDir,
+    /// Where state replicas would share is kept.
+    pub shared_state: SharedState,
     pub http: Option<SocketAddr>,
     pub allowed_origins: Vec<String>,
     /// How many HTTP sessions, and for how long.
@@ -311,6 +314,8 @@ impl Settings {
                 .iter()
                 .map(|dir| Protected::new(dir, "the component cache", true)),
         );
+        // The one place the backend of state replicas would share is chosen.
+        let shared_state = SharedState::in_memory();
         Ok(Settings {
             plugins,
             policies: PolicyDir {
@@ -318,8 +323,9 @@ impl Settings {
                 root,
                 protected,
                 create_folders: false,
-                services: Default::default(),
+                services: shared_state.host_services(),
             },
+            shared_state,
             http: file.http.listen,
             sessions: file.http.sessions()?,
             connections: file.http.connections()?,

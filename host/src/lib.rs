@@ -35,7 +35,6 @@ use config::Settings;
 use mcp::transport::{self, HttpOptions};
 use plugin::{Registry, loader};
 use runtime::Runtime;
-use shared_state::SharedState;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -170,8 +169,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "plugins loaded from {}",
         settings.plugins.display()
     );
-    // The one place the backend of state replicas would share is chosen.
-    let shared_state = SharedState::in_memory();
+    let shared_state = settings.shared_state.clone();
     let mut shared = mcp::Shared::new(
         registry,
         wasm.clone(),

@@ -23,10 +23,73 @@ impl Secrets for ProcessEnvironment {
     }
 }
 
+/// Two amounts counted together against two limits (a disk quota's bytes
+/// and entries).
+pub type Amounts = [u64; 2];
+
+/// Running totals capabilities keep against limits: what replicas of the
+/// host sharing the thing counted (a network folder) would have to share.
+pub trait Tallies: Send + Sync {
+    /// The tally `key` (a mount's folder), starting from `measured`: the
+    /// thing counted was just measured, so that is what it holds.
+    fn start(&self, key: &str, measured: Amounts) -> Arc<dyn Tally>;
+}
+
+/// One running total.
+pub trait Tally: Send + Sync {
+    /// What it holds now.
+    fn get(&self) -> Amounts;
+    /// Adds `amounts`, or nothing when a nonzero part of it would take its
+    /// total past its limit in `limits`; whether it added.
+    fn add_within(&self, amounts: Amounts, limits: Amounts) -> bool;
+    /// Takes `amounts` off, stopping at zero.
+    fn subtract(&self, amounts: Amounts);
+}
+
+/// Tallies in this process's memory: each one the count of one holder.
+pub struct MemoryTallies;
+
+impl Tallies for MemoryTallies {
+    fn start(&self, _key: &str, measured: Amounts) -> Arc<dyn Tally> {
+        Arc::new(MemoryTally(std::sync::Mutex::new(measured)))
+    }
+}
+
+struct MemoryTally(std::sync::Mutex<Amounts>);
+
+impl MemoryTally {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Amounts> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Tally for MemoryTally {
+    fn get(&self) -> Amounts {
+        *self.lock()
+    }
+
+    fn add_within(&self, amounts: Amounts, limits: Amounts) -> bool {
+        let mut total = self.lock();
+        let sum = [0, 1].map(|i| total[i].saturating_add(amounts[i]));
+        if (0..2).any(|i| amounts[i] > 0 && sum[i] > limits[i]) {
+            return false;
+        }
+        *total = sum;
+        true
+    }
+
+    fn subtract(&self, amounts: Amounts) {
+        let mut total = self.lock();
+        *total = [0, 1].map(|i| total[i].saturating_sub(amounts[i]));
+    }
+}
+
 /// The host's services.
 #[derive(Clone)]
 pub struct HostServices {
     pub secrets: Arc<dyn Secrets>,
+    /// Where disk quotas count what their folders hold.
+    pub tallies: Arc<dyn Tallies>,
 }
 
 impl std::fmt::Debug for HostServices {
@@ -36,10 +99,11 @@ impl std::fmt::Debug for HostServices {
 }
 
 impl Default for HostServices {
-    /// Secrets from the host's environment.
+    /// Secrets from the host's environment; tallies in memory.
     fn default() -> Self {
         HostServices {
             secrets: Arc::new(ProcessEnvironment),
+            tallies: Arc::new(MemoryTallies),
         }
     }
 }

@@ -423,6 +423,7 @@ mod tests {
     fn no_secrets() -> HostServices {
         HostServices {
             secrets: Arc::new(|_: &str| None),
+            ..HostServices::default()
         }
     }
 

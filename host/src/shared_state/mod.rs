@@ -1,13 +1,19 @@
 //! The seam for state the host keeps across requests, which several
 //! replicas of the host would have to share: rate buckets, gateway
-//! signatures already accepted, and tasks. Each is a trait with this process's
+//! signatures already accepted, tasks and disk-quota tallies. Each is a trait with this process's
 //! in-memory version behind it, and [`SharedState`] chooses the backend in
 //! one place, at start: another (Redis) is one more variant there, and no
 //! caller changes.
 //!
-//! Not behind the seam yet: the session table and rmcp's sessions under it
-//! (rmcp keeps a session's streams in this process), and the quota ledgers
-//! (which measure the disk they guard).
+//! Capabilities reach theirs through the host's services
+//! ([`SharedState::host_services`]): disk quotas keep their counts as
+//! tallies, so hosts sharing a network folder could share its quota.
+//!
+//! Not behind the seam: the session table and rmcp's sessions under it.
+//! A session's streams are held open by the process that answered its
+//! `initialize`, so replicas route a session to one process by its
+//! `Mcp-Session-Id` (sticky routing in the proxy in front) and its table
+//! stays that process's own; 2026-07-28 clients need no session at all.
 
 mod rate;
 mod replays;
@@ -17,6 +23,7 @@ pub use rate::MemoryRateBuckets;
 pub use replays::MemoryReplays;
 pub use tasks::{MAX_TASKS, MAX_TASKS_PER_OWNER, MemoryTasks, TTL};
 
+use crate::capability::services::{HostServices, MemoryTallies, Tallies};
 use rmcp::model::{DetailedTask, JsonObject, Task};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -108,6 +115,17 @@ impl SharedState {
     pub fn tasks(&self) -> Arc<dyn TaskStore> {
         match self.backend {
             Backend::Memory => Arc::new(MemoryTasks::default()),
+        }
+    }
+
+    /// The host's services for capabilities, their state kept here.
+    pub fn host_services(&self) -> HostServices {
+        let tallies: Arc<dyn Tallies> = match self.backend {
+            Backend::Memory => Arc::new(MemoryTallies),
+        };
+        HostServices {
+            tallies,
+            ..HostServices::default()
         }
     }
 

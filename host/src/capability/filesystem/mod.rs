@@ -26,6 +26,7 @@ pub use checks::Protected;
 use checks::{check_guest_path, check_overlaps, check_protected};
 use guest::{add_to_linker, open_outside_mounts};
 
+use super::services::Tallies;
 use super::{Capability, Need, Preparing, Reach, Resolving};
 use crate::interface::types::Effects;
 use quota::{Quota, QuotaLimits};
@@ -116,6 +117,8 @@ pub struct Mount {
     /// The quota of each folder measured so far: the mount's, or each
     /// user's of a per-user mount. Shared by every copy of the mount.
     measured: Arc<Mutex<HashMap<Option<String>, Arc<Quota>>>>,
+    /// Where the quotas keep their counts (the host's services).
+    tallies: Arc<dyn Tallies>,
 }
 
 impl std::fmt::Debug for Mount {
@@ -230,7 +233,21 @@ impl Mount {
         let mut measured = self.measured.lock().unwrap_or_else(|e| e.into_inner());
         measured
             .entry(user)
-            .or_insert_with(|| Arc::new(Quota::measure(dir.dir.as_ref(), &self.guest, self.quota)))
+            .or_insert_with_key(|user| {
+                let folder = match user {
+                    Some(user) => self.host.join(user),
+                    None => self.host.clone(),
+                };
+                let key = folder.to_string_lossy();
+                let tallies = self.tallies.as_ref();
+                Arc::new(Quota::measure(
+                    dir.dir.as_ref(),
+                    &self.guest,
+                    self.quota,
+                    tallies,
+                    &key,
+                ))
+            })
             .clone()
     }
 
@@ -303,6 +320,7 @@ impl Mount {
             held: None,
             quota: QuotaLimits::new(None, None),
             measured: Arc::default(),
+            tallies: Arc::new(super::services::MemoryTallies),
         }
     }
 
@@ -316,7 +334,7 @@ impl Mount {
 /// is opened one segment at a time without following any symlink. A missing
 /// read-write (or per-user) folder is left for [`create_missing`]; a missing
 /// read-only one is an error. Creates nothing.
-fn resolve(spec: &MountSpec, root: &Root) -> Result<Mount, String> {
+fn resolve(spec: &MountSpec, root: &Root, tallies: Arc<dyn Tallies>) -> Result<Mount, String> {
     check_guest_path(&spec.guest)?;
     let per_user = spec.host.file_name() == Some(USER_PLACEHOLDER.as_ref());
     let written = spec.host.to_string_lossy();
@@ -391,6 +409,7 @@ fn resolve(spec: &MountSpec, root: &Root) -> Result<Mount, String> {
         held,
         quota: QuotaLimits::new(spec.max_mib, spec.max_entries),
         measured: Arc::default(),
+        tallies,
     })
 }
 
@@ -454,7 +473,7 @@ impl Capability for Files {
     fn resolve(spec: &Vec<MountSpec>, host: &Resolving) -> Result<Vec<Mount>, String> {
         let mounts = spec
             .iter()
-            .map(|spec| resolve(spec, host.root))
+            .map(|spec| resolve(spec, host.root, host.services.tallies.clone()))
             .collect::<Result<Vec<_>, _>>()?;
         check_overlaps(&mounts)?;
         check_protected(&mounts, host.protected)?;
@@ -516,6 +535,10 @@ impl Capability for Files {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn memory() -> Arc<dyn Tallies> {
+        Arc::new(crate::capability::services::MemoryTallies)
+    }
     use std::os::unix::fs::symlink;
 
     fn spec(host: &str, guest: &str, access: Access) -> MountSpec {
@@ -550,8 +573,12 @@ mod tests {
     fn per_user_mounts_give_each_user_a_folder_of_their_own() {
         let dir = tempfile::tempdir().unwrap();
         let root = root_of(&dir);
-        let mut mounts =
-            [resolve(&spec("users/{user}", "/data", Access::ReadWrite), &root).unwrap()];
+        let mut mounts = [resolve(
+            &spec("users/{user}", "/data", Access::ReadWrite),
+            &root,
+            memory(),
+        )
+        .unwrap()];
         assert!(mounts[0].to_be_created() && !dir.path().join("users").exists());
         create_missing(&mut mounts, &root).unwrap();
         let mount = &mounts[0];
@@ -578,7 +605,7 @@ mod tests {
             host: "{user}/x".into(),
             ..spec("", "/data", Access::ReadWrite)
         };
-        assert!(resolve(&nested, &root).is_err());
+        assert!(resolve(&nested, &root, memory()).is_err());
     }
 
     #[test]
@@ -587,7 +614,12 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("users")).unwrap();
         let root = root_of(&dir);
-        let mount = resolve(&spec("users/{user}", "/data", Access::ReadWrite), &root).unwrap();
+        let mount = resolve(
+            &spec("users/{user}", "/data", Access::ReadWrite),
+            &root,
+            memory(),
+        )
+        .unwrap();
         std::fs::rename(dir.path().join("users"), dir.path().join("moved")).unwrap();
         symlink(outside.path(), dir.path().join("users")).unwrap();
         mount.open_for(Some("bob")).unwrap();
@@ -606,7 +638,12 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("data/share")).unwrap();
         std::fs::write(dir.path().join("data/share/mine"), "x").unwrap();
         let root = root_of(&dir);
-        let mount = resolve(&spec("data/share", "/share", Access::ReadOnly), &root).unwrap();
+        let mount = resolve(
+            &spec("data/share", "/share", Access::ReadOnly),
+            &root,
+            memory(),
+        )
+        .unwrap();
         // Swap the folder for a symlink out of the root, then its parent too.
         std::fs::rename(dir.path().join("data/share"), dir.path().join("data/old")).unwrap();
         symlink(outside.path(), dir.path().join("data/share")).unwrap();
@@ -615,7 +652,11 @@ mod tests {
         symlink(outside.path(), dir.path().join("data")).unwrap();
         assert_eq!(listing(&mount.open_for(None).unwrap().0), ["mine"]);
         // A new load refuses the planted links.
-        let again = resolve(&spec("data/share", "/share", Access::ReadOnly), &root);
+        let again = resolve(
+            &spec("data/share", "/share", Access::ReadOnly),
+            &root,
+            memory(),
+        );
         assert!(again.unwrap_err().contains("symlink"));
     }
 
@@ -627,13 +668,14 @@ mod tests {
         symlink(outside.path(), dir.path().join("link")).unwrap();
         symlink(dir.path().join("data"), dir.path().join("inner-link")).unwrap();
         let root = root_of(&dir);
-        let mount = resolve(&spec("data", "/data", Access::ReadOnly), &root).unwrap();
+        let mount = resolve(&spec("data", "/data", Access::ReadOnly), &root, memory()).unwrap();
         assert_eq!(mount.host, root.path.join("data"));
         let inside = root.path.join("data/in");
         assert!(
             resolve(
                 &spec(inside.to_str().unwrap(), "/in", Access::ReadOnly),
-                &root
+                &root,
+                memory()
             )
             .is_ok()
         );
@@ -647,7 +689,7 @@ mod tests {
             ("inner-link/in", "symlink"),
         ] {
             for access in [Access::ReadOnly, Access::ReadWrite] {
-                let error = resolve(&spec(host, "/m", access), &root).unwrap_err();
+                let error = resolve(&spec(host, "/m", access), &root, memory()).unwrap_err();
                 assert!(error.contains(why), "{host}: {error}");
             }
         }
@@ -658,9 +700,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         let root = root_of(&dir);
-        let mut mounts = [resolve(&spec("new/deep", "/new", Access::ReadWrite), &root).unwrap()];
+        let mut mounts = [resolve(
+            &spec("new/deep", "/new", Access::ReadWrite),
+            &root,
+            memory(),
+        )
+        .unwrap()];
         assert!(!dir.path().join("new").exists());
-        assert!(resolve(&spec("missing", "/m", Access::ReadOnly), &root).is_err());
+        assert!(resolve(&spec("missing", "/m", Access::ReadOnly), &root, memory()).is_err());
         // A link planted between the check and the creation is refused.
         symlink(outside.path(), dir.path().join("new")).unwrap();
         assert!(

@@ -8,9 +8,10 @@
 //! the limit. What other programs write there is seen at the next
 //! measurement, when the policy is next loaded.
 
+use crate::capability::services::{Amounts, Tallies, Tally};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// A read-write mount's default limit, in MiB.
 pub const DEFAULT_MAX_MIB: u64 = 256;
@@ -42,6 +43,10 @@ pub struct Usage {
 }
 
 impl Usage {
+    fn amounts(self) -> Amounts {
+        [self.bytes, self.entries]
+    }
+
     pub fn bytes(bytes: u64) -> Usage {
         Usage { bytes, entries: 0 }
     }
@@ -69,19 +74,26 @@ pub enum OverQuota {
 pub const ENTRY_BLOCK: u64 = 4096;
 
 /// One folder's quota and what it holds now.
-#[derive(Debug)]
 pub struct Quota {
     /// The mount's guest path, for refusals.
     pub guest: String,
     pub limits: QuotaLimits,
-    used: Mutex<Usage>,
+    /// What it holds, kept where the host's services keep tallies.
+    used: Arc<dyn Tally>,
     /// The mount's folder (device and inode), where depths are counted from.
     root: Option<(u64, u64)>,
 }
 
 impl Quota {
-    /// The quota of the folder `dir`, measured now.
-    pub fn measure(dir: &impl AsFd, guest: &str, limits: QuotaLimits) -> Quota {
+    /// The quota of the folder `dir`, measured now, its count kept as the
+    /// tally `key` of `tallies`.
+    pub fn measure(
+        dir: &impl AsFd,
+        guest: &str,
+        limits: QuotaLimits,
+        tallies: &dyn Tallies,
+        key: &str,
+    ) -> Quota {
         let mut used = Usage::default();
         if !walk(dir.as_fd(), &limits, &mut used, 0) {
             tracing::warn!(
@@ -97,7 +109,7 @@ impl Quota {
         Quota {
             guest: guest.to_owned(),
             limits,
-            used: Mutex::new(used),
+            used: tallies.start(key, used.amounts()),
             root: rustix::fs::fstat(dir).ok().map(|stat| identity(&stat)),
         }
     }
@@ -134,28 +146,22 @@ impl Quota {
 
     /// What the folder holds now.
     pub fn used(&self) -> Usage {
-        *self.used.lock().unwrap_or_else(|e| e.into_inner())
+        let [bytes, entries] = self.used.get();
+        Usage { bytes, entries }
     }
 
     /// Takes `usage` from the quota, or nothing if it would pass a limit.
     pub fn charge(&self, usage: Usage) -> Result<(), OverQuota> {
-        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        let bytes = used.bytes.saturating_add(usage.bytes);
-        let entries = used.entries.saturating_add(usage.entries);
-        if (usage.bytes > 0 && bytes > self.limits.max_bytes)
-            || (usage.entries > 0 && entries > self.limits.max_entries)
-        {
-            return Err(OverQuota::Full);
+        let limits = [self.limits.max_bytes, self.limits.max_entries];
+        match self.used.add_within(usage.amounts(), limits) {
+            true => Ok(()),
+            false => Err(OverQuota::Full),
         }
-        *used = Usage { bytes, entries };
-        Ok(())
     }
 
     /// Gives `usage` back (a delete, a shrink, or a charge not used).
     pub fn credit(&self, usage: Usage) {
-        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        used.bytes = used.bytes.saturating_sub(usage.bytes);
-        used.entries = used.entries.saturating_sub(usage.entries);
+        self.used.subtract(usage.amounts());
     }
 }
 
@@ -281,6 +287,12 @@ fn walk(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capability::services::MemoryTallies;
+
+    /// The quota of `held`, its count in memory.
+    fn measured(held: &impl AsFd, limits: QuotaLimits) -> Quota {
+        Quota::measure(held, "/rw", limits, &MemoryTallies, "/rw")
+    }
 
     fn limits(max_bytes: u64, max_entries: u64) -> QuotaLimits {
         QuotaLimits {
@@ -299,7 +311,7 @@ mod tests {
         std::fs::write(outside.path().join("big"), vec![0u8; 10_000]).unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
         let held = std::fs::File::open(dir.path()).unwrap();
-        let quota = Quota::measure(&held, "/rw", limits(1 << 20, 100));
+        let quota = measured(&held, limits(1 << 20, 100));
         assert_eq!(
             quota.used(),
             Usage {
@@ -316,12 +328,12 @@ mod tests {
         std::fs::create_dir_all(&deep).unwrap();
         std::fs::write(deep.join("hidden"), vec![0u8; 10]).unwrap();
         let held = std::fs::File::open(dir.path()).unwrap();
-        let quota = Quota::measure(&held, "/rw", limits(1 << 20, 100_000));
+        let quota = measured(&held, limits(1 << 20, 100_000));
         assert_eq!(quota.used().bytes, 1 << 20);
         let shallow = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(shallow.path().join("d/".repeat(70))).unwrap();
         let held = std::fs::File::open(shallow.path()).unwrap();
-        let quota = Quota::measure(&held, "/rw", limits(1 << 20, 100_000));
+        let quota = measured(&held, limits(1 << 20, 100_000));
         assert_eq!(
             quota.used(),
             Usage {
@@ -337,7 +349,7 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("a/b/c")).unwrap();
         std::os::unix::fs::symlink("a/b/c", dir.path().join("link")).unwrap();
         let held = std::fs::File::open(dir.path()).unwrap();
-        let quota = Quota::measure(&held, "/rw", limits(1 << 20, 100));
+        let quota = measured(&held, limits(1 << 20, 100));
         let depth = |path: &str| {
             let folder = std::fs::File::open(dir.path().join(path)).unwrap();
             quota.depth_of(folder.as_fd())
@@ -380,7 +392,7 @@ mod tests {
             std::fs::write(dir.path().join(i.to_string()), b"x").unwrap();
         }
         let held = std::fs::File::open(dir.path()).unwrap();
-        let quota = Quota::measure(&held, "/rw", limits(1 << 20, 10));
+        let quota = measured(&held, limits(1 << 20, 10));
         assert_eq!(quota.used().entries, 11);
         assert!(quota.charge(Usage::entry(0)).is_err());
     }
@@ -389,7 +401,7 @@ mod tests {
     fn a_charge_past_either_limit_takes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let held = std::fs::File::open(dir.path()).unwrap();
-        let quota = Quota::measure(&held, "/rw", limits(100, 2));
+        let quota = measured(&held, limits(100, 2));
         assert!(quota.charge(Usage::entry(60)).is_ok());
         assert!(quota.charge(Usage::entry(60)).is_err());
         assert_eq!(
@@ -417,7 +429,7 @@ mod tests {
     fn a_ledger_keeps_charges_of_what_succeeded_and_refunds_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let held = std::fs::File::open(dir.path()).unwrap();
-        let quota = Arc::new(Quota::measure(&held, "/rw", limits(100, 10)));
+        let quota = Arc::new(measured(&held, limits(100, 10)));
         let mut failed = Ledger::default();
         failed.charge(&quota, Usage::entry(30)).unwrap();
         failed.settle(false);
