@@ -137,7 +137,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await?;
     for name in &outcome.pending {
-        tracing::warn!(plugin = %name, "still describing itself: it is served once it is done");
+        tracing::warn!(plugin = %name, "still compiling or describing itself: it is served once it is done");
     }
     if args.verbose {
         tracing::info!(

@@ -343,13 +343,16 @@ impl Watch {
     }
 }
 
-/// Watches each folder and its parent (to see the folder itself replaced).
+/// Watches each folder and its parent (to see the folder itself replaced,
+/// or made: a host started without a policies folder sees one created).
 fn watch_folders(watcher: &mut impl Watcher, folders: &[PathBuf]) -> anyhow::Result<()> {
     for folder in folders {
         let _ = watcher.unwatch(folder);
-        watcher
-            .watch(folder, RecursiveMode::NonRecursive)
-            .map_err(|e| anyhow::anyhow!("cannot watch {}: {e}", folder.display()))?;
+        if folder.exists() {
+            watcher
+                .watch(folder, RecursiveMode::NonRecursive)
+                .map_err(|e| anyhow::anyhow!("cannot watch {}: {e}", folder.display()))?;
+        }
         if let Some(parent) = folder.parent().filter(|p| !p.as_os_str().is_empty()) {
             let _ = watcher.watch(parent, RecursiveMode::NonRecursive);
         }

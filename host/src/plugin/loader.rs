@@ -187,14 +187,19 @@ fn describe_grants() -> Arc<SandboxGrants> {
 /// waiting, once it is done.
 pub type Late = (Digest, Result<Arc<Compiled>, String>);
 
-/// How long [`build`] waits for plugins to describe themselves (their own
-/// code, unlike compiling, which is the host's and always awaited).
+/// How long serving waits for components to compile before it answers
+/// clients; the rest join when compiled. Under the ten seconds clients
+/// commonly allow a handshake, and above what any Rust plugin takes cold.
+pub const COMPILE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// How long [`build`] waits for plugins to compile and describe themselves.
 pub enum Patience {
     /// Until every plugin is described: `check`, `explain`, and serving
     /// without reloads.
     All,
-    /// This long; descriptions still running then go on in the background
-    /// and are sent here when done, so one slow plugin never holds up the
+    /// This long for descriptions (and [`COMPILE_PATIENCE`] for
+    /// compiling); what is still running then goes on in the background
+    /// and is sent here when done, so one slow plugin never holds up the
     /// rest.
     Until(
         std::time::Duration,
@@ -290,12 +295,36 @@ pub async fn build(
             });
         }
     }
-    // Compiling is the host's own work: always awaited.
+    // Compiling is the host's own work, awaited while it is quick. One that
+    // takes longer (a large component on a cold cache: an interpreter
+    // compiled in, as Python plugins have) joins when it is done, like a
+    // plugin slow to describe itself, so no client's handshake waits on it.
+    let compile_deadline = match patience {
+        Patience::All => None,
+        Patience::Until(..) => Some(tokio::time::Instant::now() + COMPILE_PATIENCE),
+    };
     let mut describing = tokio::task::JoinSet::new();
     let mut in_progress = std::collections::HashSet::new();
-    while let Some(done) = compiling.join_next().await {
-        match done? {
-            (hash, Ok(component)) => {
+    let mut still_compiling: std::collections::HashSet<Digest> = compiled
+        .iter()
+        .filter(|(_, found)| matches!(found, Err(reason) if reason == "not compiled"))
+        .map(|(hash, _)| *hash)
+        .collect();
+    loop {
+        let next = match compile_deadline {
+            None => compiling.join_next().await,
+            Some(deadline) => {
+                match tokio::time::timeout_at(deadline, compiling.join_next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                }
+            }
+        };
+        let Some(done) = next else { break };
+        let (hash, component) = done?;
+        still_compiling.remove(&hash);
+        match component {
+            Ok(component) => {
                 in_progress.insert(hash);
                 let runtime = runtime.clone();
                 describing.spawn(async move {
@@ -303,10 +332,26 @@ pub async fn build(
                     (hash, described.map(Arc::new))
                 });
             }
-            (hash, Err(reason)) => {
+            Err(reason) => {
                 compiled.insert(hash, Err(reason));
             }
         }
+    }
+    if let (Patience::Until(_, send), false) = (patience, compiling.is_empty()) {
+        in_progress.extend(still_compiling);
+        let (send, runtime) = (send.clone(), runtime.clone());
+        tokio::spawn(async move {
+            while let Some(done) = compiling.join_next().await {
+                let Ok((hash, component)) = done else {
+                    continue;
+                };
+                let described = match component {
+                    Ok(component) => describe(&runtime, hash, component).await.map(Arc::new),
+                    Err(reason) => Err(reason),
+                };
+                let _ = send.send((hash, described));
+            }
+        });
     }
     // Describing runs the plugin's code: awaited only as long as patience.
     let deadline = match patience {
