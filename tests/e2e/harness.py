@@ -21,7 +21,10 @@ from mcp import StdioServerParameters
 REPO = pathlib.Path(__file__).resolve().parents[2]
 HOST = pathlib.Path(os.environ.get("HOST_BIN", REPO / "target" / "debug" / "host"))
 EXAMPLES = ("market-data", "indicators", "strategies", "broker", "backtest")
+# Examples in other languages: large components, copied only where a test asks.
+LANGUAGE_EXAMPLES = ("risk",)
 FIXTURE_WASM = REPO / "tests" / "fixtures" / "target" / "wasm32-wasip2" / "release"
+PYTHON_FIXTURE_WASM = REPO / "tests" / "fixtures" / "target" / "python"
 
 # Node 22 and the Node-based clients (`npm install` in tests/, done by tests/run).
 NODE_MODULES = REPO / "tests" / "node_modules"
@@ -37,28 +40,51 @@ def node_env() -> dict[str, str]:
 os.environ["XDG_CACHE_HOME"] = str(REPO / "target" / "test-cache")
 
 
-def make_root(path: pathlib.Path, fixtures: tuple[str, ...] = ()) -> pathlib.Path:
+def make_root(
+    path: pathlib.Path, fixtures: tuple[str, ...] = (), examples: tuple[str, ...] = ()
+) -> pathlib.Path:
     """A host root like the repository's: plugins/, policies/ and the sample
-    market data, with the example plugins and the named test fixtures."""
+    market data, with the Rust example plugins, the named examples in other
+    languages and the named test fixtures (Rust, or Python when built into
+    tests/fixtures/target/python)."""
     plugins = path / "plugins"
     plugins.mkdir(parents=True)
     shutil.copytree(REPO / "plugins" / "market-data" / "data", plugins / "market-data" / "data")
     # As in the repository: the example strategy, room for more.
     (plugins / "strategies" / "saved").mkdir(parents=True)
     shutil.copy(REPO / "plugins" / "strategies" / "saved" / "sma_cross.json", plugins / "strategies" / "saved")
-    for name in EXAMPLES:
+    for name in (*EXAMPLES, *examples):
         shutil.copy(REPO / "plugins" / f"{name}.wasm", plugins / f"{name}.wasm")
     for name in fixtures:
-        shutil.copy(FIXTURE_WASM / f"{name.replace('-', '_')}.wasm", plugins / f"{name}.wasm")
+        python = PYTHON_FIXTURE_WASM / f"{name}.wasm"
+        built = python if python.exists() else FIXTURE_WASM / f"{name.replace('-', '_')}.wasm"
+        shutil.copy(built, plugins / f"{name}.wasm")
     policies = path / "policies"
     policies.mkdir()
-    for policy in (REPO / "policies").glob("*.toml"):
-        shutil.copy(policy, policies)
+    # The host's own policy and those of the plugins copied: a policy with
+    # no plugin is a stray that `host check` reports.
+    for name in ("host", *EXAMPLES, *examples):
+        policy = REPO / "policies" / f"{name}.toml"
+        if policy.exists():
+            shutil.copy(policy, policies)
     for name in fixtures:
         policy = REPO / "tests" / "fixtures" / "policies" / f"{name}.toml"
         if policy.exists():
             shutil.copy(policy, policies)
     return path
+
+
+async def wait_for_tools(client, *names: str, within: float = 180) -> dict:
+    """The client's tools once `names` are among them: a large component
+    compiled cold joins after the handshake (announced by list_changed)."""
+    import anyio
+
+    deadline = time.monotonic() + within
+    while True:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        if all(name in tools for name in names) or time.monotonic() > deadline:
+            return tools
+        await anyio.sleep(0.2)
 
 
 def audit_records(root: pathlib.Path, timeout: float = 10.0, until=None) -> list[dict]:

@@ -6,7 +6,7 @@ import shutil
 import pytest
 from mcp import Client
 
-from harness import EXAMPLES, REPO, host_args, make_root, run_host, stdio_params
+from harness import EXAMPLES, LANGUAGE_EXAMPLES, REPO, host_args, make_root, run_host, stdio_params
 
 pytestmark = pytest.mark.anyio
 
@@ -29,7 +29,7 @@ def test_check_passes_on_the_shipped_examples():
     result = run_host("check", "--plugins", str(REPO / "plugins"), "--policies", str(REPO / "policies"))
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    for name in EXAMPLES:
+    for name in (*EXAMPLES, *LANGUAGE_EXAMPLES):
         assert f"\n{name} 0.1.0 (" in "\n" + out
     assert "folder /data/market = " in out and "(read-only)" in out
     assert 'network: reads of the broker "paper"' in out
@@ -38,7 +38,8 @@ def test_check_passes_on_the_shipped_examples():
     assert "tool strategies__create_strategy [writes]" in out
     assert "tool broker__place_order NOT SERVED: denied by guardrail no-order-execution" in out
     assert "policy: none: nothing granted" in out  # indicators has no policy
-    assert f"{len(EXAMPLES)} plugin(s) loaded, 0 failed" in out
+    assert "tool risk__value_at_risk [read-only]" in out
+    assert f"{len(EXAMPLES) + len(LANGUAGE_EXAMPLES)} plugin(s) loaded, 0 failed" in out
 
 
 def test_check_reports_every_broken_plugin_and_fails(broken_root):
