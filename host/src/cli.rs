@@ -67,6 +67,34 @@ pub enum Command {
     /// a file only you can read, the public key (for
     /// `[auth] ed25519_public_keys`) is printed.
     Keygen(KeygenArgs),
+    /// Start a plugin: a working one-tool plugin in the language asked for,
+    /// in a new folder, and the commands that build and serve it.
+    New(NewArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The plugin's name (lower-case letters, digits and single dashes,
+    /// starting with a letter): its folder, and its tools' prefix once its
+    /// component is `plugins/<name>.wasm`.
+    pub name: String,
+    /// What it is written in.
+    #[arg(long, value_enum)]
+    pub language: Language,
+    /// Where its folder is made.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+    /// The host's repository, which holds the SDKs [default: the current
+    /// folder or the nearest one above it that holds them].
+    #[arg(long, value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+}
+
+/// A language plugins are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Language {
+    Rust,
+    Python,
 }
 
 #[derive(Debug, Subcommand)]

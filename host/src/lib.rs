@@ -18,6 +18,7 @@ pub mod explain;
 pub mod interface;
 pub mod mcp;
 pub mod metrics;
+pub mod new;
 pub mod plugin;
 pub mod policy;
 pub mod principal;
@@ -59,6 +60,7 @@ pub fn main(cli: Cli) -> ExitCode {
             }
             Command::Token(TokenCommand::Issue(args)) => tokens::issue(&args).map(|()| true),
             Command::Keygen(args) => tokens::keygen(&args).map(|()| true),
+            Command::New(args) => new::create(&args).map(|()| true),
             Command::Policy(PolicyCommand::Explain(args)) => {
                 let settings = Settings::resolve(&args.locations)?;
                 let wasm = Arc::new(Runtime::new(&settings.engine())?);
