@@ -9,6 +9,7 @@
 mod bare;
 mod clients;
 mod figures;
+mod languages;
 mod measure;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -95,6 +96,9 @@ async fn main() -> Result<()> {
     if wanted(Figure::Idle) {
         bench.idle().await?;
     }
+    if wanted(Figure::Languages) {
+        bench.languages().await?;
+    }
     // It needs valgrind, which CI's smoke run need not have: only on demand.
     if args.only.contains(&Figure::Instructions) {
         bench.instructions().await?;
@@ -112,6 +116,7 @@ enum Figure {
     Memory,
     Idle,
     Instructions,
+    Languages,
 }
 
 /// All the harness's clients are one user at one loopback address: it
