@@ -95,6 +95,8 @@ pub struct NewArgs {
 pub enum Language {
     Rust,
     Python,
+    /// TypeScript (plain JavaScript works too: name the file index.js).
+    Typescript,
 }
 
 #[derive(Debug, Subcommand)]

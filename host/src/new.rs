@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 const PYTHON_APP: &str = include_str!("../templates/python-app.py");
 const RUST_LIB: &str = include_str!("../templates/rust-lib.rs");
 const RUST_MANIFEST: &str = include_str!("../templates/rust-Cargo.toml");
+const TYPESCRIPT_INDEX: &str = include_str!("../templates/typescript-index.ts");
 
 /// What marks the host's repository: the SDKs' build entry points.
 const PYTHON_BUILD: &str = "plugins/sdk-python/componentize";
+const JS_BUILD: &str = "plugins/sdk-js/componentize";
 const RUST_SDK: &str = "plugins/sdk";
 
 /// Writes the plugin's folder and prints how to build and serve it. Writes
@@ -47,6 +49,17 @@ pub fn create(args: &NewArgs) -> anyhow::Result<()> {
             println!(
                 "build it:  {} {} {}",
                 repo.join(PYTHON_BUILD).display(),
+                folder.display(),
+                plugins.join(format!("{name}.wasm")).display()
+            );
+        }
+        Language::Typescript => {
+            let index = folder.join("index.ts");
+            write(&index, &TYPESCRIPT_INDEX.replace("__PLUGIN_NAME__", name))?;
+            println!("made {}", index.display());
+            println!(
+                "build it:  {} {} {}",
+                repo.join(JS_BUILD).display(),
                 folder.display(),
                 plugins.join(format!("{name}.wasm")).display()
             );

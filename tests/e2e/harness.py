@@ -22,9 +22,10 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 HOST = pathlib.Path(os.environ.get("HOST_BIN", REPO / "target" / "debug" / "host"))
 EXAMPLES = ("market-data", "indicators", "strategies", "broker", "backtest")
 # Examples in other languages: large components, copied only where a test asks.
-LANGUAGE_EXAMPLES = ("risk",)
+LANGUAGE_EXAMPLES = ("risk", "screener")
 FIXTURE_WASM = REPO / "tests" / "fixtures" / "target" / "wasm32-wasip2" / "release"
 PYTHON_FIXTURE_WASM = REPO / "tests" / "fixtures" / "target" / "python"
+JS_FIXTURE_WASM = REPO / "tests" / "fixtures" / "target" / "js"
 
 # Node 22 and the Node-based clients (`npm install` in tests/, done by tests/run).
 NODE_MODULES = REPO / "tests" / "node_modules"
@@ -45,8 +46,8 @@ def make_root(
 ) -> pathlib.Path:
     """A host root like the repository's: plugins/, policies/ and the sample
     market data, with the Rust example plugins, the named examples in other
-    languages and the named test fixtures (Rust, or Python when built into
-    tests/fixtures/target/python)."""
+    languages and the named test fixtures (Rust, or Python and JavaScript
+    when built into tests/fixtures/target/python and .../js)."""
     plugins = path / "plugins"
     plugins.mkdir(parents=True)
     shutil.copytree(REPO / "plugins" / "market-data" / "data", plugins / "market-data" / "data")
@@ -56,8 +57,10 @@ def make_root(
     for name in (*EXAMPLES, *examples):
         shutil.copy(REPO / "plugins" / f"{name}.wasm", plugins / f"{name}.wasm")
     for name in fixtures:
-        python = PYTHON_FIXTURE_WASM / f"{name}.wasm"
-        built = python if python.exists() else FIXTURE_WASM / f"{name.replace('-', '_')}.wasm"
+        built = next(
+            (p for p in (PYTHON_FIXTURE_WASM / f"{name}.wasm", JS_FIXTURE_WASM / f"{name}.wasm") if p.exists()),
+            FIXTURE_WASM / f"{name.replace('-', '_')}.wasm",
+        )
         shutil.copy(built, plugins / f"{name}.wasm")
     policies = path / "policies"
     policies.mkdir()
@@ -85,6 +88,39 @@ async def wait_for_tools(client, *names: str, within: float = 180) -> dict:
         if all(name in tools for name in names) or time.monotonic() > deadline:
             return tools
         await anyio.sleep(0.2)
+
+
+def http_host_serving(root: pathlib.Path, env: dict[str, str], *tools: str) -> "HttpHost":
+    """`host serve --http` on `root`, returned once `tools` are listed: on a
+    cold cache a large component (Python, JavaScript) joins after the
+    handshake."""
+    import anyio
+    from mcp import Client
+
+    host = HttpHost(root, env)
+
+    async def listed():
+        async with Client(host.url) as client:
+            await wait_for_tools(client, *tools)
+
+    anyio.run(listed)
+    return host
+
+
+def client_opener(transport: str, root: pathlib.Path, env: dict[str, str], host: "HttpHost"):
+    """Opens a Python SDK client over `transport` ("stdio": a host of its
+    own on `root`; "http": `host`)."""
+    import contextlib
+
+    from mcp import Client
+
+    @contextlib.asynccontextmanager
+    async def open_client():
+        server = stdio_params(root, env) if transport == "stdio" else host.url
+        async with Client(server) as client:
+            yield client
+
+    return open_client
 
 
 def audit_records(root: pathlib.Path, timeout: float = 10.0, until=None) -> list[dict]:

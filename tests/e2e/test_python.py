@@ -1,20 +1,17 @@
 """Plugins written in Python (componentize-py and plugins/sdk-python): the
-`risk` example served over both transports, and a hostile Python plugin held
-by the same sandbox, with the same messages, as a Rust one."""
+`risk` example served over both transports. (The hostile Python plugin is in
+test_hostile_languages.py.)"""
 
-import contextlib
 import csv
 import math
-import os
 import statistics
 
-import anyio
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp.types import ResourceTemplateReference
 
-from harness import REPO, HttpHost, audit_records, make_root, stdio_params, text_of, wait_for_tools
+from harness import REPO, client_opener, http_host_serving, make_root, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -23,21 +20,9 @@ DATA = REPO / "plugins" / "market-data" / "data"
 
 @pytest.fixture(scope="module")
 def python_host(tmp_path_factory, broker):
-    root = make_root(tmp_path_factory.mktemp("python"), fixtures=("hostile-py",), examples=("risk",))
-    (root / "secret.txt").write_text("the root's secret")
-    ro = root / "hostile-py" / "ro"
-    ro.mkdir(parents=True)
-    (ro / "data.txt").write_text("market history")
-    os.symlink("../../secret.txt", ro / "escape")
+    root = make_root(tmp_path_factory.mktemp("python"), examples=("risk",))
     env = {"BROKER_URL": broker.url}
-    host = HttpHost(root, env)
-
-    async def compiled():
-        async with Client(host.url) as client:
-            await wait_for_tools(client, "risk__value_at_risk", "hostile-py__spin")
-
-    # On a cold cache the Python components join after the handshake.
-    anyio.run(compiled)
+    host = http_host_serving(root, env, "risk__value_at_risk")
     yield root, host, env
     host.stop()
 
@@ -45,14 +30,7 @@ def python_host(tmp_path_factory, broker):
 @pytest.fixture(params=["stdio", "http"])
 def python_client(request, python_host):
     root, host, env = python_host
-
-    @contextlib.asynccontextmanager
-    async def open_client():
-        server = stdio_params(root, env) if request.param == "stdio" else host.url
-        async with Client(server) as client:
-            yield client
-
-    return open_client
+    return client_opener(request.param, root, env, host)
 
 
 def closes(symbol: str) -> list[tuple[str, float]]:
@@ -204,76 +182,3 @@ async def test_risk_resources_prompts_and_completions(python_client):
         assert "100 AAPL" in text and "risk__position_size" in text
         with pytest.raises(MCPError):
             await client.get_prompt("risk__risk_review", {})
-
-
-# ---- a hostile Python plugin ------------------------------------------------------------
-
-
-async def hostile(host, tool: str, arguments: dict) -> str:
-    async with Client(host.url) as client:
-        result = await client.call_tool(f"hostile-py__{tool}", arguments)
-        assert result.is_error, f"{tool} {arguments} succeeded: {text_of(result)}"
-        # The host and the other plugins keep serving.
-        still = await client.call_tool("risk__position_size", {"symbol": "SPY", "equity": 1000, "stop_distance_pct": 1})
-        assert not still.is_error, text_of(still)
-    return text_of(result)
-
-
-async def test_a_python_loop_is_stopped_at_its_cpu_budget(python_host):
-    message = await hostile(python_host[1], "spin", {})
-    assert "used up its CPU budget of 1000 ms" in message, message
-
-
-async def test_a_python_allocation_bomb_hits_the_memory_limit_in_one_line(python_host):
-    message = await hostile(python_host[1], "hog", {})
-    assert "ran out of memory" in message and "48 MiB" in message, message
-    assert "\n" not in message and "backtrace" not in message and "Traceback" not in message, message
-
-
-FILE_ATTEMPTS = [
-    ("read outside the grants", {"op": "read", "path": "/etc/passwd"}, "policy (no mount holds this path)", "/etc/passwd"),
-    ("a relative path", {"op": "read", "path": "secret.txt"}, "policy (no mount holds this path)", "secret.txt"),
-    ("dot-dot out of a mount", {"op": "read", "path": "/ro/../../secret.txt"}, "the sandbox", "/ro/../../secret.txt"),
-    ("a symlink out of a mount", {"op": "read", "path": "/ro/escape"}, "the sandbox", "/ro/escape"),
-    ("write to a read-only mount", {"op": "write", "path": "/ro/new.txt"}, "the sandbox", "/ro/new.txt"),
-]
-
-
-@pytest.mark.parametrize("case, arguments, rule, attempt_text", FILE_ATTEMPTS, ids=[c[0] for c in FILE_ATTEMPTS])
-async def test_python_file_escapes_are_denied_and_audited(python_host, case, arguments, rule, attempt_text):
-    root, host, _ = python_host
-    message = await hostile(host, "fs", arguments)
-    assert f"host: denied by {rule}" in message, message
-    assert "the root's secret" not in message
-
-    def matches(record):
-        return (
-            record["event"] == "denied"
-            and record["target"] == "hostile-py__fs"
-            and record["rule"].startswith(rule)
-            and attempt_text in record["attempt"]
-        )
-
-    assert any(matches(r) for r in audit_records(root, until=matches)), f"no audit record of {attempt_text}"
-    assert sorted(p.name for p in (root / "hostile-py" / "ro").iterdir()) == ["data.txt", "escape"]
-
-
-async def test_a_python_order_is_refused_by_the_guardrail(python_host, broker):
-    _, host, _ = python_host
-    before = len(broker.requests)
-    message = await hostile(host, "fetch", {"method": "POST", "url": f"{broker.url}/v2/orders"})
-    assert "host: denied by guardrail no-order-execution" in message, message
-    assert "denied by the host's policy" in message, message
-    assert broker.requests[before:] == []
-
-
-async def test_an_uncaught_python_exception_is_a_clean_tool_error(python_host):
-    root, host, _ = python_host
-    message = await hostile(host, "boom", {})
-    assert message == "boom failed: RuntimeError: hostile plugin raised on purpose"
-
-    # Formatting no traceback, the SDK reads no source file: nothing refused.
-    def refused_for_boom(record):
-        return record["event"] == "denied" and record["target"] == "hostile-py__boom"
-
-    assert not any(refused_for_boom(r) for r in audit_records(root))

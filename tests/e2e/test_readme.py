@@ -14,7 +14,10 @@ from harness import HOST, REPO, make_root, stdio_params, wait_for_tools
 pytestmark = pytest.mark.anyio
 
 
-@pytest.mark.parametrize("marker, fence", [("readme-example", "rust"), ("readme-example-python", "python")])
+@pytest.mark.parametrize(
+    "marker, fence",
+    [("readme-example", "rust"), ("readme-example-python", "python"), ("readme-example-typescript", "typescript")],
+)
 def test_the_readme_examples_are_the_fixture_sources(marker, fence):
     readme = (REPO / "README.md").read_text()
     found = re.search(rf"<!-- {marker}: (\S+) -->\n```{fence}\n(.*?)```", readme, re.S)
@@ -33,7 +36,7 @@ async def test_the_readme_example_serves_its_tool(tmp_path):
     assert result.content[0].text == "Hello, Ada!"
 
 
-@pytest.mark.parametrize("language", ["rust", "python"])
+@pytest.mark.parametrize("language", ["rust", "python", "typescript"])
 async def test_the_readme_commands_start_build_and_serve_a_plugin(tmp_path, language):
     """The guide's commands, run as written in a checkout-like folder (the
     binary under test instead of `cargo run`): `host new` writes the
@@ -45,7 +48,7 @@ async def test_the_readme_commands_start_build_and_serve_a_plugin(tmp_path, lang
     *build, serve = block.group(1).strip().splitlines()
     assert serve == "cargo run --release -p host -- serve"
     (tmp_path / "plugins").mkdir()
-    for sdk in ("sdk", "sdk-python"):
+    for sdk in ("sdk", "sdk-python", "sdk-js"):
         os.symlink(REPO / "plugins" / sdk, tmp_path / "plugins" / sdk)
     script = "\n".join(build).replace("cargo run --release -p host --", str(HOST))
     # The Rust build shares the example plugins' compiled dependencies.
@@ -54,11 +57,12 @@ async def test_the_readme_commands_start_build_and_serve_a_plugin(tmp_path, lang
         script = script.replace("hello/target/", f"{env['CARGO_TARGET_DIR']}/")
     subprocess.run(["bash", "-euc", script], cwd=tmp_path, check=True, timeout=900, env=env)
     written = {"rust": ("hello/src/lib.rs", "tests/fixtures/hello/src/lib.rs"),
-               "python": ("hello/app.py", "tests/fixtures/python/hello-py/app.py")}[language]
+               "python": ("hello/app.py", "tests/fixtures/python/hello-py/app.py"),
+               "typescript": ("hello/index.ts", "tests/fixtures/js/hello-js/index.ts")}[language]
     assert (tmp_path / written[0]).read_text() == (REPO / written[1]).read_text()
     assert (tmp_path / "plugins" / "hello.wasm").stat().st_size > 100_000
     server = StdioServerParameters(command=str(HOST), args=["serve"], cwd=str(tmp_path))
-    # A new Python component takes seconds to compile (longer in a debug
+    # A new Python or JavaScript component takes seconds to compile (longer in a debug
     # build): the host answers the handshake at once, and the plugin joins
     # when it is compiled, announced by tools/list_changed.
     async with Client(server) as client:

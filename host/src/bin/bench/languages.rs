@@ -60,6 +60,10 @@ impl Bench {
                 "Python",
                 self.repo.join("tests/fixtures/target/python/hello-py.wasm"),
             ),
+            (
+                "TypeScript",
+                self.repo.join("tests/fixtures/target/js/hello-js.wasm"),
+            ),
         ];
         candidates
             .into_iter()
