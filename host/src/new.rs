@@ -40,26 +40,18 @@ pub fn create(args: &NewArgs) -> anyhow::Result<()> {
     }
     let plugins = repo.join("plugins");
     match args.language {
-        Language::Python => {
-            write(
-                &folder.join("app.py"),
-                &PYTHON_APP.replace("__PLUGIN_NAME__", name),
-            )?;
-            println!("made {}", folder.join("app.py").display());
+        Language::Python | Language::Typescript => {
+            // One module, built by its SDK's script.
+            let (module, template, build) = match args.language {
+                Language::Python => ("app.py", PYTHON_APP, PYTHON_BUILD),
+                _ => ("index.ts", TYPESCRIPT_INDEX, JS_BUILD),
+            };
+            let path = folder.join(module);
+            write(&path, &template.replace("__PLUGIN_NAME__", name))?;
+            println!("made {}", path.display());
             println!(
                 "build it:  {} {} {}",
-                repo.join(PYTHON_BUILD).display(),
-                folder.display(),
-                plugins.join(format!("{name}.wasm")).display()
-            );
-        }
-        Language::Typescript => {
-            let index = folder.join("index.ts");
-            write(&index, &TYPESCRIPT_INDEX.replace("__PLUGIN_NAME__", name))?;
-            println!("made {}", index.display());
-            println!(
-                "build it:  {} {} {}",
-                repo.join(JS_BUILD).display(),
+                repo.join(build).display(),
                 folder.display(),
                 plugins.join(format!("{name}.wasm")).display()
             );

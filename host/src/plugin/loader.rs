@@ -282,11 +282,14 @@ pub async fn build(
     let mut outcome = Outcome::default();
     let mut compiling = tokio::task::JoinSet::new();
     let mut compiled: HashMap<Digest, Result<Arc<Compiled>, String>> = HashMap::new();
+    // What is being compiled: those left when patience runs out join later.
+    let mut still_compiling = std::collections::HashSet::new();
     for (_, _, hash, bytes) in &mut wanted {
         if let Some(found) = reusable(hash) {
             compiled.insert(*hash, found);
         } else if !compiled.contains_key(hash) && !known.running.contains(hash) {
             compiled.insert(*hash, Err("not compiled".into()));
+            still_compiling.insert(*hash);
             let runtime = runtime.clone();
             let (hash, bytes) = (*hash, std::mem::take(bytes));
             compiling.spawn(async move {
@@ -305,11 +308,6 @@ pub async fn build(
     };
     let mut describing = tokio::task::JoinSet::new();
     let mut in_progress = std::collections::HashSet::new();
-    let mut still_compiling: std::collections::HashSet<Digest> = compiled
-        .iter()
-        .filter(|(_, found)| matches!(found, Err(reason) if reason == "not compiled"))
-        .map(|(hash, _)| *hash)
-        .collect();
     loop {
         let next = match compile_deadline {
             None => compiling.join_next().await,
