@@ -80,10 +80,10 @@ impl Bench {
         Ok(())
     }
 
-    /// Figure 3: Start-up to the first tools/list answer, 1 and 20 plugins, with a
+    /// Figure 3: Start-up to the first tools/list answer listing every plugin, 1 and 20 plugins, with a
     /// cold and a warm compiled-component cache.
     pub(super) async fn startup(&self) -> Result<()> {
-        println!("## 3. start-up to the first tools/list answer (ms)\n");
+        println!("## 3. start-up to the first tools/list answer listing every plugin (ms)\n");
         println!("| plugins | cold cache | warm cache |");
         println!("| --- | --- | --- |");
         for count in [1, 20] {
@@ -102,8 +102,11 @@ impl Bench {
         Ok(())
     }
 
-    /// Time from start to the `tools/list` answer, which must list tools
-    /// from `plugins` plugins.
+    /// Time from start to the first `tools/list` answer that lists tools
+    /// from all `plugins` plugins. Components that take longer to compile
+    /// than the host waits at start join later (announced by
+    /// `list_changed`), so on a cold start, or a slow machine, the list is
+    /// asked for again every 20 ms until they have all joined.
     pub(super) async fn time_to_list(
         &self,
         root: &Path,
@@ -113,10 +116,17 @@ impl Bench {
         let started = Instant::now();
         let mut host = StdioClient::spawn(&self.host, &self.serve_args(root, cache)).await?;
         host.initialize().await?;
-        let list = host.request("tools/list", json!({})).await?;
-        let elapsed = started.elapsed();
-        expect_plugins(&list, plugins)?;
-        Ok(elapsed)
+        loop {
+            let list = host.request("tools/list", json!({})).await?;
+            if expect_plugins(&list, plugins).is_ok()
+                || started.elapsed() > Duration::from_secs(120)
+            {
+                let elapsed = started.elapsed();
+                expect_plugins(&list, plugins)?;
+                return Ok(elapsed);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// `count` copies of the README's hello plugin, each made distinct (a
