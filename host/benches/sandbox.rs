@@ -55,6 +55,7 @@ fn sandbox(c: &mut Criterion) {
                 })
                 .collect();
             let host = Resolving {
+                plugin: "bench",
                 root: &root,
                 protected: &[],
                 market_data: None,

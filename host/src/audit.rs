@@ -77,6 +77,16 @@ pub enum Event {
         name: String,
         rule: String,
     },
+    /// What one call did in its key-value buckets: each bucket opened,
+    /// with its reads and writes counted and the keys written named
+    /// (never values).
+    State {
+        plugin: String,
+        /// What the client asked for: the tool, resource URI or prompt.
+        target: String,
+        buckets: serde_json::Value,
+        client: Client,
+    },
     /// The sandbox, a guardrail or a policy refused something.
     Denied {
         plugin: String,

@@ -70,6 +70,65 @@ pub enum Command {
     /// Start a plugin: a working one-tool plugin in the language asked for,
     /// in a new folder, and the commands that build and serve it.
     New(NewArgs),
+    /// See and move plugins' key-value data: list buckets, export and
+    /// import JSON Lines, forget a user. The embedded store is one host's
+    /// at a time: stop the host first.
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Every bucket holding data: plugin, bucket, user, keys and bytes.
+    List(StateArgs),
+    /// Writes buckets' data as JSON Lines (one key a line: plugin, bucket,
+    /// user, key, and value as text or base64).
+    Export(StateExportArgs),
+    /// Reads what `export` wrote back into the store, replacing keys that
+    /// exist.
+    Import(StateImportArgs),
+    /// Deletes everything one user keeps, in every plugin's per-user buckets
+    /// (a user's right to be forgotten).
+    Forget(StateForgetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    #[command(flatten)]
+    pub locations: Locations,
+}
+
+#[derive(Debug, Args)]
+pub struct StateExportArgs {
+    #[command(flatten)]
+    pub locations: Locations,
+    /// Only this plugin's buckets.
+    #[arg(long)]
+    pub plugin: Option<String>,
+    /// Only this user's data.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Where to write [default: standard output].
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StateImportArgs {
+    #[command(flatten)]
+    pub locations: Locations,
+    /// A file `host state export` wrote.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct StateForgetArgs {
+    #[command(flatten)]
+    pub locations: Locations,
+    /// The user whose data goes.
+    #[arg(long)]
+    pub user: String,
 }
 
 #[derive(Debug, Args)]

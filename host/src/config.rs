@@ -27,6 +27,8 @@ pub struct ConfigFile {
     pub audit: AuditConfig,
     #[serde(default)]
     pub engine: EngineTable,
+    #[serde(default)]
+    pub state: StateConfig,
     /// Who may call over HTTP.
     #[serde(default)]
     pub auth: crate::auth::AuthConfig,
@@ -44,6 +46,15 @@ pub struct EngineTable {
     /// Memory kept resident per sandbox slot between calls, in KiB
     /// [default: 1024].
     pub keep_resident_kib: Option<u32>,
+}
+
+/// The `[state]` table: where plugins' key-value buckets keep their data.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// The folder of the embedded store [default: state/ in the root
+    /// folder].
+    pub dir: Option<PathBuf>,
 }
 
 /// The `[audit]` table.
@@ -314,8 +325,17 @@ impl Settings {
                 .iter()
                 .map(|dir| Protected::new(dir, "the component cache", true)),
         );
+        let state_dir = match &file.state.dir {
+            Some(dir) => base.join(dir),
+            None => root.join("state"),
+        };
+        protected.push(Protected::new(&state_dir, "the state folder", true));
         // The one place the backend of state replicas would share is chosen.
         let shared_state = SharedState::in_memory();
+        let mut services = shared_state.host_services();
+        services.keyvalue = std::sync::Arc::new(
+            crate::capability::keyvalue::embedded::EmbeddedStore::in_folder(&state_dir),
+        );
         Ok(Settings {
             plugins,
             policies: PolicyDir {
@@ -323,7 +343,7 @@ impl Settings {
                 root,
                 protected,
                 create_folders: false,
-                services: shared_state.host_services(),
+                services,
             },
             shared_state,
             http: file.http.listen,

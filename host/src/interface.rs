@@ -1,8 +1,9 @@
 //! The plugin interface: host-side bindings of the `mcp-host:plugin/plugin`
 //! world in `wit/`, and its types, which every layer shares.
 //!
-//! WASI and wasi:http come from their crates (`with`), so the host links
-//! their implementations rather than generating new ones.
+//! WASI and wasi:http come from their crates, wasi:keyvalue from its
+//! capability (`with`), so the host links their implementations rather than
+//! generating new ones.
 
 wasmtime::component::bindgen!({
     world: "mcp-host:plugin/plugin",
@@ -11,6 +12,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
     with: {
         "wasi": wasmtime_wasi::p2::bindings,
+        "wasi:keyvalue": crate::capability::keyvalue::bindings::wasi::keyvalue,
         "wasi:http": wasmtime_wasi_http::p2::bindings::http,
     },
 });
@@ -18,4 +20,4 @@ wasmtime::component::bindgen!({
 pub use mcp_host::plugin::types;
 
 /// The version of the `mcp-host:plugin` WIT package this host speaks.
-pub const INTERFACE_VERSION: &str = "0.2.0";
+pub const INTERFACE_VERSION: &str = "0.3.0";

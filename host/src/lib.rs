@@ -27,6 +27,7 @@ pub mod reload;
 pub mod runtime;
 pub mod shared_state;
 pub mod shutdown;
+pub mod state;
 pub mod tokens;
 
 use audit::{AuditLog, Event};
@@ -61,6 +62,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Token(TokenCommand::Issue(args)) => tokens::issue(&args).map(|()| true),
             Command::Keygen(args) => tokens::keygen(&args).map(|()| true),
             Command::New(args) => new::create(&args).map(|()| true),
+            Command::State(command) => state::run(command).await,
             Command::Policy(PolicyCommand::Explain(args)) => {
                 let settings = Settings::resolve(&args.locations)?;
                 let wasm = Arc::new(Runtime::new(&settings.engine())?);

@@ -34,6 +34,13 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    plugin: String,
+    /// `read` or `write`.
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: String,
 }
@@ -48,6 +55,7 @@ pub struct Metrics {
     denials: Family<RuleLabels, Counter>,
     auth_failures: Family<ReasonLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
+    state_operations: Family<StateLabels, Counter>,
     sandboxes: Gauge,
     plugins: Gauge,
     failed_plugins: Gauge,
@@ -88,6 +96,12 @@ impl Default for Metrics {
         );
         let reloads = Family::<ResultLabels, Counter>::default();
         registry.register("reloads", "Hot reloads, by result", reloads.clone());
+        let state_operations = Family::<StateLabels, Counter>::default();
+        registry.register(
+            "keyvalue_operations",
+            "Key-value bucket operations plugins made, by plugin and kind (read, write)",
+            state_operations.clone(),
+        );
         let sandboxes = Gauge::default();
         registry.register("sandboxes_in_use", "Sandboxes alive now", sandboxes.clone());
         let plugins = Gauge::default();
@@ -111,6 +125,7 @@ impl Default for Metrics {
             denials,
             auth_failures,
             reloads,
+            state_operations,
             sandboxes,
             plugins,
             failed_plugins,
@@ -135,6 +150,20 @@ impl Metrics {
                 target: target.to_owned(),
             })
             .observe(seconds);
+    }
+
+    /// `reads` and `writes` a call of `plugin` made in its buckets.
+    pub fn state_operations(&self, plugin: &str, reads: u64, writes: u64) {
+        for (kind, count) in [("read", reads), ("write", writes)] {
+            if count > 0 {
+                self.state_operations
+                    .get_or_create(&StateLabels {
+                        plugin: plugin.to_owned(),
+                        kind: kind.to_owned(),
+                    })
+                    .inc_by(count);
+            }
+        }
     }
 
     /// `times` attempts refused by `rule` (`guardrail …` or `policy …`).

@@ -19,7 +19,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from harness import HOST, HttpHost, audit_records, make_root, run_host, text_of
+from harness import EXAMPLES, HOST, HttpHost, audit_records, make_root, run_host, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -382,7 +382,7 @@ async def test_health_and_metrics(direct, public, keypair):
     latency = families["mcp_host_call_duration_seconds"]
     assert latency.type == "histogram"
     assert any(s.name.endswith("_count") and s.labels["target"] == "market-data__get_quote" for s in latency.samples)
-    assert families["mcp_host_plugins_loaded"].samples[0].value == 5
+    assert families["mcp_host_plugins_loaded"].samples[0].value == len(EXAMPLES)
     assert families["mcp_host_sandboxes_in_use"].samples[0].value == 0
 
 

@@ -71,6 +71,16 @@ pub enum Rule {
     /// A folder that would lie deeper below its mount than a measurement
     /// of the quota reaches.
     TooDeep { mount: String },
+    /// A key-value bucket the policy does not grant.
+    NoBucketGrant,
+    /// A write to a bucket granted read-only (or narrowed to it: the tool
+    /// does not declare `write-state`).
+    ReadOnlyBucket(String),
+    /// A per-user bucket opened with no user to hold it (stdio without a
+    /// user, or the shared anonymous principal).
+    NoUserForBucket(String),
+    /// A write past a bucket's quota or size limits, and which.
+    BucketLimit { bucket: String, why: String },
 }
 
 impl Rule {
@@ -101,6 +111,10 @@ impl Rule {
             Rule::ResponseTooLarge { .. } => "limit max-response-kib",
             Rule::DiskQuota { .. } => "limit disk-quota",
             Rule::TooDeep { .. } => "limit folder-depth",
+            Rule::NoBucketGrant => "policy no-bucket-grant",
+            Rule::ReadOnlyBucket(_) => "policy read-only-bucket",
+            Rule::NoUserForBucket(_) => "policy no-user-for-bucket",
+            Rule::BucketLimit { .. } => "limit bucket-quota",
         }
     }
 }
@@ -142,6 +156,16 @@ impl fmt::Display for Rule {
                 "limit (folders in {mount} lie at most {} deep, so that its quota can be measured)",
                 super::filesystem::quota::MAX_DEPTH
             ),
+            Rule::NoBucketGrant => f.write_str("policy (no [keyvalue] grant names the bucket)"),
+            Rule::ReadOnlyBucket(bucket) => write!(
+                f,
+                "policy (the bucket {bucket} is read-only here: granted read-only, or the tool does not declare write-state)"
+            ),
+            Rule::NoUserForBucket(bucket) => write!(
+                f,
+                "policy (the bucket {bucket} is per user, and the call runs for no user of its own)"
+            ),
+            Rule::BucketLimit { bucket, why } => write!(f, "limit (the bucket {bucket}: {why})"),
         }
     }
 }

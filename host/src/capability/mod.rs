@@ -12,6 +12,7 @@
 pub mod denials;
 pub mod env;
 pub mod filesystem;
+pub mod keyvalue;
 pub mod limits;
 pub mod network;
 pub mod services;
@@ -106,6 +107,8 @@ pub struct Preparing<'a> {
 /// folder and protected files, the guardrails in force, and the host's
 /// services (where granted secrets come from).
 pub struct Resolving<'a> {
+    /// The plugin whose policy this is.
+    pub plugin: &'a str,
     pub root: &'a Root,
     /// The host's own files, which no mount may cover.
     pub protected: &'a [Protected],
@@ -278,6 +281,7 @@ capabilities! {
     http: network::Http,
     sockets: sockets::Sockets,
     env: env::Environment,
+    keyvalue: keyvalue::KeyValue,
     limits: limits::ResourceLimits,
 }
 
@@ -375,6 +379,7 @@ mod tests {
                 "Outgoing HTTP, checked in this order",
                 "Raw sockets",
                 "Environment",
+                "Key-value buckets",
                 "Limits"
             ]
         );
@@ -385,6 +390,7 @@ mod tests {
             "none: TCP and UDP are refused",
             "name lookup: refused",
             "none: every variable is refused",
+            "none: every bucket is refused",
         ] {
             assert!(explained.iter().any(|line| *line == refusal), "{refusal}");
         }

@@ -90,6 +90,8 @@ pub struct HostServices {
     pub secrets: Arc<dyn Secrets>,
     /// Where disk quotas count what their folders hold.
     pub tallies: Arc<dyn Tallies>,
+    /// Where key-value buckets keep their data.
+    pub keyvalue: Arc<dyn super::keyvalue::store::KeyValueStore>,
 }
 
 impl std::fmt::Debug for HostServices {
@@ -99,11 +101,12 @@ impl std::fmt::Debug for HostServices {
 }
 
 impl Default for HostServices {
-    /// Secrets from the host's environment; tallies in memory.
+    /// Secrets from the host's environment; tallies and buckets in memory.
     fn default() -> Self {
         HostServices {
             secrets: Arc::new(ProcessEnvironment),
             tallies: Arc::new(MemoryTallies),
+            keyvalue: Arc::new(super::keyvalue::embedded::EmbeddedStore::in_memory()),
         }
     }
 }

@@ -245,6 +245,7 @@ pub fn parse(text: &str) -> Result<PolicyFile, String> {
 /// check has passed.
 pub fn resolve(
     file: PolicyFile,
+    plugin: &str,
     root: &Root,
     protected: &[Protected],
     guardrails: &Arc<Guardrails>,
@@ -252,6 +253,7 @@ pub fn resolve(
     create: bool,
 ) -> Result<Grants, String> {
     let host = Resolving {
+        plugin,
         root,
         protected,
         market_data: guardrails.market_data.as_ref(),
@@ -298,6 +300,8 @@ pub struct PolicyDir {
 /// its grants come from.
 pub struct PolicyText {
     path: PathBuf,
+    /// The plugin it is for.
+    plugin: String,
     /// `None` when the plugin has no policy file.
     text: Option<String>,
     /// Of `host.toml` and this text: equal digests mean equal grants.
@@ -348,6 +352,7 @@ impl PolicyDir {
         both.extend(text.as_deref().unwrap_or_default().as_bytes());
         Ok(PolicyText {
             path,
+            plugin: plugin.to_owned(),
             text,
             digest: crate::digest::sha256(&both),
         })
@@ -374,6 +379,7 @@ impl PolicyDir {
         let root = Root::open(&self.root).map_err(error)?;
         let mut grants = resolve(
             file,
+            &policy.plugin,
             &root,
             &self.protected,
             guardrails,
@@ -492,9 +498,29 @@ mod tests {
         let root = Root::open(dir.path()).unwrap();
         let guardrails = Arc::new(Guardrails::default());
         let bad_rule = parse("version = 1\n[network]\nallow = [\"GET nowhere\"]\n").unwrap();
-        assert!(resolve(bad_rule, &root, &[], &guardrails, &no_secrets(), true).is_err());
+        assert!(
+            resolve(
+                bad_rule,
+                "test",
+                &root,
+                &[],
+                &guardrails,
+                &no_secrets(),
+                true
+            )
+            .is_err()
+        );
         let bad_limit = parse("version = 1\n[limits]\nmemory_mib = 0\n").unwrap();
-        let error = resolve(bad_limit, &root, &[], &guardrails, &no_secrets(), true).unwrap_err();
+        let error = resolve(
+            bad_limit,
+            "test",
+            &root,
+            &[],
+            &guardrails,
+            &no_secrets(),
+            true,
+        )
+        .unwrap_err();
         assert!(error.contains("memory_mib"));
     }
 
@@ -507,6 +533,7 @@ mod tests {
         let resolved = |text: &str| {
             resolve(
                 parse(text).unwrap(),
+                "test",
                 &root,
                 &[],
                 &guardrails,

@@ -72,6 +72,8 @@ pub struct Diagnostics {
     pub stdout: String,
     pub stderr: String,
     pub denials: Refusals,
+    /// What the call did in its key-value buckets.
+    pub state: Vec<crate::capability::keyvalue::BucketActivity>,
 }
 
 /// Why a call produced no result.
@@ -301,12 +303,16 @@ impl Runtime {
         let memory_refused = store.data().limiter.refused;
         let cpu_exhausted = store.data().cpu_exhausted;
         let refused_too_often = store.data().refused_too_often();
+        let state = crate::capability::CallData::capabilities_mut(store.data_mut())
+            .keyvalue
+            .take_activity();
         drop(store);
 
         let diagnostics = Diagnostics {
             stdout: stdout.text(),
             stderr: stderr.text(),
             denials: denials.snapshot(),
+            state,
         };
         match outcome {
             Some(Ok(_)) if refused_too_often => Err(fail(
@@ -472,8 +478,8 @@ mod tests {
     fn components_built_for_another_interface_version_are_named() {
         let current = [
             "wasi:io/streams@0.2.12",
-            "mcp-host:plugin/host@0.2.0",
-            "mcp-host:plugin/handler@0.2.0",
+            "mcp-host:plugin/host@0.3.0",
+            "mcp-host:plugin/handler@0.3.0",
         ];
         assert_eq!(other_interface_version(current.into_iter()), None);
         let old = [

@@ -6,15 +6,16 @@
 // with esbuild and builds the component with componentize-js.
 
 import { z } from "zod";
-import * as host from "mcp-host:plugin/host@0.2.0";
+import * as host from "mcp-host:plugin/host@0.3.0";
 
 export { z };
 export { host };
 export { listFolder, readTextFile, writeTextFile } from "./files.js";
 export * as http from "./http.js";
+export { Bucket, StateError } from "./state.js";
 
 /** What a tool says it does (declarations, not grants). */
-export type Effect = "read-files" | "write-files" | "network-read" | "network-write" | "trade";
+export type Effect = "read-files" | "write-files" | "network-read" | "network-write" | "trade" | "write-state";
 
 /** A failure the model should read and act on: the tool error's text. */
 export class ToolError extends Error {}
@@ -262,6 +263,7 @@ function effectFlags(effects: Effect[]) {
     networkRead: has("network-read"),
     networkWrite: has("network-write"),
     trade: has("trade"),
+    writeState: has("write-state"),
   };
 }
 

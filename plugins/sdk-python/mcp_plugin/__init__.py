@@ -17,7 +17,8 @@ A plugin is one module: declare its tools, resources and prompts on a
 
 ``plugins/build`` turns it into a component with componentize-py. Files
 under the policy's mounts are read with ``open``; HTTP goes through
-``mcp_plugin.http``; logs, progress and cancellation through
+``mcp_plugin.http``; state kept between calls in granted buckets through
+``mcp_plugin.Bucket``; logs, progress and cancellation through
 ``mcp_plugin.host``.
 """
 
@@ -25,9 +26,11 @@ from typing import Annotated, Literal, Optional, TypedDict
 
 from .plugin import InvalidArguments, NotFound, Plugin, PluginDefinitionError, ToolError
 from .schema import Field
+from .state import Bucket, StateError
 
 __all__ = [
     "Annotated",
+    "Bucket",
     "Field",
     "InvalidArguments",
     "Literal",
@@ -35,6 +38,7 @@ __all__ = [
     "Optional",
     "Plugin",
     "PluginDefinitionError",
+    "StateError",
     "ToolError",
     "TypedDict",
 ]

@@ -19,6 +19,7 @@ _EFFECTS = {
     "network-read": t.Effects.NETWORK_READ,
     "network-write": t.Effects.NETWORK_WRITE,
     "trade": t.Effects.TRADE,
+    "write-state": t.Effects.WRITE_STATE,
 }
 _TASKS = {
     "forbidden": t.TaskSupport.FORBIDDEN,

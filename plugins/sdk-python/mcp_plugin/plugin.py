@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from . import schema as _schema
 
-EFFECTS = ("read-files", "write-files", "network-read", "network-write", "trade")
+EFFECTS = ("read-files", "write-files", "network-read", "network-write", "trade", "write-state")
 TASK_SUPPORT = ("forbidden", "optional", "required")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 

@@ -213,3 +213,21 @@ def test_declaration_mistakes_are_caught_when_the_plugin_is_built():
             """C."""
 
     assert plugin.handler() is None  # natively: no component bindings to export through
+
+
+def test_buckets_run_natively_in_memory():
+    """Outside a component a bucket is a dict, so plugin logic using state
+    is testable natively with the same calls."""
+    from mcp_plugin import Bucket
+
+    notes = Bucket.open("notes-native-test")
+    assert notes.get("k") is None and not notes.exists("k")
+    notes.set_json("k", {"a": 1})
+    assert notes.get_json("k") == {"a": 1} and notes.exists("k")
+    assert notes.increment("n", 41) == 41 and notes.increment("n") == 42
+    assert notes.update_json("u", lambda v: (v or 0) + 1) == 1
+    notes.set_many({"x1": b"1", "x2": b"2"})
+    assert notes.get_many(["x1", "x3"]) == [b"1", None]
+    assert notes.keys() == ["k", "n", "u", "x1", "x2"]
+    notes.delete("k")
+    assert Bucket.open("notes-native-test").keys() == ["n", "u", "x1", "x2"]

@@ -42,6 +42,7 @@ pub mod host;
 pub mod http;
 mod plugin;
 mod schema;
+pub mod state;
 mod tool;
 
 #[doc(hidden)]
@@ -53,15 +54,16 @@ pub use bindings::mcp_host::plugin::types::{
     ResourceBody, ResourceContents, Role, TaskSupport, ToolResult,
 };
 pub use plugin::{Plugin, Prompt, Resource, ResourceTemplate, Vars};
+pub use state::{Bucket, StateError};
 pub use tool::{NoArgs, Structured, Tool, ToolError, ToolOutput};
 
 /// Everything a plugin usually needs, including the derive macros for its
 /// argument and output types.
 pub mod prelude {
     pub use crate::{
-        Content, Effects, Error, NoArgs, Plugin, Prompt, PromptMessage, PromptResult, Resource,
-        ResourceContents, ResourceTemplate, Role, Structured, TaskSupport, Tool, ToolError,
-        ToolResult, Vars, host,
+        Bucket, Content, Effects, Error, NoArgs, Plugin, Prompt, PromptMessage, PromptResult,
+        Resource, ResourceContents, ResourceTemplate, Role, StateError, Structured, TaskSupport,
+        Tool, ToolError, ToolResult, Vars, host,
     };
     pub use schemars::JsonSchema;
     pub use serde::{Deserialize, Serialize};

@@ -286,6 +286,8 @@ impl Pipeline<'_> {
         };
         self.record_denials(plugin, request.target, &diagnostics.denials, &caller.client)
             .await;
+        self.record_state(plugin, request.target, &diagnostics.state, &caller.client)
+            .await;
         for (stream, text, level) in [
             ("stdout", &diagnostics.stdout, types::LogLevel::Info),
             ("stderr", &diagnostics.stderr, types::LogLevel::Warning),

@@ -61,6 +61,33 @@ impl Pipeline<'_> {
         Err(McpError::invalid_params(message, None))
     }
 
+    /// Counts and records what one call did in its key-value buckets.
+    pub(super) async fn record_state(
+        &self,
+        plugin: &LoadedPlugin,
+        target: &str,
+        state: &[crate::capability::keyvalue::BucketActivity],
+        client: &Client,
+    ) {
+        if state.is_empty() {
+            return;
+        }
+        let reads = state.iter().map(|b| b.reads).sum();
+        let writes = state.iter().map(|b| b.writes).sum();
+        self.shared
+            .metrics
+            .state_operations(&plugin.name, reads, writes);
+        self.shared
+            .audit
+            .record(Event::State {
+                plugin: plugin.name.clone(),
+                target: target.to_owned(),
+                buckets: serde_json::to_value(state).unwrap_or_default(),
+                client: client.clone(),
+            })
+            .await;
+    }
+
     /// Counts and records what the sandbox refused during one call.
     pub(super) async fn record_denials(
         &self,
