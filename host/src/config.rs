@@ -52,9 +52,74 @@ pub struct EngineTable {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
+    /// `embedded` (the default: one file, this host's alone) or `redis`
+    /// (shared by several hosts).
+    #[serde(default)]
+    pub backend: StateBackend,
     /// The folder of the embedded store [default: state/ in the root
     /// folder].
     pub dir: Option<PathBuf>,
+    /// Redis: its URL, `redis://[user:password@]host[:port][/db]` or
+    /// `rediss://` for TLS.
+    pub url: Option<String>,
+    /// Redis: the environment variable holding its URL (so the password
+    /// stays out of the file).
+    pub url_env: Option<String>,
+}
+
+/// Where buckets keep their data.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateBackend {
+    #[default]
+    Embedded,
+    Redis,
+}
+
+impl StateConfig {
+    /// The store this table chooses; the embedded one in `default_dir`
+    /// unless it says otherwise.
+    fn store(
+        &self,
+        base: &Path,
+        default_dir: &Path,
+    ) -> anyhow::Result<(
+        std::sync::Arc<dyn crate::capability::keyvalue::store::KeyValueStore>,
+        Option<PathBuf>,
+    )> {
+        use crate::capability::keyvalue::{embedded::EmbeddedStore, redis::RedisStore};
+        match self.backend {
+            StateBackend::Embedded => {
+                if self.url.is_some() || self.url_env.is_some() {
+                    anyhow::bail!("config: [state] url and url_env are for backend = \"redis\"");
+                }
+                let dir = match &self.dir {
+                    Some(dir) => base.join(dir),
+                    None => default_dir.to_owned(),
+                };
+                Ok((
+                    std::sync::Arc::new(EmbeddedStore::in_folder(&dir)),
+                    Some(dir),
+                ))
+            }
+            StateBackend::Redis => {
+                let url = match (&self.url, &self.url_env) {
+                    (Some(url), None) => url.clone(),
+                    (None, Some(name)) => std::env::var(name).map_err(|_| {
+                        anyhow::anyhow!("config: [state] url_env names {name}, which is not set")
+                    })?,
+                    _ => anyhow::bail!(
+                        "config: [state] backend = \"redis\" needs one of url and url_env"
+                    ),
+                };
+                if self.dir.is_some() {
+                    anyhow::bail!("config: [state] dir is for the embedded backend");
+                }
+                let store = RedisStore::new(&url).map_err(|e| anyhow::anyhow!("config: {e}"))?;
+                Ok((std::sync::Arc::new(store), None))
+            }
+        }
+    }
 }
 
 /// The `[audit]` table.
@@ -325,17 +390,14 @@ impl Settings {
                 .iter()
                 .map(|dir| Protected::new(dir, "the component cache", true)),
         );
-        let state_dir = match &file.state.dir {
-            Some(dir) => base.join(dir),
-            None => root.join("state"),
-        };
-        protected.push(Protected::new(&state_dir, "the state folder", true));
+        let (keyvalue, state_dir) = file.state.store(&base, &root.join("state"))?;
+        if let Some(dir) = &state_dir {
+            protected.push(Protected::new(dir, "the state folder", true));
+        }
         // The one place the backend of state replicas would share is chosen.
         let shared_state = SharedState::in_memory();
         let mut services = shared_state.host_services();
-        services.keyvalue = std::sync::Arc::new(
-            crate::capability::keyvalue::embedded::EmbeddedStore::in_folder(&state_dir),
-        );
+        services.keyvalue = keyvalue;
         Ok(Settings {
             plugins,
             policies: PolicyDir {
@@ -370,4 +432,46 @@ impl Settings {
 
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     std::path::absolute(path).map_err(|e| anyhow::anyhow!("cannot resolve {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(text: &str) -> anyhow::Result<String> {
+        let config: StateConfig = toml::from_str(text)?;
+        let (store, _) = config.store(Path::new("/base"), Path::new("/root/state"))?;
+        Ok(store.describe())
+    }
+
+    #[test]
+    fn the_state_table_chooses_one_store_and_says_what_is_wrong() {
+        assert_eq!(state("").unwrap(), "embedded (/root/state/keyvalue.redb)");
+        assert_eq!(
+            state("dir = \"kv\"\n").unwrap(),
+            "embedded (/base/kv/keyvalue.redb)"
+        );
+        let redis = state("backend = \"redis\"\nurl = \"redis://u:secret@127.0.0.1:6400/2\"\n");
+        assert_eq!(
+            redis.unwrap(),
+            "Redis (redis://127.0.0.1:6400)",
+            "no password shown"
+        );
+        for (text, said) in [
+            ("backend = \"redis\"\n", "needs one of url and url_env"),
+            (
+                "backend = \"redis\"\nurl = \"http://x\"\n",
+                "is not a Redis URL",
+            ),
+            (
+                "backend = \"redis\"\nurl_env = \"NO_SUCH_VARIABLE_HERE\"\n",
+                "is not set",
+            ),
+            ("url = \"redis://x\"\n", "are for backend = \"redis\""),
+            ("backend = \"sqlite\"\n", "unknown variant"),
+        ] {
+            let error = state(text).unwrap_err().to_string();
+            assert!(error.contains(said), "{text}: {error}");
+        }
+    }
 }

@@ -11,11 +11,12 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 
 import pytest
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
@@ -26,7 +27,6 @@ from harness import (
     host_args,
     make_root,
     run_host,
-    stdio_params,
     text_of,
     wait_for_tools,
 )
@@ -58,11 +58,57 @@ def as_user(url: str, sub: str) -> Client:
     return Client(streamable_http_client(url, http_client=create_mcp_http_client(headers=headers)))
 
 
-def authenticated(root) -> HttpHost:
-    config = root / "host.toml"
-    config.write_text(f'[auth]\nmode = "direct"\nresource = "{AUDIENCE}"\nissuer = "{ISSUER}"\n'
-                      f'authorization_servers = ["{ISSUER}"]\nhs256_secret_env = "TEST_HS256_SECRET"\n')
-    return HttpHost(root, ENV, "--config", str(config))
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    """A real redis-server on loopback (Debian's package), for the module."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder = tmp_path_factory.mktemp("redis")
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", str(folder)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while subprocess.run(["redis-cli", "-p", str(port), "PING"], capture_output=True).stdout.strip() != b"PONG":
+        assert time.monotonic() < deadline, "redis-server did not start"
+        time.sleep(0.05)
+    yield port
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def backend(request):
+    """The store every host of a test uses: the embedded one, or Redis
+    (emptied first); the same tests run on both."""
+    if request.param == "embedded":
+        return None
+    port = request.getfixturevalue("redis_server")
+    subprocess.run(["redis-cli", "-p", str(port), "FLUSHALL"], check=True, capture_output=True)
+    return f"redis://127.0.0.1:{port}"
+
+
+def configure(root, backend: str | None, auth: str = "") -> list[str]:
+    """Writes the host config of `root` (its store and `auth`); the
+    arguments that make a host read it."""
+    state = f'[state]\nbackend = "redis"\nurl = "{backend}"\n' if backend else ""
+    (root / "host.toml").write_text(auth + state)
+    return ["--config", str(root / "host.toml")]
+
+
+def config_args(root) -> list[str]:
+    return ["--config", str(root / "host.toml")]
+
+
+def stdio(root) -> StdioServerParameters:
+    return StdioServerParameters(command=str(HOST), args=["serve", *host_args(root, *config_args(root))],
+                                 env=dict(os.environ))
+
+
+def authenticated(root, backend: str | None) -> HttpHost:
+    auth = (f'[auth]\nmode = "direct"\nresource = "{AUDIENCE}"\nissuer = "{ISSUER}"\n'
+            f'authorization_servers = ["{ISSUER}"]\nhs256_secret_env = "TEST_HS256_SECRET"\n')
+    return HttpHost(root, ENV, *configure(root, backend, auth))
 
 
 def stateful_root(tmp_path, *extra_plugins: str):
@@ -81,15 +127,16 @@ async def op(client, tool: str = "stateful__write", **arguments):
 
 
 @pytest.mark.parametrize("transport", ["stdio", "http"])
-async def test_insights_survive_a_restart_and_are_found_again(tmp_path, transport):
+async def test_insights_survive_a_restart_and_are_found_again(tmp_path, transport, backend):
     root = make_root(tmp_path)
+    configure(root, backend)
     other = {"text": "Opening-range breakouts on QQQ 5m failed in every trending week of 2024",
              "category": "failure", "importance": 4, "tags": ["breakout"]}
 
     def opened():
         if transport == "stdio":
-            return Client(stdio_params(root)), None
-        host = HttpHost(root)
+            return Client(stdio(root)), None
+        host = HttpHost(root, None, *config_args(root))
         return Client(host.url), host
 
     client, host = opened()
@@ -124,7 +171,7 @@ async def test_insights_survive_a_restart_and_are_found_again(tmp_path, transpor
     finally:
         if host:
             host.stop()
-    assert (root / "state" / "keyvalue.redb").is_file()
+    assert (root / "state" / "keyvalue.redb").is_file() != bool(backend)
     records = audit_records(root, until=lambda r: r["event"] == "call" and r["target"] == "journal__delete_insight")
     assert any(r["event"] == "call" and r["target"] == "journal__delete_insight" and r["outcome"] == "ok"
                for r in records)
@@ -139,9 +186,10 @@ async def test_insights_survive_a_restart_and_are_found_again(tmp_path, transpor
     assert "RSI(2)" not in (root / "audit.jsonl").read_text()
 
 
-async def test_one_user_never_sees_another_users_insights(tmp_path):
+async def test_one_user_never_sees_another_users_insights(tmp_path, backend):
     root = make_root(tmp_path)
-    host = authenticated(root)
+    configure(root, backend)
+    host = authenticated(root, backend)
     try:
         async with as_user(host.url, "alice") as alice:
             saved = await alice.call_tool("journal__save_insight", INSIGHT)
@@ -157,7 +205,7 @@ async def test_one_user_never_sees_another_users_insights(tmp_path):
             assert saved.structured_content["id"] == mine
     finally:
         host.stop()
-    host = authenticated(root)
+    host = authenticated(root, backend)
     try:
         async with as_user(host.url, "alice") as alice:
             found = await alice.call_tool("journal__search_insights", {})
@@ -168,11 +216,12 @@ async def test_one_user_never_sees_another_users_insights(tmp_path):
 
 
 @pytest.mark.parametrize("transport", ["stdio", "http"])
-async def test_every_refusal_is_named_to_plugin_and_client(tmp_path, transport):
+async def test_every_refusal_is_named_to_plugin_and_client(tmp_path, transport, backend):
     root = stateful_root(tmp_path)
-    host = HttpHost(root) if transport == "http" else None
+    configure(root, backend)
+    host = HttpHost(root, None, *config_args(root)) if transport == "http" else None
     try:
-        async with Client(host.url if host else stdio_params(root)) as client:
+        async with Client(host.url if host else stdio(root)) as client:
             refused, text = await op(client, op="open", bucket="journal")
             assert refused and "no bucket \"journal\" is granted" in text, text
             assert "denied by policy (no [keyvalue] grant names the bucket)" in text, text
@@ -201,9 +250,10 @@ async def test_every_refusal_is_named_to_plugin_and_client(tmp_path, transport):
         assert rule in rules, rules
 
 
-async def test_quotas_hold_and_a_refused_write_leaves_the_bucket_as_it_was(tmp_path):
+async def test_quotas_hold_and_a_refused_write_leaves_the_bucket_as_it_was(tmp_path, backend):
     root = stateful_root(tmp_path)
-    async with Client(stdio_params(root)) as client:
+    configure(root, backend)
+    async with Client(stdio(root)) as client:
         refused, text = await op(client, op="fill", bucket="notes", key="k", value="v", size=10)
         assert refused and "after 5 keys" in text and "max_keys = 5" in text, text
         keys = json.loads((await op(client, op="keys", bucket="notes"))[1])
@@ -244,9 +294,10 @@ BUCKET_TRICKS = [
 ]
 
 
-async def test_no_bucket_name_reaches_another_plugins_or_users_data(tmp_path):
+async def test_no_bucket_name_reaches_another_plugins_or_users_data(tmp_path, backend):
     root = stateful_root(tmp_path, "stateful-b")
-    async with Client(stdio_params(root)) as client:
+    configure(root, backend)
+    async with Client(stdio(root)) as client:
         assert await op(client, op="set", bucket="notes", key="secret", value="a's") == (False, "set")
         # The same bucket name in another plugin is another plugin's bucket.
         assert await op(client, "stateful-b__write", op="get", bucket="notes", key="secret") == (False, "(none)")
@@ -258,7 +309,7 @@ async def test_no_bucket_name_reaches_another_plugins_or_users_data(tmp_path):
               if r["event"] == "denied"]
     assert denied and all(len(json.dumps(r)) < 8000 for r in denied)
     # Per-user buckets: another principal sees only its own (stdio is `local`).
-    host = authenticated(root)
+    host = authenticated(root, backend)
     try:
         async with as_user(host.url, "alice") as alice:
             assert await op(alice, op="set", bucket="mine", key="k", value="alice") == (False, "set")
@@ -269,12 +320,11 @@ async def test_no_bucket_name_reaches_another_plugins_or_users_data(tmp_path):
         host.stop()
 
 
-async def test_a_per_user_bucket_is_refused_to_the_shared_anonymous_principal(tmp_path):
+async def test_a_per_user_bucket_is_refused_to_the_shared_anonymous_principal(tmp_path, backend):
     root = stateful_root(tmp_path)
-    config = root / "host.toml"
-    config.write_text('[auth]\nmode = "public"\n')
+    configure(root, backend)
     # Public mode serves read-only tools only: `read` opens without writing.
-    host = HttpHost(root, None, "--config", str(config))
+    host = HttpHost(root, None, *configure(root, backend, '[auth]\nmode = "public"\n'))
     try:
         async with Client(host.url) as client:
             refused, text = await op(client, "stateful__read", op="get", bucket="mine", key="k")
@@ -284,11 +334,12 @@ async def test_a_per_user_bucket_is_refused_to_the_shared_anonymous_principal(tm
         host.stop()
 
 
-def test_no_acknowledged_write_is_lost_to_kill_9(tmp_path):
+def test_no_acknowledged_write_is_lost_to_kill_9(tmp_path, backend):
     """A burst of writes, the host killed in the middle of it: every write
     the client saw succeed is there after a restart (counted)."""
     root = stateful_root(tmp_path)
-    process = subprocess.Popen([str(HOST), "serve", *host_args(root)], stdin=subprocess.PIPE,
+    configure(root, backend)
+    process = subprocess.Popen([str(HOST), "serve", *host_args(root, *config_args(root))], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
     def send(message: dict) -> None:
@@ -313,7 +364,7 @@ def test_no_acknowledged_write_is_lost_to_kill_9(tmp_path):
     import anyio
 
     async def stored() -> set[int]:
-        async with Client(stdio_params(root)) as client:
+        async with Client(stdio(root)) as client:
             keys = json.loads((await op(client, "stateful__read", op="keys", bucket="burst"))[1])
         return {int(key[1:]) for key in keys}
 
@@ -323,12 +374,13 @@ def test_no_acknowledged_write_is_lost_to_kill_9(tmp_path):
 
 
 @pytest.mark.parametrize("fixture", ["stateful-py", "stateful-js"])
-async def test_python_and_javascript_plugins_keep_state_under_the_same_rules(tmp_path, fixture):
+async def test_python_and_javascript_plugins_keep_state_under_the_same_rules(tmp_path, fixture, backend):
     """The SDKs of the other languages reach the same buckets through the
     same checks, and get the host's refusals as their own errors."""
     root = make_root(tmp_path, fixtures=(fixture,))
+    configure(root, backend)
     write, read = f"{fixture}__write", f"{fixture}__read"
-    async with Client(stdio_params(root)) as client:
+    async with Client(stdio(root)) as client:
         await wait_for_tools(client, write)
         assert await op(client, write, op="set", bucket="notes", key="k", value="v1") == (False, "set")
         assert await op(client, read, op="get", bucket="notes", key="k") == (False, "v1")
@@ -350,48 +402,101 @@ async def test_python_and_javascript_plugins_keep_state_under_the_same_rules(tmp
         refused, text = await op(client, read, op="keys", bucket="notes")
         assert not refused and json.loads(text) == ["k", "n"], text
     # Another start: the same data.
-    async with Client(stdio_params(root)) as client:
+    async with Client(stdio(root)) as client:
         await wait_for_tools(client, read)
         assert await op(client, read, op="get", bucket="notes", key="k") == (False, "v1")
 
 
-async def test_operators_list_export_import_and_forget_a_user(tmp_path):
+async def test_operators_list_export_import_and_forget_a_user(tmp_path, backend):
     root = make_root(tmp_path)
-    host = authenticated(root)
+    configure(root, backend)
+    host = authenticated(root, backend)
     try:
         for user in ("alice", "bob"):
             async with as_user(host.url, user) as client:
                 saved = await client.call_tool("journal__save_insight", {**INSIGHT, "text": f"{user}'s insight"})
                 assert not saved.is_error, text_of(saved)
-        # The store is one host's at a time: a command says so, and how to go on.
-        busy = run_host("state", "list", *host_args(root))
-        assert busy.returncode != 0 and "open in another host process" in busy.stderr, busy.stderr
+        # The embedded store is one host's at a time: a command says so, and
+        # how to go on. Redis is shared.
+        beside = run_host("state", "list", *host_args(root, *config_args(root)))
+        if backend:
+            assert beside.returncode == 0 and "user alice" in beside.stdout, beside.stderr
+        else:
+            assert beside.returncode != 0 and "open in another host process" in beside.stderr, beside.stderr
     finally:
         host.stop()
-    listed = run_host("state", "list", *host_args(root))
+    listed = run_host("state", "list", *host_args(root, *config_args(root)))
     assert listed.returncode == 0, listed.stderr
     assert "journal/insights (user alice)  2 keys" in listed.stdout, listed.stdout
     assert "journal/insights (user bob)  2 keys" in listed.stdout, listed.stdout
     exported = tmp_path / "alice.jsonl"
-    done = run_host("state", "export", "--user", "alice", "--out", str(exported), *host_args(root))
+    done = run_host("state", "export", "--user", "alice", "--out", str(exported), *host_args(root, *config_args(root)))
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in exported.read_text().splitlines()]
     assert {line["user"] for line in lines} == {"alice"} and len(lines) == 2
     assert any("alice's insight" in line["value"] for line in lines)
-    forgot = run_host("state", "forget", "--user", "alice", *host_args(root))
+    forgot = run_host("state", "forget", "--user", "alice", *host_args(root, *config_args(root)))
     assert forgot.returncode == 0 and "2 keys in 1 buckets" in forgot.stdout, forgot.stdout
-    listed = run_host("state", "list", *host_args(root))
+    listed = run_host("state", "list", *host_args(root, *config_args(root)))
     assert "alice" not in listed.stdout and "user bob" in listed.stdout, listed.stdout
-    restored = run_host("state", "import", str(exported), *host_args(root))
+    restored = run_host("state", "import", str(exported), *host_args(root, *config_args(root)))
     assert restored.returncode == 0 and "imported 2 keys" in restored.stderr, restored.stderr
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"plugin": "journal", "bucket": "insights", "key": "k"}\n')
-    refused = run_host("state", "import", str(bad), *host_args(root))
+    refused = run_host("state", "import", str(bad), *host_args(root, *config_args(root)))
     assert refused.returncode != 0 and "line 1: give one of value and value_base64" in refused.stderr
-    host = authenticated(root)
+    host = authenticated(root, backend)
     try:
         async with as_user(host.url, "alice") as alice:
             found = await alice.call_tool("journal__search_insights", {})
             assert [i["text"] for i in found.structured_content["insights"]] == ["alice's insight"]
     finally:
         host.stop()
+
+
+async def test_a_store_that_is_down_fails_its_calls_clearly_and_comes_back(tmp_path, redis_server):
+    """Redis stopped under a serving host: bucket calls fail at once with
+    a clear error, every other plugin is served, and once Redis is back the
+    host reconnects by itself."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+               "--dir", str(folder)]
+
+    def start_redis():
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while subprocess.run(["redis-cli", "-p", str(port), "PING"], capture_output=True).stdout.strip() != b"PONG":
+            time.sleep(0.05)
+        return server
+
+    redis = start_redis()
+    root = make_root(tmp_path / "root")
+    configure(root, f"redis://127.0.0.1:{port}")
+    try:
+        async with Client(stdio(root)) as client:
+            saved = await client.call_tool("journal__save_insight", INSIGHT)
+            assert not saved.is_error, text_of(saved)
+            redis.terminate()
+            redis.wait(timeout=10)
+            started = time.monotonic()
+            failed = await client.call_tool("journal__search_insights", {})
+            assert failed.is_error and "the key-value store is unavailable" in text_of(failed), text_of(failed)
+            assert f"127.0.0.1:{port}" in text_of(failed)
+            assert time.monotonic() - started < 8, "a store that is down fails fast"
+            quote = await client.call_tool("market-data__get_quote", {"symbol": "SPY"})
+            assert not quote.is_error, text_of(quote)
+            redis = start_redis()  # empty: it kept nothing on disk
+            deadline = time.monotonic() + 20
+            while True:
+                found = await client.call_tool("journal__search_insights", {})
+                if not found.is_error or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert not found.is_error, text_of(found)
+            saved = await client.call_tool("journal__save_insight", INSIGHT)
+            assert not saved.is_error, text_of(saved)
+    finally:
+        redis.terminate()

@@ -22,6 +22,7 @@
 pub mod bindings;
 pub mod embedded;
 mod guest;
+pub mod redis;
 pub mod store;
 
 pub use guest::{BucketActivity, KeyValueCall};
