@@ -9,6 +9,7 @@
 mod bare;
 mod clients;
 mod figures;
+mod keyvalue;
 mod languages;
 mod measure;
 
@@ -99,6 +100,9 @@ async fn main() -> Result<()> {
     if wanted(Figure::Languages) {
         bench.languages().await?;
     }
+    if wanted(Figure::Keyvalue) {
+        bench.keyvalue().await?;
+    }
     // It needs valgrind, which CI's smoke run need not have: only on demand.
     if args.only.contains(&Figure::Instructions) {
         bench.instructions().await?;
@@ -117,6 +121,7 @@ enum Figure {
     Idle,
     Instructions,
     Languages,
+    Keyvalue,
 }
 
 /// All the harness's clients are one user at one loopback address: it
