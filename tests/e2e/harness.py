@@ -20,7 +20,7 @@ from mcp import StdioServerParameters
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 HOST = pathlib.Path(os.environ.get("HOST_BIN", REPO / "target" / "debug" / "host"))
-EXAMPLES = ("market-data", "indicators", "strategies", "broker", "backtest", "journal")
+EXAMPLES = ("market-data", "indicators", "strategies", "broker", "backtest", "journal", "workspace")
 # Examples in other languages: large components, copied only where a test asks.
 LANGUAGE_EXAMPLES = ("risk", "screener")
 FIXTURE_WASM = REPO / "tests" / "fixtures" / "target" / "wasm32-wasip2" / "release"

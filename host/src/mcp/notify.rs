@@ -1,5 +1,6 @@
 //! Telling clients what a reload changed: list-changed notifications, and
-//! updates to the resources they watch, to peers with a session and to
+//! updates to the resources they watch (after a reload, or a call that
+//! changed a plugin's state), to peers with a session and to
 //! `subscriptions/listen` streams alike.
 
 use super::Shared;
@@ -25,6 +26,23 @@ async fn next_change(changes: &mut broadcast::Receiver<Change>) -> Option<Change
         Ok(change) => Some(change),
         Err(broadcast::error::RecvError::Lagged(_)) => Some(EVERYTHING),
         Err(broadcast::error::RecvError::Closed) => None,
+    }
+}
+
+/// What to tell watchers next: a reload's change, or (as no list
+/// changed) that some plugin's state did; `None` once no more can come.
+async fn next_event(
+    changes: &mut broadcast::Receiver<Change>,
+    state: &mut broadcast::Receiver<()>,
+) -> Option<Change> {
+    tokio::select! {
+        change = next_change(changes) => change,
+        changed = state.recv() => match changed {
+            // Missed state changes only mean looking at every resource:
+            // which is what each one does anyway.
+            Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => Some(Change::default()),
+            Err(broadcast::error::RecvError::Closed) => None,
+        },
     }
 }
 
@@ -56,7 +74,7 @@ fn updated_resources(shared: &Shared, watched: &Mutex<Watched>) -> Vec<String> {
     let registry = shared.registry.load();
     watched
         .lock()
-        .map(|mut watched| watched.updated(&registry))
+        .map(|mut watched| watched.updated(&registry, &shared.state))
         .unwrap_or_default()
 }
 
@@ -69,6 +87,7 @@ pub(super) fn watch_changes(
     ended: WaitForCancellationFutureOwned,
 ) {
     let mut changes = shared.changes.subscribe();
+    let mut state = shared.state_changed.subscribe();
     // Weak: the task must not keep the host's state (and so the change
     // channel it waits on) alive once the host is shutting down.
     let shared_weakly = Arc::downgrade(shared);
@@ -79,13 +98,16 @@ pub(super) fn watch_changes(
         loop {
             let change = tokio::select! {
                 () = &mut ended => break,
-                change = next_change(&mut changes) => change,
+                change = next_event(&mut changes, &mut state) => change,
             };
             let Some(change) = change else { break };
             let Some(shared) = shared_weakly.upgrade() else {
                 break;
             };
             let updated = updated_resources(&shared, &watched);
+            if change == Change::default() && updated.is_empty() {
+                continue;
+            }
             if peer.is_transport_closed() || notify_peer(&peer, change, updated).await.is_err() {
                 break;
             }
@@ -97,7 +119,9 @@ pub(super) fn watch_changes(
 /// cancelled or no more changes can come.
 pub(super) async fn listen(shared: &Shared, context: SubscriptionContext) {
     let mut changes = shared.changes.subscribe();
-    let watched = Mutex::new(Watched::default());
+    let mut state = shared.state_changed.subscribe();
+    let user = super::request::principal_of(context.request_context()).id;
+    let watched = Mutex::new(Watched::for_user(user));
     if let (Ok(mut watched), Some(uris)) =
         (watched.lock(), &context.accepted().resource_subscriptions)
     {
@@ -105,7 +129,7 @@ pub(super) async fn listen(shared: &Shared, context: SubscriptionContext) {
         for uri in uris {
             // Past the host's bound the rest go unwatched; the stream
             // still reports list changes.
-            if watched.add(uri.clone(), &registry).is_err() {
+            if watched.add(uri.clone(), &registry, &shared.state).is_err() {
                 break;
             }
         }
@@ -113,7 +137,7 @@ pub(super) async fn listen(shared: &Shared, context: SubscriptionContext) {
     loop {
         let change = tokio::select! {
             () = context.cancelled() => return,
-            change = next_change(&mut changes) => match change {
+            change = next_event(&mut changes, &mut state) => match change {
                 Some(change) => change,
                 None => return,
             },

@@ -250,7 +250,7 @@ impl ServerHandler for McpServer {
     async fn subscribe(
         &self,
         request: SubscribeRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
         let registry = self.shared.registry.load();
         client_text::uri_within_limit(&request.uri)
@@ -260,8 +260,11 @@ impl ServerHandler for McpServer {
             return Err(McpError::resource_not_found(message, None));
         }
         let mut watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+        // A session is its user's alone: its updates follow that user's
+        // state.
+        watched.set_user(principal_of(&context).id);
         watched
-            .add(request.uri, &registry)
+            .add(request.uri, &registry, &self.shared.state)
             .map_err(|why| McpError::invalid_params(why, None))
     }
 

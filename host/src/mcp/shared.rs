@@ -19,6 +19,11 @@ pub struct Shared {
     pub audit: AuditLog,
     /// Reloads announce here which lists changed.
     pub changes: broadcast::Sender<Change>,
+    /// How often each plugin's state changed (for everyone, per user).
+    pub state: super::subscriptions::StateGenerations,
+    /// Calls that changed a plugin's state announce it here, so that
+    /// watchers look for updated resources.
+    pub state_changed: broadcast::Sender<()>,
     /// Whether `host__noop` is served (for benchmarks).
     pub native_noop: bool,
     /// Calls running (or run) as tasks.
@@ -46,6 +51,8 @@ impl Shared {
             runtime,
             audit,
             changes: broadcast::channel(16).0,
+            state: Default::default(),
+            state_changed: broadcast::channel(16).0,
             native_noop: false,
             tasks: state.tasks(),
             tool_calls: state.rate_buckets(tool_calls_per_minute),

@@ -74,6 +74,16 @@ impl Pipeline<'_> {
         }
         let reads = state.iter().map(|b| b.reads).sum();
         let writes = state.iter().map(|b| b.writes).sum();
+        if writes > 0 {
+            for bucket in state.iter().filter(|b| b.writes > 0) {
+                self.shared
+                    .state
+                    .changed(&plugin.name, bucket.user.as_deref());
+            }
+            // Watchers look for resources this changed; none listening is
+            // fine.
+            let _ = self.shared.state_changed.send(());
+        }
         self.shared
             .metrics
             .state_operations(&plugin.name, reads, writes);
