@@ -500,3 +500,33 @@ async def test_a_store_that_is_down_fails_its_calls_clearly_and_comes_back(tmp_p
             assert not saved.is_error, text_of(saved)
     finally:
         redis.terminate()
+
+
+async def test_a_reloaded_plugin_and_policy_keep_their_buckets(tmp_path, backend):
+    """A new policy, or a new build of the plugin, is the same plugin: it
+    sees the same buckets."""
+    root = make_root(tmp_path)
+    configure(root, backend)
+
+    def loads() -> int:
+        return (root / "audit.jsonl").read_text().count('"event":"loaded","plugin":"journal"')
+
+    def replaced(path, content: bytes) -> None:
+        partial = path.with_suffix(".partial")
+        partial.write_bytes(content)
+        before = loads()
+        os.replace(partial, path)
+        deadline = time.monotonic() + 20
+        while loads() == before:
+            assert time.monotonic() < deadline, f"{path.name} was not reloaded"
+            time.sleep(0.05)
+
+    async with Client(stdio(root)) as client:
+        saved = await client.call_tool("journal__save_insight", INSIGHT)
+        assert not saved.is_error, text_of(saved)
+        policy = root / "policies" / "journal.toml"
+        replaced(policy, policy.read_bytes().replace(b"max_keys = 20000", b"max_keys = 30000"))
+        wasm = root / "plugins" / "journal.wasm"
+        replaced(wasm, wasm.read_bytes() + b"\x00\x09\x08rebuilt!")  # a custom section: a new build
+        found = await client.call_tool("journal__search_insights", {})
+        assert [i["text"] for i in found.structured_content["insights"]] == [INSIGHT["text"]]
