@@ -182,6 +182,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         settings.auth.rate_limit.tool_calls_per_minute,
     );
     shared.native_noop = args.native_noop;
+    shared.keyvalue = Some(settings.policies.services.keyvalue.clone());
     let shared = Arc::new(shared);
     let watch = if args.no_watch {
         None

@@ -56,6 +56,7 @@ pub struct Metrics {
     auth_failures: Family<ReasonLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
     state_operations: Family<StateLabels, Counter>,
+    keyvalue_bytes: Gauge,
     sandboxes: Gauge,
     plugins: Gauge,
     failed_plugins: Gauge,
@@ -102,6 +103,12 @@ impl Default for Metrics {
             "Key-value bucket operations plugins made, by plugin and kind (read, write)",
             state_operations.clone(),
         );
+        let keyvalue_bytes = Gauge::default();
+        registry.register(
+            "keyvalue_store_bytes",
+            "The embedded key-value store's size on disk (0 until it is made, or with Redis)",
+            keyvalue_bytes.clone(),
+        );
         let sandboxes = Gauge::default();
         registry.register("sandboxes_in_use", "Sandboxes alive now", sandboxes.clone());
         let plugins = Gauge::default();
@@ -126,6 +133,7 @@ impl Default for Metrics {
             auth_failures,
             reloads,
             state_operations,
+            keyvalue_bytes,
             sandboxes,
             plugins,
             failed_plugins,
@@ -150,6 +158,11 @@ impl Metrics {
                 target: target.to_owned(),
             })
             .observe(seconds);
+    }
+
+    /// The key-value store's size on disk, when it is known.
+    pub fn set_keyvalue_bytes(&self, bytes: Option<u64>) {
+        self.keyvalue_bytes.set(bytes.unwrap_or(0) as i64);
     }
 
     /// `reads` and `writes` a call of `plugin` made in its buckets.

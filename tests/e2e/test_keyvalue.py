@@ -9,11 +9,13 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import time
+import urllib.request
 
 import pytest
 from mcp import Client, StdioServerParameters
@@ -203,6 +205,14 @@ async def test_one_user_never_sees_another_users_insights(tmp_path, backend):
             # Bob's ids start from his own counter: his first is also 1.
             saved = await bob.call_tool("journal__save_insight", {**INSIGHT, "text": "bob's own"})
             assert saved.structured_content["id"] == mine
+        # /metrics counts bucket operations, and the embedded store's size.
+        with urllib.request.urlopen(host.origin + "/metrics", timeout=10) as response:
+            metrics = response.read().decode()
+        writes = re.search(r'mcp_host_keyvalue_operations_total\{(?=[^}]*plugin="journal")(?=[^}]*kind="write")[^}]*\} (\d+)',
+                           metrics)
+        assert writes and int(writes.group(1)) == 4, metrics  # two saves: counter and insight each
+        size = int(re.search(r"mcp_host_keyvalue_store_bytes (\d+)", metrics).group(1))
+        assert (size > 0) != bool(backend), size
     finally:
         host.stop()
     host = authenticated(root, backend)

@@ -34,6 +34,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Plugin calls running now, which shutdown waits for.
     pub in_flight: InFlight,
+    /// Where buckets keep their data, for `/metrics`.
+    pub keyvalue: Option<Arc<dyn crate::capability::keyvalue::store::KeyValueStore>>,
 }
 
 impl Shared {
@@ -58,6 +60,7 @@ impl Shared {
             tool_calls: state.rate_buckets(tool_calls_per_minute),
             metrics: Arc::default(),
             in_flight: InFlight::default(),
+            keyvalue: None,
         }
     }
 }

@@ -377,6 +377,8 @@ async fn ready((shared, stopping): (Arc<Shared>, CancellationToken)) -> axum::re
 /// The metrics, in the Prometheus (OpenMetrics) text format.
 async fn metrics(shared: Arc<Shared>) -> axum::response::Response {
     let registry = shared.registry.load();
+    let stored = shared.keyvalue.as_ref().and_then(|s| s.stored_bytes());
+    shared.metrics.set_keyvalue_bytes(stored);
     let text = shared.metrics.encode(
         shared.runtime.sandboxes_in_use(),
         registry.plugins().len(),

@@ -384,6 +384,13 @@ impl KeyValueStore for EmbeddedStore {
         .await
     }
 
+    fn stored_bytes(&self) -> Option<u64> {
+        match &self.place {
+            Place::File(path) => std::fs::metadata(path).ok().map(|m| m.len()),
+            Place::Memory => None,
+        }
+    }
+
     fn describe(&self) -> String {
         match &self.place {
             Place::File(path) => format!("embedded ({})", path.display()),

@@ -238,6 +238,12 @@ pub trait KeyValueStore: Send + Sync {
 
     /// Where the data is, for people.
     fn describe(&self) -> String;
+
+    /// What the store takes on disk, in bytes, when it knows (a shared
+    /// store reports its own).
+    fn stored_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 #[cfg(test)]
