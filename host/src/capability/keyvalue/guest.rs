@@ -5,6 +5,7 @@ use super::bindings::{atomics, batch, store};
 use super::store::{Change, Namespace, StoreError};
 use super::{Access, BucketGrant, KeyValueGrant, MAX_KEY_BYTES, Scope};
 use crate::capability::denials::{Denials, Rule};
+use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
 
 /// Keys a `list-keys` page holds.
@@ -16,13 +17,13 @@ const MAX_HANDLES: usize = 1024;
 /// An open bucket: which grant, and the namespace its data is in.
 pub struct Bucket {
     grant: usize,
-    ns: Namespace,
+    ns: Arc<Namespace>,
 }
 
 /// A compare-and-swap in progress.
 pub struct Cas {
     grant: usize,
-    ns: Namespace,
+    ns: Arc<Namespace>,
     key: String,
     current: Option<Vec<u8>>,
 }
@@ -100,16 +101,18 @@ impl KeyValueCall {
         &mut self.activity[at]
     }
 
-    /// The namespace and grant of `handle`, counting `reads` reads of it.
+    /// The namespace and grant (its index) of `handle`, counting `reads`
+    /// reads of it. Nothing is copied but a reference count: reads are
+    /// the common case, and cheap in the store.
     fn reading(
         &mut self,
         handle: &Resource<Bucket>,
         reads: usize,
-    ) -> wasmtime::Result<(Namespace, BucketGrant)> {
-        let (bucket, grant) = self.bucket(handle)?;
-        let (ns, grant) = (bucket.ns.clone(), grant.clone());
+    ) -> wasmtime::Result<(Arc<Namespace>, usize)> {
+        let bucket = self.table.get(handle)?;
+        let (ns, index) = (bucket.ns.clone(), bucket.grant);
         self.activity_of(&ns).reads += reads as u64;
-        Ok((ns, grant))
+        Ok((ns, index))
     }
 
     fn note_writes<'k>(&mut self, ns: &Namespace, keys: impl Iterator<Item = &'k str>) {
@@ -140,7 +143,7 @@ impl KeyValueCall {
         &self,
         handle: &Resource<Bucket>,
         what: &str,
-    ) -> wasmtime::Result<Result<(Namespace, BucketGrant), store::Error>> {
+    ) -> wasmtime::Result<Result<(Arc<Namespace>, BucketGrant), store::Error>> {
         let (bucket, grant) = self.bucket(handle)?;
         if grant.access == Access::ReadOnly {
             self.denials.refuse(
@@ -279,16 +282,19 @@ impl store::Host for KeyValueCall {
             user,
         };
         self.activity_of(&ns);
-        Ok(Ok(self.table.push(Bucket { grant: index, ns })?))
+        Ok(Ok(self.table.push(Bucket {
+            grant: index,
+            ns: Arc::new(ns),
+        })?))
     }
 }
 
 impl store::HostBucket for KeyValueCall {
     async fn get(&mut self, handle: Resource<Bucket>, key: String) -> Answer<Option<Vec<u8>>> {
-        let (ns, grant) = self.reading(&handle, 1)?;
+        let (ns, index) = self.reading(&handle, 1)?;
         match self.store().get(&ns, &key).await {
             Ok(value) => Ok(Ok(value)),
-            Err(error) => self.failed(&grant, &key, error),
+            Err(error) => self.failed(&self.grant.buckets[index], &key, error),
         }
     }
 
@@ -302,10 +308,10 @@ impl store::HostBucket for KeyValueCall {
     }
 
     async fn exists(&mut self, handle: Resource<Bucket>, key: String) -> Answer<bool> {
-        let (ns, grant) = self.reading(&handle, 1)?;
+        let (ns, index) = self.reading(&handle, 1)?;
         match self.store().get(&ns, &key).await {
             Ok(value) => Ok(Ok(value.is_some())),
-            Err(error) => self.failed(&grant, &key, error),
+            Err(error) => self.failed(&self.grant.buckets[index], &key, error),
         }
     }
 
@@ -314,13 +320,13 @@ impl store::HostBucket for KeyValueCall {
         handle: Resource<Bucket>,
         cursor: Option<String>,
     ) -> Answer<store::KeyResponse> {
-        let (ns, grant) = self.reading(&handle, 1)?;
+        let (ns, index) = self.reading(&handle, 1)?;
         match self.store().list_keys(&ns, cursor.as_deref(), PAGE).await {
             Ok(keys) => Ok(Ok(store::KeyResponse {
                 cursor: (keys.len() == PAGE).then(|| keys[PAGE - 1].clone()),
                 keys,
             })),
-            Err(error) => self.failed(&grant, "", error),
+            Err(error) => self.failed(&self.grant.buckets[index], "", error),
         }
     }
 
@@ -452,14 +458,14 @@ impl batch::Host for KeyValueCall {
         handle: Resource<Bucket>,
         keys: Vec<String>,
     ) -> Answer<Vec<Option<(String, Vec<u8>)>>> {
-        let (ns, grant) = self.reading(&handle, keys.len())?;
+        let (ns, index) = self.reading(&handle, keys.len())?;
         match self.store().get_many(&ns, &keys).await {
             Ok(values) => Ok(Ok(keys
                 .into_iter()
                 .zip(values)
                 .map(|(key, value)| value.map(|value| (key, value)))
                 .collect())),
-            Err(error) => self.failed(&grant, "", error),
+            Err(error) => self.failed(&self.grant.buckets[index], "", error),
         }
     }
 
