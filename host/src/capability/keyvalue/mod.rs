@@ -101,7 +101,7 @@ impl std::fmt::Debug for StoreHandle {
 #[derive(Clone, Debug, Default)]
 pub struct KeyValueGrant {
     /// The plugin the buckets belong to: part of every namespace.
-    pub plugin: String,
+    pub plugin: Arc<str>,
     pub buckets: Arc<[BucketGrant]>,
     /// `None` when nothing is granted.
     pub store: Option<StoreHandle>,
@@ -179,7 +179,7 @@ impl Capability for KeyValue {
             .map(|(name, spec)| resolve_bucket(name, spec))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(KeyValueGrant {
-            plugin: host.plugin.to_owned(),
+            plugin: host.plugin.into(),
             store: (!buckets.is_empty()).then(|| StoreHandle(host.services.keyvalue.clone())),
             buckets: buckets.into(),
         })
@@ -299,7 +299,7 @@ mod tests {
         let long = "a".repeat(MAX_BUCKET_NAME + 1);
         assert!(grant(&format!("[{long}]\n")).is_err());
         let ok = grant("[insights]\naccess = \"read-write\"\nscope = \"user\"\n").unwrap();
-        assert_eq!(ok.plugin, "journal");
+        assert_eq!(&*ok.plugin, "journal");
         assert_eq!(ok.buckets[0].scope, Scope::User);
         assert_eq!(ok.buckets[0].max_value_bytes, 64 * 1024);
     }
