@@ -4,6 +4,7 @@ plugin is in test_hostile_languages.py.)"""
 
 import csv
 import json
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -159,3 +160,33 @@ async def test_screener_resources_prompts_and_completions(js_client):
         ref = PromptReference(type="ref/prompt", name="screener__find_setups")
         completion = await client.complete(ref, {"name": "style", "value": "m"})
         assert completion.completion.values == ["mean reversion", "momentum"]
+
+
+def test_a_plugin_that_misuses_the_interface_is_not_built(tmp_path):
+    """TypeScript checks a plugin against the declarations `jco types` makes
+    from wit/: a wrong log level, a tool whose result does not match its
+    output schema and a misspelt SDK call stop the build, each named with
+    its line, and no component is written."""
+    plugin = tmp_path / "careless"
+    plugin.mkdir()
+    (plugin / "index.ts").write_text(
+        'import { Plugin, host, z } from "mcp-plugin-sdk";\n'
+        'const plugin = new Plugin("careless", "0.1.0");\n'
+        'plugin.tool({ name: "shout", description: "Logs loudly.", input: z.object({}),\n'
+        '              output: z.object({ done: z.boolean() }) }, () => {\n'
+        '  host.log("loud", "hello");\n'
+        '  return { done: "yes" };\n'
+        "});\n"
+        "plugin.toool;\n"
+        "export const handler = plugin.handler();\n"
+    )
+    output = tmp_path / "careless.wasm"
+    build = subprocess.run([str(REPO / "plugins/sdk-js/componentize"), str(plugin), str(output)],
+                           capture_output=True, text=True, timeout=600)
+    assert build.returncode != 0
+    assert "type error(s) against the plugin interface; the plugin was not built" in build.stderr
+    for line, complaint in [(5, "'\"loud\"' is not assignable to parameter of type 'LogLevel'"),
+                            (4, "Type 'string' is not assignable to type 'boolean'"),
+                            (8, "Property 'toool' does not exist on type 'Plugin'")]:
+        assert f"index.ts({line}," in build.stderr and complaint in build.stderr, build.stderr
+    assert not output.exists()

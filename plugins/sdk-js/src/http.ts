@@ -24,7 +24,8 @@ export interface Response {
   json(): unknown;
 }
 
-const METHODS = ["get", "head", "post", "put", "delete", "patch", "options"];
+const METHODS = ["get", "head", "post", "put", "delete", "patch", "options"] as const;
+type Verb = (typeof METHODS)[number];
 
 function failure(code: unknown, url: string): HttpError {
   const tag = (code as { tag?: string })?.tag ?? String(code);
@@ -43,7 +44,7 @@ export function request(method: string, url: string, options: { headers?: Record
     throw new HttpError(`${url}: not a URL`);
   }
   if (parsed.protocol !== "http:" && parsed.protocol !== "https:") throw new HttpError(`${url}: not an http:// or https:// URL`);
-  const verb = method.toLowerCase();
+  const verb = method.toLowerCase() as Verb;
   if (!METHODS.includes(verb)) throw new HttpError(`${url}: method ${method} is not one of ${METHODS.join(", ")}`);
   const encoder = new TextEncoder();
   const fields = Fields.fromList(Object.entries(options.headers ?? {}).map(([k, v]) => [k, encoder.encode(v)]));
@@ -65,7 +66,9 @@ export function request(method: string, url: string, options: { headers?: Record
     if (payload && payload.length) {
       const stream = body.write();
       for (let at = 0; at < payload.length; at += 4096) stream.blockingWriteAndFlush(payload.subarray(at, at + 4096));
-      stream[Symbol.dispose]?.();
+      // The stream must be dropped before the body is finished; the engine
+      // gives resource handles `Symbol.dispose`, which jco's types omit.
+      (stream as Partial<Disposable>)[Symbol.dispose]?.();
     }
     OutgoingBody.finish(body, undefined);
   } catch {

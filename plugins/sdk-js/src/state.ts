@@ -105,7 +105,7 @@ export class Bucket {
 
   /** Sets every key of `pairs` together: all or none. */
   setMany(pairs: Record<string, Uint8Array | string>): void {
-    const items = Object.entries(pairs).map(([k, v]) => [k, typeof v === "string" ? encoder.encode(v) : v]);
+    const items = Object.entries(pairs).map(([k, v]): [string, Uint8Array] => [k, typeof v === "string" ? encoder.encode(v) : v]);
     this.call(() => setMany(this.inner, items));
   }
 

@@ -279,6 +279,7 @@ impl Bench {
             callgrind_control(pid, &["-i", "off"])?;
             callgrind_control(pid, &["-d"])?;
             let count = instructions_per_call(&out.with_extension("out.1"), calls)?;
+            self.keep_profile(&out.with_extension("out.1"), &format!("stdio-{tool}"))?;
             println!("| stdio | {tool} | {count:.0} |");
         }
         for tool in ["hello__greet", "host__noop"] {
@@ -317,10 +318,21 @@ impl Bench {
             callgrind_control(server.pid, &["-d"])?;
             let made = calls / clients * clients;
             let count = instructions_per_call(&out.with_extension("out.1"), made)?;
+            self.keep_profile(&out.with_extension("out.1"), &format!("http-{tool}"))?;
             println!("| http ({clients} clients) | {tool} | {count:.0} |");
             server.stop().await;
         }
         println!();
+        Ok(())
+    }
+
+    /// Copies a callgrind profile to the `--profiles` folder, if one was named.
+    fn keep_profile(&self, profile: &Path, name: &str) -> Result<()> {
+        if let Some(folder) = &self.profiles {
+            std::fs::create_dir_all(folder)?;
+            std::fs::copy(profile, folder.join(format!("{name}.callgrind")))
+                .with_context(|| format!("keeping {}", profile.display()))?;
+        }
         Ok(())
     }
 

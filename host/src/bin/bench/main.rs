@@ -55,6 +55,10 @@ struct Args {
     /// limits refuse its keys: give them a config without them.
     #[arg(long)]
     host_config: Option<PathBuf>,
+    /// Keep figure 8's callgrind profiles in this folder, to read where
+    /// the instructions go (`callgrind_annotate --inclusive=yes FILE`).
+    #[arg(long)]
+    profiles: Option<PathBuf>,
     /// Serve a bare JSON-RPC responder on stdio (used by the harness itself).
     #[arg(long, hide = true)]
     bare_responder: bool,
@@ -137,6 +141,7 @@ struct Bench {
     bench: PathBuf,
     repo: PathBuf,
     quick: bool,
+    profiles: Option<PathBuf>,
     work: tempfile::TempDir,
 }
 
@@ -174,6 +179,7 @@ impl Bench {
             bench,
             repo,
             quick: args.quick,
+            profiles: args.profiles.clone(),
             work: tempfile::tempdir()?,
         })
     }
