@@ -95,8 +95,10 @@ pub async fn serve_http(
     // in flight have been answered.
     let end_sessions = CancellationToken::new();
     let in_flight = InFlight::default();
+    // The Host header is checked once, by `allowed_host` in front of every
+    // path (rmcp's own check would repeat it, parsing its list per request).
     let config = StreamableHttpServerConfig::default()
-        .with_allowed_hosts(hosts.iter().cloned())
+        .disable_allowed_hosts()
         .with_allowed_origins(origins)
         .enforce_origin_validation()
         .with_cancellation_token(end_sessions.clone())
