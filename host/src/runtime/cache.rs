@@ -5,9 +5,12 @@
 //!
 //! - entries are named by the component's SHA-256 and the engine's
 //!   compatibility hash, so a different engine or build never reads them;
-//! - each entry starts with a magic tag and the SHA-256 of its payload,
-//!   checked before use: a corrupt, truncated or foreign entry is deleted
-//!   and rebuilt, never executed;
+//! - each entry is the compiled component as wasmtime writes it, then a
+//!   trailer: a tag and the BLAKE3 digest of what precedes it, checked
+//!   before use: a corrupt, truncated or foreign entry is deleted and
+//!   rebuilt, never executed. The file checked is the file mapped: wasmtime
+//!   maps it through the descriptor that was read, not by its name again,
+//!   so a start reads a 35 MB entry once and copies none of it;
 //! - entries are written to a temporary file and renamed into place;
 //! - the folder is used only if this user owns it and no one else can
 //!   write it, and no policy may mount it (see the policy protections);
@@ -15,15 +18,20 @@
 //!   after each write the least recently used entries (by modification
 //!   time, which a read refreshes) go, whatever engine made them.
 
-use crate::digest::{Digest, sha256};
+use crate::digest::Digest;
 use std::hash::{Hash, Hasher};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-const MAGIC: &[u8; 8] = b"MCPHOST1";
+/// The tag that begins an entry's trailer (entries of the first format,
+/// `MCPHOST1` at the front, are foreign now: rebuilt once).
+const TAG: &[u8; 8] = b"MCPHOST2";
+/// The trailer's length: the tag, then a BLAKE3 digest.
+const TRAILER: u64 = TAG.len() as u64 + blake3::OUT_LEN as u64;
 
 /// The most entries the cache keeps.
 pub const MAX_ENTRIES: usize = 256;
@@ -127,17 +135,7 @@ fn release_freed_memory() {
 
 /// A sound entry at `path`; an unsound one is deleted.
 fn read_entry(engine: &Engine, path: &Path) -> Option<Component> {
-    let data = std::fs::read(path).ok()?;
-    let sound = data.len() > MAGIC.len() + 32
-        && &data[..MAGIC.len()] == MAGIC
-        && data[MAGIC.len()..MAGIC.len() + 32] == sha256(&data[MAGIC.len() + 32..]);
-    let component = sound
-        .then(|| {
-            // SAFETY: the payload is what this host serialized for this
-            // engine: its checksum matches, and the folder is private.
-            unsafe { Component::deserialize(engine, &data[MAGIC.len() + 32..]) }.ok()
-        })
-        .flatten();
+    let component = sound_entry(engine, path);
     if component.is_none() {
         tracing::warn!(path = %path.display(), "discarding a corrupt or foreign cache entry");
         let _ = std::fs::remove_file(path);
@@ -146,6 +144,31 @@ fn read_entry(engine: &Engine, path: &Path) -> Option<Component> {
         let _ = file.set_modified(std::time::SystemTime::now());
     }
     component
+}
+
+/// The component in the entry at `path`, if its trailer vouches for it.
+fn sound_entry(engine: &Engine, path: &Path) -> Option<Component> {
+    let file = std::fs::File::open(path).ok()?;
+    let payload = file.metadata().ok()?.len().checked_sub(TRAILER)?;
+    let mut trailer = [0u8; TRAILER as usize];
+    file.read_exact_at(&mut trailer, payload).ok()?;
+    let (tag, digest) = trailer.split_at(TAG.len());
+    if tag != TAG {
+        return None;
+    }
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader((&file).take(payload)).ok()?;
+    if hasher.finalize().as_bytes() != digest {
+        return None;
+    }
+    // The descriptor just read, not the name, which may since name another
+    // file: entries are only ever replaced by renaming, never written in
+    // place, so what is mapped is what was checked.
+    let held = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    // SAFETY: the payload is what this host serialized for this engine:
+    // its digest matches, the folder is private, and the file is never
+    // modified once written (see above).
+    unsafe { Component::deserialize_file(engine, &held) }.ok()
 }
 
 /// Removes the least recently used entries (never `keep`) until at most
@@ -186,9 +209,9 @@ fn write_entry(dir: &Path, path: &Path, component: &Component) -> anyhow::Result
     let mut file = tempfile::NamedTempFile::new_in(dir)?;
     file.as_file()
         .set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    file.write_all(MAGIC)?;
-    file.write_all(&sha256(&payload))?;
     file.write_all(&payload)?;
+    file.write_all(TAG)?;
+    file.write_all(blake3::hash(&payload).as_bytes())?;
     file.as_file().sync_data()?;
     file.persist(path)?;
     Ok(())
@@ -218,22 +241,65 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache_dir = dir.path().join("cache");
         let cache = ComponentCache::open(&cache_dir, &engine).unwrap();
-        let hash = sha256(EMPTY_COMPONENT);
+        let hash = crate::digest::sha256(EMPTY_COMPONENT);
         cache.component(&engine, &hash, EMPTY_COMPONENT).unwrap();
         let entries: Vec<_> = std::fs::read_dir(&cache_dir).unwrap().collect();
         assert_eq!(entries.len(), 1);
         let entry = entries[0].as_ref().unwrap().path();
         assert!(read_entry(&engine, &entry).is_some());
+        let sound = std::fs::read(&entry).unwrap();
+        let payload = sound.len() - TRAILER as usize;
 
-        // Corrupt the payload: the entry is discarded, then rebuilt.
-        let mut data = std::fs::read(&entry).unwrap();
-        let last = data.len() - 1;
-        data[last] ^= 0xff;
-        std::fs::write(&entry, &data).unwrap();
-        assert!(read_entry(&engine, &entry).is_none());
-        assert!(!entry.exists());
+        // Each way an entry can be wrong: it is discarded, then rebuilt.
+        let flipped = |at: usize| {
+            let mut data = sound.clone();
+            data[at] ^= 0x01;
+            data
+        };
+        let mut old_format = TAG.to_vec();
+        old_format[7] = b'1';
+        old_format.extend_from_slice(&[0; 32]);
+        old_format.extend_from_slice(&sound[..payload]);
+        let wrong: Vec<(&str, Vec<u8>)> = vec![
+            ("a byte of the component", flipped(payload / 2)),
+            ("the first byte", flipped(0)),
+            ("a byte of the digest", flipped(sound.len() - 1)),
+            ("a byte of the tag", flipped(payload)),
+            ("truncated", sound[..sound.len() - 7].to_vec()),
+            ("no trailer", sound[..payload].to_vec()),
+            ("shorter than a trailer", sound[..20].to_vec()),
+            ("empty", Vec::new()),
+            ("the first format", old_format),
+        ];
+        for (why, data) in wrong {
+            std::fs::write(&entry, &data).unwrap();
+            assert!(read_entry(&engine, &entry).is_none(), "{why}");
+            assert!(!entry.exists(), "{why}");
+            cache.component(&engine, &hash, EMPTY_COMPONENT).unwrap();
+            assert_eq!(std::fs::read(&entry).unwrap(), sound, "{why}");
+        }
+    }
+
+    #[test]
+    fn an_entry_is_mapped_from_the_file_that_was_checked() {
+        // Replaced by renaming after the check (as another host writing the
+        // same entry would): the component comes from the checked file.
+        let engine = Engine::default();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ComponentCache::open(dir.path(), &engine).unwrap();
+        let hash = crate::digest::sha256(EMPTY_COMPONENT);
         cache.component(&engine, &hash, EMPTY_COMPONENT).unwrap();
-        assert!(read_entry(&engine, &entry).is_some());
+        let entry = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let file = std::fs::File::open(&entry).unwrap();
+        std::fs::rename(&entry, dir.path().join("elsewhere")).unwrap();
+        std::fs::write(&entry, b"not a component").unwrap();
+        let held = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        assert!(unsafe { Component::deserialize_file(&engine, &held) }.is_ok());
     }
 
     #[test]
