@@ -8,6 +8,10 @@
 import { z } from "zod";
 import * as host from "mcp-host:plugin/host@0.3.0";
 
+// zod compiles a fast path for each object schema with `new Function` on its
+// first parse; every call is a fresh instance, so that would be every call.
+z.config({ jitless: true });
+
 export { z };
 export { host };
 export { listFolder, readTextFile, writeTextFile } from "./files.js";
