@@ -1,10 +1,10 @@
 //! The guest's `wasi:keyvalue` functions: where every bucket operation is
 //! checked against the call's (narrowed) grant before it reaches the store.
 
-use super::bindings::{atomics, batch, store};
 use super::store::{Change, Namespace, StoreError};
 use super::{Access, BucketGrant, KeyValueGrant, MAX_KEY_BYTES, Scope};
 use crate::capability::denials::{Denials, Rule};
+use crate::interface::keyvalue::{Bucket, Cas, atomics, batch, store};
 use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
 
@@ -13,20 +13,6 @@ const PAGE: usize = 256;
 
 /// Buckets and swaps one call may hold open at once.
 const MAX_HANDLES: usize = 1024;
-
-/// An open bucket: which grant, and the namespace its data is in.
-pub struct Bucket {
-    grant: usize,
-    ns: Arc<Namespace>,
-}
-
-/// A compare-and-swap in progress.
-pub struct Cas {
-    grant: usize,
-    ns: Arc<Namespace>,
-    key: String,
-    current: Option<Vec<u8>>,
-}
 
 /// Distinct written keys an audit record names per bucket; the rest are
 /// counted.

@@ -19,7 +19,6 @@
 //! prompts and completions. Where the data is kept is the host's choice
 //! (its services' store), not the policy's.
 
-pub mod bindings;
 pub mod embedded;
 mod guest;
 pub mod redis;

@@ -1,9 +1,11 @@
 //! The plugin interface: host-side bindings of the `mcp-host:plugin/plugin`
 //! world in `wit/`, and its types, which every layer shares.
 //!
-//! WASI and wasi:http come from their crates, wasi:keyvalue from its
-//! capability (`with`), so the host links their implementations rather than
-//! generating new ones.
+//! WASI and wasi:http come from their crates and wasi:keyvalue from
+//! [`keyvalue`] (`with`), so the host links those implementations rather
+//! than generating new ones.
+
+pub mod keyvalue;
 
 wasmtime::component::bindgen!({
     world: "mcp-host:plugin/plugin",
@@ -12,7 +14,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
     with: {
         "wasi": wasmtime_wasi::p2::bindings,
-        "wasi:keyvalue": crate::capability::keyvalue::bindings::wasi::keyvalue,
+        "wasi:keyvalue": crate::interface::keyvalue::wasi::keyvalue,
         "wasi:http": wasmtime_wasi_http::p2::bindings::http,
     },
 });
