@@ -24,7 +24,8 @@ under the policy's mounts are read with ``open``; HTTP goes through
 
 from typing import Annotated, Literal, Optional, TypedDict
 
-from .plugin import InvalidArguments, NotFound, Plugin, PluginDefinitionError, ToolError
+from .errors import InvalidArguments, NotFound, PluginDefinitionError, ToolError
+from .plugin import Plugin
 from .schema import Field
 from .state import Bucket, StateError
 

@@ -6,12 +6,13 @@ call traps the instance."""
 from __future__ import annotations
 
 import json
+import typing
 
 from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import mcp_host_plugin_types as t
 
-from .plugin import InvalidArguments, NotFound, Plugin, describe_failure, out_of_memory
+from .errors import InvalidArguments, NotFound, describe_failure, out_of_memory
 
 _EFFECTS = {
     "read-files": t.Effects.READ_FILES,
@@ -52,7 +53,9 @@ def _body(body: str | bytes):
     return t.ResourceBody_Text(str(body))
 
 
-def make_handler(plugin: Plugin) -> type:
+def make_handler(plugin: typing.Any) -> type:
+    """The handler class for `plugin` (a `Plugin`: not imported here, since
+    `Plugin.handler` imports this module)."""
     manifest = t.Manifest(
         name=plugin.name,
         version=plugin.version,

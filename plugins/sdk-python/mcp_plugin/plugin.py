@@ -10,34 +10,17 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-import os
 import re
 import typing
 import urllib.parse
 from typing import Any, Callable
 
 from . import schema as _schema
+from .errors import InvalidArguments, NotFound, PluginDefinitionError, ToolError, describe_failure, out_of_memory
 
 EFFECTS = ("read-files", "write-files", "network-read", "network-write", "trade", "write-state")
 TASK_SUPPORT = ("forbidden", "optional", "required")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-class ToolError(Exception):
-    """A failure the model should read and act on: the call returns a tool
-    error whose text is this exception's message."""
-
-
-class NotFound(Exception):
-    """Nothing by that URI or name (resources, prompts, completions)."""
-
-
-class InvalidArguments(Exception):
-    """The request's arguments are wrong; the message says how."""
-
-
-class PluginDefinitionError(Exception):
-    """A mistake in how the plugin declares itself, found at build time."""
 
 
 @dataclasses.dataclass
@@ -78,21 +61,6 @@ class PromptSpec:
     title: str | None
     description: str | None
     arguments: list[tuple[str, str | None, bool]]
-
-
-def out_of_memory() -> typing.NoReturn:
-    """Stops the instance at once after a ``MemoryError``: the host reports
-    the memory limit that was hit, as for a plugin in any language. (Python
-    itself may be short of memory now; nothing more is attempted.)"""
-    os.abort()
-
-
-def describe_failure(error: BaseException) -> str:
-    """An exception in one line, without a traceback (formatting one would
-    read source files the sandbox does not have)."""
-    message = str(error)
-    kind = type(error).__name__
-    return f"{kind}: {message}" if message else kind
 
 
 class Plugin:
