@@ -135,20 +135,20 @@ fn release_freed_memory() {
 
 /// A sound entry at `path`; an unsound one is deleted.
 fn read_entry(engine: &Engine, path: &Path) -> Option<Component> {
-    let component = sound_entry(engine, path);
+    let file = std::fs::File::open(path).ok()?;
+    let component = sound_entry(engine, &file);
     if component.is_none() {
         tracing::warn!(path = %path.display(), "discarding a corrupt or foreign cache entry");
         let _ = std::fs::remove_file(path);
-    } else if let Ok(file) = std::fs::File::options().append(true).open(path) {
+    } else {
         // Used now: the last entry pruning would take.
         let _ = file.set_modified(std::time::SystemTime::now());
     }
     component
 }
 
-/// The component in the entry at `path`, if its trailer vouches for it.
-fn sound_entry(engine: &Engine, path: &Path) -> Option<Component> {
-    let file = std::fs::File::open(path).ok()?;
+/// The component in the entry open as `file`, if its trailer vouches for it.
+fn sound_entry(engine: &Engine, file: &std::fs::File) -> Option<Component> {
     let payload = file.metadata().ok()?.len().checked_sub(TRAILER)?;
     let mut trailer = [0u8; TRAILER as usize];
     file.read_exact_at(&mut trailer, payload).ok()?;
@@ -157,7 +157,7 @@ fn sound_entry(engine: &Engine, path: &Path) -> Option<Component> {
         return None;
     }
     let mut hasher = blake3::Hasher::new();
-    hasher.update_reader((&file).take(payload)).ok()?;
+    hasher.update_reader(file.take(payload)).ok()?;
     if hasher.finalize().as_bytes() != digest {
         return None;
     }
@@ -165,10 +165,18 @@ fn sound_entry(engine: &Engine, path: &Path) -> Option<Component> {
     // file: entries are only ever replaced by renaming, never written in
     // place, so what is mapped is what was checked.
     let held = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-    // SAFETY: the payload is what this host serialized for this engine:
-    // its digest matches, the folder is private, and the file is never
-    // modified once written (see above).
-    unsafe { Component::deserialize_file(engine, &held) }.ok()
+    if held.exists() {
+        // SAFETY: the payload is what this host serialized for this engine:
+        // its digest matches, the folder is private, and the file is never
+        // modified once written (see above).
+        unsafe { Component::deserialize_file(engine, &held) }.ok()
+    } else {
+        // No /proc: read the checked file again through its descriptor.
+        let mut bytes = vec![0; usize::try_from(payload).ok()?];
+        file.read_exact_at(&mut bytes, 0).ok()?;
+        // SAFETY: as above.
+        unsafe { Component::deserialize(engine, &bytes) }.ok()
+    }
 }
 
 /// Removes the least recently used entries (never `keep`) until at most
@@ -298,8 +306,8 @@ mod tests {
         let file = std::fs::File::open(&entry).unwrap();
         std::fs::rename(&entry, dir.path().join("elsewhere")).unwrap();
         std::fs::write(&entry, b"not a component").unwrap();
-        let held = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-        assert!(unsafe { Component::deserialize_file(&engine, &held) }.is_ok());
+        assert!(sound_entry(&engine, &file).is_some());
+        assert!(sound_entry(&engine, &std::fs::File::open(&entry).unwrap()).is_none());
     }
 
     #[test]
