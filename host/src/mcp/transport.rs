@@ -7,10 +7,10 @@ use super::drain::{self, InFlight};
 use super::http_errors;
 use super::listener::{self, ConnectionLimits};
 use super::protocol::{self, MAX_BODY};
-use super::sessions::{self, SessionLimits, Sessions};
+use super::sessions::{self, Sessions};
 use super::{McpServer, Shared};
 use crate::auth::{self, Authenticator, Mode};
-use crate::shared_state::SharedState;
+use crate::shared_state::{SessionLimits, SharedState};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
@@ -110,7 +110,7 @@ pub async fn serve_http(
     let manager = Arc::new(manager);
     let sessions = Sessions::new(
         manager.clone(),
-        options.sessions,
+        options.shared_state.sessions(options.sessions),
         shared.audit.clone(),
         shared.metrics.clone(),
     );

@@ -1,26 +1,31 @@
 //! The seam for state the host keeps across requests, which several
 //! replicas of the host would have to share: rate buckets, gateway
-//! signatures already accepted, tasks and disk-quota tallies. Each is a trait with this process's
-//! in-memory version behind it, and [`SharedState`] chooses the backend in
-//! one place, at start: another (Redis) is one more variant there, and no
-//! caller changes.
+//! signatures already accepted, sessions, tasks and disk-quota tallies.
+//! Each is a trait with this process's in-memory version behind it, and
+//! [`SharedState`] chooses the backend in one place, at start: another
+//! (Redis) is one more variant there, and no caller changes.
 //!
 //! Capabilities reach theirs through the host's services
 //! ([`SharedState::host_services`]): disk quotas keep their counts as
 //! tallies, so hosts sharing a network folder could share its quota.
 //!
-//! Not behind the seam: the session table and rmcp's sessions under it.
-//! A session's streams are held open by the process that answered its
-//! `initialize`, so replicas route a session to one process by its
-//! `Mcp-Session-Id` (sticky routing in the proxy in front) and its table
-//! stays that process's own; 2026-07-28 clients need no session at all.
+//! What stays in the process whatever the backend: the work itself. A
+//! task's sandbox runs where it was started, and a session's streams are
+//! held open by the process that answered its `initialize` (rmcp's session
+//! manager under the table), so replicas route a session to one process by
+//! its `Mcp-Session-Id` (sticky routing in the proxy in front). The
+//! cancellation tokens the stores hand out stop that local work; what a
+//! shared table adds is the bookkeeping every replica must agree on: who
+//! owns a session, and how many each owner holds.
 
 mod rate;
 mod replays;
+mod sessions;
 mod tasks;
 
 pub use rate::MemoryRateBuckets;
 pub use replays::MemoryReplays;
+pub use sessions::{MemorySessions, SessionLimits};
 pub use tasks::{MAX_TASKS, MAX_TASKS_PER_OWNER, MemoryTasks, TTL};
 
 use crate::capability::services::{HostServices, MemoryTallies, Tallies};
@@ -55,6 +60,58 @@ pub trait Replays: Send + Sync {
     /// Accepts the signature `tag` once, remembering it until `expires`
     /// (Unix seconds; `now` is the time).
     fn first_use(&self, tag: [u8; 32], expires: u64, now: u64) -> Result<(), ReplayRefused>;
+}
+
+/// Why a new session was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NoRoom {
+    /// The host holds its most sessions, none of which may be closed.
+    Full,
+    /// The owner holds its share, and every one is in use.
+    OwnShareInUse,
+}
+
+/// Who may use a session, as a request shows it.
+pub enum Claim {
+    /// The requester owns it: the token that stops its calls when it ends.
+    Owned(CancellationToken),
+    /// No such session (never opened, expired, evicted or deleted).
+    Unknown,
+    /// Another owner's session.
+    Foreign,
+    /// A request of the session with the same id is still in flight.
+    DuplicateId,
+}
+
+/// The Streamable HTTP sessions: who owns each, what is open on it, and
+/// the bounds ([`SessionLimits`]) on how many there are. Owners are
+/// principals (for anonymous clients, a principal at an address).
+pub trait SessionTable: Send + Sync {
+    /// The bounds the table keeps.
+    fn limits(&self) -> SessionLimits;
+    /// Reserves a place for a new session of `owner`, making room by
+    /// removing idle sessions only (the ones returned, to be closed); the
+    /// place counts against the bounds until [`SessionTable::bind`] or
+    /// [`SessionTable::abandon`].
+    fn admit(&self, owner: &Arc<str>) -> Result<Vec<Arc<str>>, NoRoom>;
+    /// A reserved place becomes session `id` of `owner`; `ended` is the
+    /// token that stops its calls (this process's: the session's work runs
+    /// here).
+    fn bind(&self, id: Arc<str>, owner: Arc<str>, ended: CancellationToken);
+    /// Gives back a reserved place whose session did not open.
+    fn abandon(&self);
+    /// A request (with id key `request`, if it is one) of `owner` on
+    /// session `id` at `now`; when owned, the session is in use until
+    /// [`SessionTable::release`].
+    fn claim(&self, id: &str, owner: &str, now: Instant, request: Option<u64>) -> Claim;
+    /// Ends one use of session `id` that [`SessionTable::claim`] began.
+    fn release(&self, id: &str, request: Option<u64>);
+    /// Removes the sessions nobody has used for the idle time by `now`
+    /// (nothing open on them), to be closed.
+    fn expire(&self, now: Instant) -> Vec<Arc<str>>;
+    /// Removes session `id` (deleted by its client); the token that stops
+    /// its calls, if it was there.
+    fn remove(&self, id: &str) -> Option<CancellationToken>;
 }
 
 /// How a task's work ended, when it was not cancelled.
@@ -108,6 +165,13 @@ impl SharedState {
     pub fn rate_buckets(&self, per_minute: u32) -> Arc<dyn RateBuckets> {
         match self.backend {
             Backend::Memory => Arc::new(MemoryRateBuckets::new(per_minute)),
+        }
+    }
+
+    /// The session table, held to `limits`.
+    pub fn sessions(&self, limits: SessionLimits) -> Arc<dyn SessionTable> {
+        match self.backend {
+            Backend::Memory => Arc::new(MemorySessions::new(limits)),
         }
     }
 

@@ -1,13 +1,15 @@
 //! The front door's session step: every request that names a session, or
 //! opens one, passes the table here before it reaches rmcp's sessions.
 
-use super::{Claim, InUse, NoRoom, Sessions};
+use super::{InUse, NoRoom, Sessions};
 use crate::audit::{Client, Event};
 use crate::mcp::client_address::ClientAddress;
 use crate::mcp::envelope::{CancelsRequest, JsonRpcMethod, RequestId};
 use crate::mcp::protocol::{self, SESSION_HEADER};
+use crate::mcp::stateless::CancelCalls;
 use crate::mcp::{drain, http_errors};
 use crate::principal::{self, Principal};
+use crate::shared_state::Claim;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{Method, StatusCode};
@@ -66,8 +68,8 @@ pub async fn guard<H: Send + Sync + Unpin + 'static>(
     };
     let request_id = request.extensions().get::<RequestId>().cloned();
     let key = request_id.as_ref().map(|id| id.key);
-    let ended = match sessions.claim(&id, &owner, Instant::now(), key) {
-        Claim::Owned(ended) => ended,
+    let ended = match sessions.table.claim(&id, &owner, Instant::now(), key) {
+        Claim::Owned(ended) => CancelCalls(ended),
         Claim::Unknown => return session_not_found(),
         Claim::DuplicateId => {
             let echoed = request_id.map_or(serde_json::Value::Null, |id| id.id);
