@@ -116,17 +116,8 @@ impl Bench {
         let started = Instant::now();
         let mut host = StdioClient::spawn(&self.host, &self.serve_args(root, cache)).await?;
         host.initialize().await?;
-        loop {
-            let list = host.request("tools/list", json!({})).await?;
-            if expect_plugins(&list, plugins).is_ok()
-                || started.elapsed() > Duration::from_secs(120)
-            {
-                let elapsed = started.elapsed();
-                expect_plugins(&list, plugins)?;
-                return Ok(elapsed);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_plugins(&mut host, plugins).await?;
+        Ok(started.elapsed())
     }
 
     /// `count` copies of the README's hello plugin, each made distinct (a
@@ -198,7 +189,7 @@ impl Bench {
         let (mut server, url) =
             HttpServer::start(&self.host, &self.serve_args(&root, &cache)).await?;
         let mut client = HttpClient::connect(&url).await?;
-        expect_plugins(&client.request("tools/list", json!({})).await?, 19 + 1)?;
+        wait_for_plugins(&mut client, 19 + 1).await?;
         drop(client);
         tokio::time::sleep(Duration::from_millis(300)).await;
         let idle = rss_mb(server.pid)?;

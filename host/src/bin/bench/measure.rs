@@ -51,6 +51,21 @@ pub(super) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// Asks `host` for its tools every 20 ms until tools from `count` plugins
+/// are listed: a cold start serves, after a few seconds, whatever has
+/// compiled by then, and the rest join later (with `list_changed`). Fails
+/// after two minutes.
+pub(super) async fn wait_for_plugins(host: &mut impl Caller, count: usize) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let list = host.request("tools/list", json!({})).await?;
+        if expect_plugins(&list, count).is_ok() || started.elapsed() > Duration::from_secs(120) {
+            return expect_plugins(&list, count);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Fails unless `list` (a `tools/list` answer) lists `count` plugin tools:
 /// a figure for fewer plugins than claimed would mislead.
 /// Checks that tools from `count` plugins are listed (the host's own tools
