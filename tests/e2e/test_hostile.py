@@ -2,14 +2,15 @@
 gets a clear error, and the host and every other plugin keep serving."""
 
 import math
+import os
 import time
 
 import anyio
 import pytest
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp.types import PromptReference
 
-from harness import audit_records, stdio_params, text_of
+from harness import HOST, audit_records, make_root, stdio_params, text_of, wait_for_tools
 
 pytestmark = pytest.mark.anyio
 
@@ -82,6 +83,33 @@ async def test_unbounded_allocation_hits_the_memory_limit(http_host):
         assert "\n" not in text_of(result), text_of(result)
         assert "backtrace" not in text_of(result) and "stderr" not in text_of(result), text_of(result)
         await indicators_still_work(client)
+
+
+@pytest.mark.parametrize("keep_resident_kib", [4, 1024, 16384])
+async def test_no_call_sees_what_an_earlier_call_left_in_memory(tmp_path, keep_resident_kib):
+    """Every call starts from the plugin's image, whatever the call before it
+    in the same sandbox slot wrote: its initial memory or memory it grew, in
+    one run or in hundreds of separate pages (as a JS or Python heap dirties
+    it), within or past what the host keeps resident between calls."""
+    root = make_root(tmp_path, fixtures=("hostile",))
+    config = root / "host.toml"
+    # One sandbox slot: every call reuses the memory of the one before.
+    config.write_text(
+        f'plugins = "plugins"\npolicies = "policies"\n[engine]\nmax_sandboxes = 1\n'
+        f"keep_resident_kib = {keep_resident_kib}\n"
+    )
+    params = StdioServerParameters(command=str(HOST), args=["serve", "--config", str(config)], env=dict(os.environ))
+    async with Client(params) as client:
+        await wait_for_tools(client, "hostile__residue")
+        for kib, stride in [(4096, 2), (4096, 1), (64, 3), (2048, 5), (4096, 2)]:
+            for _ in range(2):
+                result = await client.call_tool("hostile__residue", {"kib": kib, "stride": stride})
+                assert not result.is_error, text_of(result)
+                assert text_of(result).startswith("stale pages: initial 0, grown 0; scribbled on"), (
+                    kib,
+                    stride,
+                    text_of(result),
+                )
 
 
 async def test_printed_output_reaches_the_client_as_log_messages_only(root):
