@@ -64,6 +64,10 @@ pub struct StateConfig {
     /// Redis: the environment variable holding its URL (so the password
     /// stays out of the file).
     pub url_env: Option<String>,
+    /// Redis over TLS: a PEM file of the certificate authorities to trust
+    /// for the server's certificate, instead of the public web's (relative
+    /// to this file).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Where buckets keep their data.
@@ -89,8 +93,10 @@ impl StateConfig {
         use crate::capability::keyvalue::{embedded::EmbeddedStore, redis::RedisStore};
         match self.backend {
             StateBackend::Embedded => {
-                if self.url.is_some() || self.url_env.is_some() {
-                    anyhow::bail!("config: [state] url and url_env are for backend = \"redis\"");
+                if self.url.is_some() || self.url_env.is_some() || self.ca_file.is_some() {
+                    anyhow::bail!(
+                        "config: [state] url, url_env and ca_file are for backend = \"redis\""
+                    );
                 }
                 let dir = match &self.dir {
                     Some(dir) => base.join(dir),
@@ -114,11 +120,41 @@ impl StateConfig {
                 if self.dir.is_some() {
                     anyhow::bail!("config: [state] dir is for the embedded backend");
                 }
-                let store = RedisStore::new(&url).map_err(|e| anyhow::anyhow!("config: {e}"))?;
+                let trusted = match &self.ca_file {
+                    Some(file) => Some(trusted_authorities(&base.join(file))?),
+                    None => None,
+                };
+                let store =
+                    RedisStore::new(&url, trusted).map_err(|e| anyhow::anyhow!("config: {e}"))?;
                 Ok((std::sync::Arc::new(store), None))
             }
         }
     }
+}
+
+/// The certificates in the PEM file `path`: at least one, each whole.
+fn trusted_authorities(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let pem = std::fs::read(path)
+        .map_err(|e| anyhow::anyhow!("config: [state] ca_file {}: {e}", path.display()))?;
+    let mut certificates = 0;
+    use rustls_pki_types::pem::PemObject;
+    for certificate in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+        certificate.map_err(|e| {
+            anyhow::anyhow!(
+                "config: [state] ca_file {}: not a PEM certificate file: {e}",
+                path.display()
+            )
+        })?;
+        certificates += 1;
+    }
+    if certificates == 0 {
+        anyhow::bail!(
+            "config: [state] ca_file {}: no certificate in it (expected PEM, \
+             -----BEGIN CERTIFICATE-----)",
+            path.display()
+        );
+    }
+    Ok(pem)
 }
 
 /// The `[audit]` table.
@@ -443,6 +479,61 @@ mod tests {
         Ok(store.describe())
     }
 
+    const CERTIFICATE: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIIBhzCCAS2gAwIBAgIUDti07JRXIFS6EoJhk/wrwd0Rv9kwCgYIKoZIzj0EAwIw\n\
+GDEWMBQGA1UEAwwNbWNwLWhvc3QgdGVzdDAgFw0yNjEyMDUxMjE5MjRaGA8yMTI2\n\
+MTExMTEyMTkyNFowGDEWMBQGA1UEAwwNbWNwLWhvc3QgdGVzdDBZMBMGByqGSM49\n\
+AgEGCCqGSM49AwEHA0IABCpVW4vKmQrQOqdVT7vA8EZdWRipkoZiY0BFnqR4JT4m\n\
+gablymPlA3xQ/ckwM+gTClDuFJkDYTNT1KH2GcSqThyjUzBRMB0GA1UdDgQWBBRP\n\
+tWfZauxws9spbqqgut41qdrD2TAfBgNVHSMEGDAWgBRPtWfZauxws9spbqqgut41\n\
+qdrD2TAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIFtrFbOs7B3R\n\
+ZczUsQErWvd+11TgeVHWYLHxNpM1uQgnAiEAxmKMZbNAAhC6cknOXsdHy2qi8zyh\n\
+ozCcS1W4OrONn9o=\n\
+-----END CERTIFICATE-----\n\
+";
+
+    #[test]
+    fn a_ca_file_is_whole_pem_certificates_for_a_tls_url() {
+        let folder = tempfile::tempdir().unwrap();
+        let store = |url: &str, pem: &str| {
+            let file = folder.path().join("ca.pem");
+            std::fs::write(&file, pem).unwrap();
+            let text = format!(
+                "backend = \"redis\"\nurl = \"{url}\"\nca_file = \"{}\"\n",
+                file.display()
+            );
+            state(&text)
+        };
+        // A real certificate (self-signed, any will do: it is only parsed).
+        let certificate = CERTIFICATE.to_owned();
+        assert_eq!(
+            store("rediss://u:secret@127.0.0.1:6400", &certificate).unwrap(),
+            "Redis (rediss://127.0.0.1:6400)"
+        );
+        for (url, pem, said) in [
+            (
+                "redis://127.0.0.1",
+                certificate.as_str(),
+                "is for a rediss:// (TLS) url",
+            ),
+            ("rediss://127.0.0.1", "", "no certificate in it"),
+            (
+                "rediss://127.0.0.1",
+                "not pem at all\n",
+                "no certificate in it",
+            ),
+            (
+                "rediss://127.0.0.1",
+                "-----BEGIN CERTIFICATE-----\nAAAA\n",
+                "not a PEM certificate file",
+            ),
+        ] {
+            let error = store(url, pem).unwrap_err().to_string();
+            assert!(error.contains(said), "{url} {pem:?}: {error}");
+        }
+    }
+
     #[test]
     fn the_state_table_chooses_one_store_and_says_what_is_wrong() {
         assert_eq!(state("").unwrap(), "embedded (/root/state/keyvalue.redb)");
@@ -467,6 +558,11 @@ mod tests {
                 "is not set",
             ),
             ("url = \"redis://x\"\n", "are for backend = \"redis\""),
+            ("ca_file = \"ca.pem\"\n", "are for backend = \"redis\""),
+            (
+                "backend = \"redis\"\nurl = \"rediss://x\"\nca_file = \"no-such-ca.pem\"\n",
+                "/base/no-such-ca.pem: No such file",
+            ),
             ("backend = \"sqlite\"\n", "unknown variant"),
         ] {
             let error = state(text).unwrap_err().to_string();

@@ -540,3 +540,96 @@ async def test_a_reloaded_plugin_and_policy_keep_their_buckets(tmp_path, backend
         replaced(wasm, wasm.read_bytes() + b"\x00\x09\x08rebuilt!")  # a custom section: a new build
         found = await client.call_tool("journal__search_insights", {})
         assert [i["text"] for i in found.structured_content["insights"]] == [INSIGHT["text"]]
+
+
+REDIS_PASSWORD = "pw-7d1e0c9a-never-logged"
+
+
+@pytest.fixture(scope="module")
+def tls_redis(tmp_path_factory):
+    """A redis-server that speaks only TLS, with a certificate from a
+    private authority (made here with openssl) and a password: the way
+    Redis is run beside hosts that share it. Yields its port and the
+    authority's certificate file."""
+    folder = tmp_path_factory.mktemp("tls-redis")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=mcp-host test authority")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (folder / "names").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.pem", "-days", "2", "-extfile", "names")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(folder / "server.pem"), "--tls-key-file", str(folder / "server.key"),
+         "--tls-ca-cert-file", str(folder / "ca.pem"), "--tls-auth-clients", "no",
+         "--requirepass", REDIS_PASSWORD, "--save", "", "--appendonly", "no", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ping = ["redis-cli", "--tls", "--cacert", str(folder / "ca.pem"), "-p", str(port), "--no-auth-warning",
+            "-a", REDIS_PASSWORD, "PING"]
+    deadline = time.monotonic() + 10
+    while subprocess.run(ping, capture_output=True).stdout.strip() != b"PONG":
+        assert time.monotonic() < deadline, "redis-server (TLS) did not start"
+        time.sleep(0.05)
+    yield port, folder / "ca.pem"
+    server.terminate()
+    server.wait(timeout=10)
+
+
+async def test_redis_over_tls_with_a_private_authority_and_a_password(tmp_path, tls_redis):
+    """`rediss://` with the password in an environment variable and the
+    authority in `ca_file`: buckets work. A wrong password, or no
+    `ca_file` (so the private authority is not trusted), fails each bucket
+    call with what is wrong, and the password is in no answer, log line or
+    audit record."""
+    port, authority = tls_redis
+    root = make_root(tmp_path / "root")
+    config = root / "host.toml"
+
+    def serve(url: str, *, ca_file: bool = True) -> HttpHost:
+        trust = f'ca_file = "{authority}"\n' if ca_file else ""
+        config.write_text(f'[state]\nbackend = "redis"\nurl_env = "TEST_REDIS_URL"\n{trust}')
+        return HttpHost(root, {"TEST_REDIS_URL": url}, "--config", str(config))
+
+    good = f"rediss://:{REDIS_PASSWORD}@127.0.0.1:{port}/0"
+    host = serve(good)
+    try:
+        async with Client(host.url) as client:
+            saved = await client.call_tool("journal__save_insight", INSIGHT)
+            assert not saved.is_error, text_of(saved)
+            found = await client.call_tool("journal__search_insights", {"text": "RSI"})
+            assert not found.is_error, text_of(found)
+            assert "RSI(2) below 5" in text_of(found)
+    finally:
+        host.stop()
+    stored = subprocess.run(["redis-cli", "--tls", "--cacert", str(authority), "-p", str(port), "--no-auth-warning",
+                             "-a", REDIS_PASSWORD, "--scan", "--pattern", "mcp-host:kv:*"],
+                            capture_output=True, text=True, check=True).stdout
+    assert stored.strip(), "the insight went to the TLS Redis"
+
+    wrong = f"rediss://:not-{REDIS_PASSWORD}@127.0.0.1:{port}/0"
+    for url, ca_file, said in [(wrong, True, "password authentication failed"), (good, False, "certificate")]:
+        host = serve(url, ca_file=ca_file)
+        try:
+            async with Client(host.url) as client:
+                failed = await client.call_tool("journal__search_insights", {})
+                assert failed.is_error, text_of(failed)
+                message = text_of(failed)
+                assert "the key-value store is unavailable" in message, message
+                assert f"rediss://127.0.0.1:{port}" in message, message
+                assert said.lower() in message.lower(), message
+                assert REDIS_PASSWORD not in message
+                quote = await client.call_tool("market-data__get_quote", {"symbol": "SPY"})
+                assert not quote.is_error, text_of(quote)
+        finally:
+            host.stop()
+        assert REDIS_PASSWORD not in "".join(host.log)
+        assert any(r["event"] == "call" and r["target"] == "journal__search_insights" for r in audit_records(root))
+        assert REDIS_PASSWORD not in (root / "audit.jsonl").read_text()

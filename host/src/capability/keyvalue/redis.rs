@@ -166,11 +166,33 @@ struct Scripts {
 }
 
 impl RedisStore {
-    /// A store at `url` (connected on first use).
-    pub fn new(url: &str) -> Result<RedisStore, String> {
-        let client = redis::Client::open(url).map_err(|e| {
-            format!("[state] url is not a Redis URL (redis://[user:password@]host[:port][/db], or rediss:// for TLS): {e}")
-        })?;
+    /// A store at `url` (connected on first use). Over TLS (`rediss://`)
+    /// the server's certificate must chain to `trusted` (PEM certificates)
+    /// when given, else to the public web's authorities.
+    pub fn new(url: &str, trusted: Option<Vec<u8>>) -> Result<RedisStore, String> {
+        let not_a_url = |e: redis::RedisError| {
+            format!(
+                "[state] url is not a Redis URL (redis://[user:password@]host[:port][/db], or rediss:// for TLS): {e}"
+            )
+        };
+        let client = match trusted {
+            None => redis::Client::open(url).map_err(not_a_url)?,
+            Some(pem) => {
+                if !url.starts_with("rediss:") {
+                    return Err(
+                        "[state] ca_file is for a rediss:// (TLS) url; this url is not one".into(),
+                    );
+                }
+                let info =
+                    redis::IntoConnectionInfo::into_connection_info(url).map_err(not_a_url)?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                redis::Client::build_with_tls(info, certificates)
+                    .map_err(|e| format!("[state] ca_file: {e}"))?
+            }
+        };
         let info = client.get_connection_info();
         let shown = format!(
             "{}{}",
