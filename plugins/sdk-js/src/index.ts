@@ -166,6 +166,20 @@ export class Plugin {
         arguments: p.arguments.map((a) => ({ name: a.name, title: undefined, description: a.description, required: a.required })),
       })),
     };
+    // The build runs this module's top level once and snapshots the memory;
+    // every call starts from that snapshot. zod builds much of a schema's
+    // parser lazily, on its first parse: parsing once here puts that work
+    // in the snapshot instead of in every call. The results are ignored,
+    // and so is anything a refinement throws here, at build time.
+    for (const spec of this.tools.values()) {
+      for (const schema of [spec.options.input, spec.options.output]) {
+        try {
+          schema?.safeParse({});
+        } catch {
+          // A refinement that needs the host: it runs again on each call.
+        }
+      }
+    }
     return {
       describe: () => manifest,
       callTool: (name: string, args: string) => plugin.call(name, args),
