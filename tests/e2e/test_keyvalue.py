@@ -615,7 +615,12 @@ async def test_redis_over_tls_with_a_private_authority_and_a_password(tmp_path, 
     assert stored.strip(), "the insight went to the TLS Redis"
 
     wrong = f"rediss://:not-{REDIS_PASSWORD}@127.0.0.1:{port}/0"
-    for url, ca_file, said in [(wrong, True, "password authentication failed"), (good, False, "certificate")]:
+    for url, ca_file, said in [
+        (wrong, True, "password authentication failed - authenticationfailed; check the user and password in "
+                      "[state] url"),
+        (good, False, "invalid peer certificate: unknownissuer; the server's certificate must chain to an "
+                      "authority in [state] ca_file"),
+    ]:
         host = serve(url, ca_file=ca_file)
         try:
             async with Client(host.url) as client:

@@ -139,6 +139,19 @@ fn usage(ns: &Namespace) -> Vec<u8> {
     key_of(b"u:", ns)
 }
 
+/// What the operator should look at when a connection is refused for a
+/// reason of theirs (a password, an authority), not because Redis is down.
+fn what_to_check(e: &redis::RedisError) -> &'static str {
+    if e.kind() == redis::ErrorKind::AuthenticationFailed {
+        return "; check the user and password in [state] url (or in the variable url_env names)";
+    }
+    if e.to_string().contains("invalid peer certificate") {
+        return "; the server's certificate must chain to an authority in [state] ca_file \
+                (without ca_file, to a public one)";
+    }
+    ""
+}
+
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -242,8 +255,9 @@ impl RedisStore {
             Err(e) => {
                 held.failed_at = Some(Instant::now());
                 Err(unavailable(format!(
-                    "cannot reach Redis at {}: {e}",
-                    self.shown
+                    "cannot reach Redis at {}: {e}{}",
+                    self.shown,
+                    what_to_check(&e)
                 )))
             }
         }
