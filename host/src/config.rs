@@ -506,15 +506,19 @@ ozCcS1W4OrONn9o=\n\
             state(&text)
         };
         // A real certificate (self-signed, any will do: it is only parsed).
-        let certificate = CERTIFICATE.to_owned();
         assert_eq!(
-            store("rediss://u:secret@127.0.0.1:6400", &certificate).unwrap(),
+            store("rediss://u:secret@127.0.0.1:6400", CERTIFICATE).unwrap(),
+            "Redis (rediss://127.0.0.1:6400)"
+        );
+        // TLS is what the URL parses to, however its scheme is spelt.
+        assert_eq!(
+            store("REDISS://127.0.0.1:6400", CERTIFICATE).unwrap(),
             "Redis (rediss://127.0.0.1:6400)"
         );
         for (url, pem, said) in [
             (
                 "redis://127.0.0.1",
-                certificate.as_str(),
+                CERTIFICATE,
                 "is for a rediss:// (TLS) url",
             ),
             ("rediss://127.0.0.1", "", "no certificate in it"),

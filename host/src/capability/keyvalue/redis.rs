@@ -188,16 +188,22 @@ impl RedisStore {
                 "[state] url is not a Redis URL (redis://[user:password@]host[:port][/db], or rediss:// for TLS): {e}"
             )
         };
+        let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(not_a_url)?;
+        let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+        // Where, for people: the scheme and address, never the password.
+        let shown = format!(
+            "{}{}",
+            if tls { "rediss://" } else { "redis://" },
+            info.addr()
+        );
         let client = match trusted {
-            None => redis::Client::open(url).map_err(not_a_url)?,
+            None => redis::Client::open(info).map_err(not_a_url)?,
+            Some(_) if !tls => {
+                return Err(
+                    "[state] ca_file is for a rediss:// (TLS) url; this url is not one".into(),
+                );
+            }
             Some(pem) => {
-                if !url.starts_with("rediss:") {
-                    return Err(
-                        "[state] ca_file is for a rediss:// (TLS) url; this url is not one".into(),
-                    );
-                }
-                let info =
-                    redis::IntoConnectionInfo::into_connection_info(url).map_err(not_a_url)?;
                 let certificates = redis::TlsCertificates {
                     client_tls: None,
                     root_cert: Some(pem),
@@ -206,16 +212,6 @@ impl RedisStore {
                     .map_err(|e| format!("[state] ca_file: {e}"))?
             }
         };
-        let info = client.get_connection_info();
-        let shown = format!(
-            "{}{}",
-            if url.starts_with("rediss:") {
-                "rediss://"
-            } else {
-                "redis://"
-            },
-            info.addr()
-        );
         Ok(RedisStore {
             client,
             shown,

@@ -6,11 +6,11 @@
 //! - a session belongs to the principal that opened it: a request on it by
 //!   another principal is answered 404, exactly as for a session that does
 //!   not exist, and is audited;
-//! - at most [`SessionLimits::max`] sessions at once and
-//!   [`SessionLimits::per_owner`] per principal: a principal past its share
+//! - at most `[http] max_sessions` sessions at once and
+//!   `max_sessions_per_user` per principal: a principal past its share
 //!   loses its own least recently used session, never someone else's; a
 //!   new session past the global bound is refused with 503;
-//! - a session its owner has not used for [`SessionLimits::idle`] (no
+//! - a session its owner has not used for the idle time (no
 //!   request, no open stream) is closed and freed. Only the owner's own
 //!   requests count: notifications the host sends (a plugin reloaded) do
 //!   not keep a session alive.
@@ -22,7 +22,7 @@ pub use step::guard;
 use super::stateless;
 use crate::audit::AuditLog;
 use crate::metrics::Metrics;
-use crate::shared_state::{NoRoom, SessionLimits, SessionTable};
+use crate::shared_state::{NoRoom, SessionTable};
 use rmcp::transport::streamable_http_server::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use std::sync::Arc;
@@ -34,7 +34,6 @@ pub struct Sessions {
     manager: Arc<LocalSessionManager>,
     /// Who owns each session, and the bounds (in the shared state).
     table: Arc<dyn SessionTable>,
-    limits: SessionLimits,
     audit: AuditLog,
     metrics: Arc<Metrics>,
     /// Requests without a session in flight, for their cancellations.
@@ -73,7 +72,6 @@ impl Sessions {
         let sessions = Arc::new(Sessions {
             manager,
             table,
-            limits,
             audit,
             metrics,
             sessionless: Arc::default(),

@@ -206,7 +206,7 @@ async fn open(
             tracing::warn!(
                 "refused a new session: {} sessions are open, the most [http] max_sessions \
                  allows, and none can be closed for it",
-                sessions.limits.max
+                sessions.table.limits().max
             );
             return http_errors::jsonrpc_error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -222,7 +222,7 @@ async fn open(
                 format!(
                     "you have {} sessions open, each with a call or stream in progress \
                      ([http] max_sessions_per_user); end one (DELETE it) to start another",
-                    sessions.limits.per_owner
+                    sessions.table.limits().per_owner
                 ),
             );
         }
