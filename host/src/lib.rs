@@ -182,6 +182,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         settings.auth.rate_limit.tool_calls_per_minute,
     );
     shared.native_noop = args.native_noop;
+    if http.is_none() {
+        // The stdio client is served on a thread of its own (see
+        // `serve_stdio`); calls that overlap come back to this runtime.
+        shared.placement = runtime::Placement::thread_first(tokio::runtime::Handle::current());
+    }
     shared.keyvalue = Some(settings.policies.services.keyvalue.clone());
     let shared = Arc::new(shared);
     let watch = if args.no_watch {

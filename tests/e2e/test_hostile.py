@@ -3,6 +3,7 @@ gets a clear error, and the host and every other plugin keep serving."""
 
 import math
 import os
+import pathlib
 import time
 
 import anyio
@@ -194,4 +195,70 @@ async def test_every_entry_point_answers_within_the_output_cap(root):
             await client.get_prompt("hostile__big", {"topic": "x"})
         with pytest.raises(Exception, match="over its limit of 1024 KiB"):
             await client.complete(PromptReference(type="ref/prompt", name="hostile__big"), {"name": "topic", "value": ""})
+        await indicators_still_work(client)
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU time each named thread of `pid` has used, summed by name."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {}
+    for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except FileNotFoundError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        used[name] = used.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return used
+
+
+def host_pid_serving(root: pathlib.Path) -> int:
+    for proc in pathlib.Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            except (FileNotFoundError, PermissionError, ProcessLookupError):
+                continue
+            if cmdline[:2] == [str(HOST).encode(), b"serve"] and str(root).encode() + b"/plugins" in cmdline:
+                return int(proc.name)
+    raise AssertionError(f"no host serving {root}")
+
+
+async def test_a_stdio_clients_calls_run_on_its_thread_and_overlapping_ones_on_other_cores(tmp_path):
+    # One call at a time runs on the thread that reads the client (no other
+    # core woken for it); a call that overlaps a running one goes to the
+    # worker pool, so two spinning calls use two cores, not one in turns.
+    root = make_root(tmp_path / "root", fixtures=("hostile",))
+    async with Client(stdio_params(root)) as client:
+        await wait_for_tools(client, "hostile__spin")
+        pid = host_pid_serving(root)
+
+        before = thread_cpu_seconds(pid)
+        for _ in range(2):
+            result = await client.call_tool("hostile__spin", {})
+            assert "used up its CPU budget of 400 ms" in text_of(result)
+        after = thread_cpu_seconds(pid)
+        on_stdio = after.get("stdio", 0) - before.get("stdio", 0)
+        on_workers = after.get("tokio-rt-worker", 0) - before.get("tokio-rt-worker", 0)
+        assert on_stdio >= 0.7, (on_stdio, on_workers)
+        assert on_workers < 0.2, (on_stdio, on_workers)
+
+        before = after
+        results = []
+
+        async def spin() -> None:
+            results.append(await client.call_tool("hostile__spin", {}))
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(spin)
+            tasks.start_soon(spin)
+        assert len(results) == 2
+        for result in results:
+            assert "used up its CPU budget of 400 ms" in text_of(result)
+        after = thread_cpu_seconds(pid)
+        on_stdio = after.get("stdio", 0) - before.get("stdio", 0)
+        on_workers = after.get("tokio-rt-worker", 0) - before.get("tokio-rt-worker", 0)
+        assert on_stdio >= 0.3, (on_stdio, on_workers)
+        assert on_workers >= 0.3, (on_stdio, on_workers)
         await indicators_still_work(client)

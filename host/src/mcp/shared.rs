@@ -6,7 +6,7 @@ use super::drain::InFlight;
 use crate::audit::AuditLog;
 use crate::metrics::Metrics;
 use crate::plugin::{Change, Registry};
-use crate::runtime::Runtime;
+use crate::runtime::{Placement, Runtime};
 use crate::shared_state::{RateBuckets, SharedState, TaskStore};
 use arc_swap::ArcSwap;
 use std::sync::Arc;
@@ -26,6 +26,8 @@ pub struct Shared {
     pub state_changed: broadcast::Sender<()>,
     /// Whether `host__noop` is served (for benchmarks).
     pub native_noop: bool,
+    /// Which thread a plugin call runs on.
+    pub placement: Placement,
     /// Calls running (or run) as tasks.
     pub tasks: Arc<dyn TaskStore>,
     /// Tool calls per principal and tool (not for the local user).
@@ -56,6 +58,7 @@ impl Shared {
             state: Default::default(),
             state_changed: broadcast::channel(16).0,
             native_noop: false,
+            placement: Placement::default(),
             tasks: state.tasks(),
             tool_calls: state.rate_buckets(tool_calls_per_minute),
             metrics: Arc::default(),

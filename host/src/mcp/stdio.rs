@@ -34,7 +34,35 @@ use tokio_util::sync::CancellationToken;
 ///
 /// On shutdown no further request is read; calls in flight finish (up to
 /// `deadline`) and their answers are written before the host exits.
+///
+/// The client is served on a thread of its own, by a single-threaded
+/// runtime: a request is read, called and answered there without waking
+/// another core (with `Placement::thread_first`, calls that overlap the one
+/// running there go back to the caller's runtime).
 pub async fn serve_stdio(
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    let (done, outcome) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("stdio".into())
+        .spawn(move || {
+            let served = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| anyhow::anyhow!("cannot start the stdio runtime: {e}"))
+                .and_then(|runtime| runtime.block_on(serve_here(shared, shutdown, deadline)));
+            let _ = done.send(served);
+        })
+        .map_err(|e| anyhow::anyhow!("cannot start the stdio thread: {e}"))?;
+    outcome
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the stdio thread ended without an answer")))
+}
+
+/// Serves the stdio client on the current runtime.
+async fn serve_here(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     deadline: Duration,

@@ -260,7 +260,8 @@ impl Pipeline<'_> {
         // Boxed: the sandbox's future is large, and held inline in both arms
         // below it would be copied (twice its size) into every spawned
         // request handler.
-        let mut running = Box::pin(self.shared.runtime.run(
+        let mut running = Box::pin(self.shared.placement.run(
+            &self.shared.runtime,
             &plugin.prepared,
             &grants.sandbox,
             caller.call.clone(),
