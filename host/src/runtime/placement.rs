@@ -14,7 +14,7 @@
 use super::{CallContext, CallError, Diagnostics, Entry, FailureKind, Prepared, Runtime};
 use crate::capability::SandboxGrants;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::runtime::Handle;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -29,7 +29,7 @@ pub enum Placement {
     /// while it does.
     ThreadFirst {
         pool: Handle,
-        running_here: Arc<AtomicUsize>,
+        running_here: AtomicBool,
     },
 }
 
@@ -38,7 +38,7 @@ impl Placement {
     pub fn thread_first(pool: Handle) -> Placement {
         Placement::ThreadFirst {
             pool,
-            running_here: Arc::default(),
+            running_here: AtomicBool::new(false),
         }
     }
 
@@ -77,13 +77,13 @@ impl Placement {
 }
 
 /// The receiving thread's one call, while it runs.
-struct Turn<'a>(&'a AtomicUsize);
+struct Turn<'a>(&'a AtomicBool);
 
 impl<'a> Turn<'a> {
     /// The turn, if no call holds it.
-    fn take(running_here: &'a AtomicUsize) -> Option<Turn<'a>> {
+    fn take(running_here: &'a AtomicBool) -> Option<Turn<'a>> {
         running_here
-            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .ok()
             .map(|_| Turn(running_here))
     }
@@ -91,7 +91,7 @@ impl<'a> Turn<'a> {
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        self.0.store(0, Ordering::Release);
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -101,7 +101,7 @@ mod tests {
 
     #[test]
     fn one_turn_at_a_time_and_free_again_when_dropped() {
-        let running = AtomicUsize::new(0);
+        let running = AtomicBool::new(false);
         let first = Turn::take(&running).expect("a free turn");
         assert!(Turn::take(&running).is_none(), "taken while held");
         drop(first);
