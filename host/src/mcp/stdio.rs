@@ -226,7 +226,7 @@ where
         if line.iter().all(u8::is_ascii_whitespace) {
             return Checked::Skip;
         }
-        let error = match serde_json::from_slice::<ClientJsonRpcMessage>(line) {
+        let error = match super::client_message::parse(line) {
             Ok(message) => return self.admit(message),
             Err(error) => error,
         };
