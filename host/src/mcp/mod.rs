@@ -4,6 +4,7 @@
 pub mod authenticate;
 pub mod budget;
 pub mod client_address;
+#[cfg(test)]
 mod client_message;
 mod convert;
 pub mod drain;

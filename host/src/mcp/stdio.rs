@@ -226,7 +226,7 @@ where
         if line.iter().all(u8::is_ascii_whitespace) {
             return Checked::Skip;
         }
-        let error = match super::client_message::parse(line) {
+        let error = match rmcp::model::client_message_from_slice(line) {
             Ok(message) => return self.admit(message),
             Err(error) => error,
         };
