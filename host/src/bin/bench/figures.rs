@@ -43,36 +43,31 @@ impl Bench {
     /// Figure 2: Throughput over HTTP with many clients, each on its own connection
     /// and session.
     pub(super) async fn throughput(&self) -> Result<()> {
-        println!("## 2. throughput over HTTP (calls/s; the host's CPU time per call)\n");
         println!(
-            "| clients | plugin tool | native tool | plugin / native | plugin CPU µs | native CPU µs |"
+            "## 2. throughput over HTTP (calls/s; the host's CPU time and context switches per call)\n"
         );
-        println!("| --- | --- | --- | --- | --- | --- |");
+        println!(
+            "| clients | plugin tool | native tool | plugin / native | plugin CPU µs | native CPU µs | plugin switches | native switches |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
         let root = self.busy_hello_root("throughput")?;
         let cache = self.work.path().join("cache");
         let (mut server, url) =
             HttpServer::start(&self.host, &self.serve_args(&root, &cache)).await?;
         let seconds = if self.quick { 0.5 } else { 5.0 };
-        for clients in [1, 8, 32, 128] {
-            let cpu = cpu_time(server.pid)?;
-            let (plugin, plugin_calls) = rate(
-                &url,
-                clients,
-                "hello__greet",
-                json!({"name": "Ada"}),
-                seconds,
-            )
-            .await?;
-            let plugin_cpu = (cpu_time(server.pid)? - cpu) / plugin_calls as u32;
-            let cpu = cpu_time(server.pid)?;
-            let (native, native_calls) =
-                rate(&url, clients, "host__noop", json!({}), seconds).await?;
-            let native_cpu = (cpu_time(server.pid)? - cpu) / native_calls as u32;
+        for &clients in &self.clients {
+            let greet = json!({"name": "Ada"});
+            let (plugin, plugin_cost) =
+                costed_rate(server.pid, &url, clients, "hello__greet", greet, seconds).await?;
+            let (native, native_cost) =
+                costed_rate(server.pid, &url, clients, "host__noop", json!({}), seconds).await?;
             println!(
-                "| {clients} | {plugin:.0} | {native:.0} | {:.0} % | {:.0} | {:.0} |",
+                "| {clients} | {plugin:.0} | {native:.0} | {:.0} % | {:.0} | {:.0} | {:.2} | {:.2} |",
                 plugin / native * 100.0,
-                us(plugin_cpu),
-                us(native_cpu)
+                us(plugin_cost.cpu),
+                us(native_cost.cpu),
+                plugin_cost.switches,
+                native_cost.switches,
             );
         }
         server.stop().await;

@@ -59,6 +59,9 @@ struct Args {
     /// the instructions go (`callgrind_annotate --inclusive=yes FILE`).
     #[arg(long)]
     profiles: Option<PathBuf>,
+    /// The numbers of concurrent clients figure 2 measures, in order.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 8, 32, 128])]
+    clients: Vec<usize>,
     /// Serve a bare JSON-RPC responder on stdio (used by the harness itself).
     #[arg(long, hide = true)]
     bare_responder: bool,
@@ -142,6 +145,7 @@ struct Bench {
     repo: PathBuf,
     quick: bool,
     profiles: Option<PathBuf>,
+    clients: Vec<usize>,
     work: tempfile::TempDir,
 }
 
@@ -180,6 +184,7 @@ impl Bench {
             repo,
             quick: args.quick,
             profiles: args.profiles.clone(),
+            clients: args.clients.clone(),
             work: tempfile::tempdir()?,
         })
     }

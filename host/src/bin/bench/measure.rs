@@ -153,6 +153,29 @@ pub(super) fn cpu_time(pid: u32) -> Result<Duration> {
     Ok(Duration::from_secs_f64(ticks as f64 / per_second as f64))
 }
 
+/// The times the threads of process `pid` have given up or been taken off
+/// a CPU so far (voluntary and involuntary context switches, summed over
+/// its threads). Per call, it counts the waits and thread hops that
+/// instructions do not show: each one is a sleep and a wake-up.
+pub(super) fn context_switches(pid: u32) -> Result<u64> {
+    let mut switches = 0;
+    for thread in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        // A thread that ended since the listing has nothing left to count.
+        let Ok(status) = std::fs::read_to_string(thread?.path().join("status")) else {
+            continue;
+        };
+        for line in status.lines() {
+            if let Some(count) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                switches += count.trim().parse::<u64>()?;
+            }
+        }
+    }
+    Ok(switches)
+}
+
 pub(super) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -198,6 +221,32 @@ pub(super) fn callgrind_control(pid: u32, command: &[&str]) -> Result<()> {
         bail!("callgrind_control {command:?} failed");
     }
     Ok(())
+}
+
+/// What the host process spent per call while [`rate`] ran.
+pub(super) struct CallCost {
+    /// CPU time (user and system).
+    pub(super) cpu: Duration,
+    /// Context switches, over all of its threads.
+    pub(super) switches: f64,
+}
+
+/// [`rate`], with what host process `pid` spent per call meanwhile.
+pub(super) async fn costed_rate(
+    pid: u32,
+    url: &str,
+    clients: usize,
+    tool: &str,
+    arguments: Value,
+    seconds: f64,
+) -> Result<(f64, CallCost)> {
+    let (cpu, switches) = (cpu_time(pid)?, context_switches(pid)?);
+    let (calls_per_second, calls) = rate(url, clients, tool, arguments, seconds).await?;
+    let cost = CallCost {
+        cpu: (cpu_time(pid)? - cpu) / calls as u32,
+        switches: (context_switches(pid)? - switches) as f64 / calls as f64,
+    };
+    Ok((calls_per_second, cost))
 }
 
 /// Calls per second with `clients` concurrent clients calling `tool`, and
