@@ -57,10 +57,24 @@ impl Bench {
         let seconds = if self.quick { 0.5 } else { 5.0 };
         for &clients in &self.clients {
             let greet = json!({"name": "Ada"});
-            let (plugin, plugin_cost) =
-                costed_rate(server.pid, &url, clients, "hello__greet", greet, seconds).await?;
-            let (native, native_cost) =
-                costed_rate(server.pid, &url, clients, "host__noop", json!({}), seconds).await?;
+            let (plugin, plugin_cost) = costed_rate(
+                server.pid,
+                &url,
+                clients as usize,
+                "hello__greet",
+                greet,
+                seconds,
+            )
+            .await?;
+            let (native, native_cost) = costed_rate(
+                server.pid,
+                &url,
+                clients as usize,
+                "host__noop",
+                json!({}),
+                seconds,
+            )
+            .await?;
             println!(
                 "| {clients} | {plugin:.0} | {native:.0} | {:.0} % | {:.0} | {:.0} | {:.2} | {:.2} |",
                 plugin / native * 100.0,

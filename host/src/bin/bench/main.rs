@@ -60,8 +60,9 @@ struct Args {
     #[arg(long)]
     profiles: Option<PathBuf>,
     /// The numbers of concurrent clients figure 2 measures, in order.
-    #[arg(long, value_delimiter = ',', default_values_t = [1, 8, 32, 128])]
-    clients: Vec<usize>,
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 8, 32, 128],
+          value_parser = clap::value_parser!(u32).range(1..))]
+    clients: Vec<u32>,
     /// Serve a bare JSON-RPC responder on stdio (used by the harness itself).
     #[arg(long, hide = true)]
     bare_responder: bool,
@@ -145,7 +146,7 @@ struct Bench {
     repo: PathBuf,
     quick: bool,
     profiles: Option<PathBuf>,
-    clients: Vec<usize>,
+    clients: Vec<u32>,
     work: tempfile::TempDir,
 }
 
@@ -245,5 +246,22 @@ impl Bench {
 
     fn calls(&self) -> usize {
         if self.quick { 200 } else { 5000 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_default_to_every_row_and_refuse_zero() {
+        let parse = |args: &[&str]| Args::try_parse_from(["bench"].iter().chain(args));
+        assert_eq!(parse(&[]).unwrap().clients, [1, 8, 32, 128]);
+        assert_eq!(parse(&["--clients", "1,32"]).unwrap().clients, [1, 32]);
+        let refused = parse(&["--clients", "8,0"])
+            .err()
+            .expect("zero clients refused");
+        assert!(refused.to_string().contains("--clients"), "{refused}");
+        assert!(parse(&["--clients", "x"]).is_err());
     }
 }

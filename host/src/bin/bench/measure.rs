@@ -117,18 +117,22 @@ pub(super) fn leb128(out: &mut Vec<u8>, mut value: u64) {
 /// The resident size of process `pid`.
 pub(super) fn rss_mb(pid: u32) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("VmRSS")?
-                .trim_start_matches(':')
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))?;
-    Ok(kb / 1024.0)
+    let kb =
+        status_number(&status, "VmRSS").ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))?;
+    Ok(kb as f64 / 1024.0)
+}
+
+/// The number a `/proc/…/status` file gives for `field` (`VmRSS:  1234 kB`
+/// gives 1234).
+fn status_number(status: &str, field: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        line.strip_prefix(field)?
+            .strip_prefix(':')?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
 }
 
 /// The CPU time (user and system) process `pid` has used so far. It is
@@ -164,13 +168,9 @@ pub(super) fn context_switches(pid: u32) -> Result<u64> {
         let Ok(status) = std::fs::read_to_string(thread?.path().join("status")) else {
             continue;
         };
-        for line in status.lines() {
-            if let Some(count) = line
-                .strip_prefix("voluntary_ctxt_switches:")
-                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
-            {
-                switches += count.trim().parse::<u64>()?;
-            }
+        for field in ["voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"] {
+            switches += status_number(&status, field)
+                .ok_or_else(|| anyhow!("no {field} in a thread's status of process {pid}"))?;
         }
     }
     Ok(switches)
@@ -285,4 +285,30 @@ pub(super) async fn rate(
     }
     let calls = done.load(Ordering::Relaxed);
     Ok((calls as f64 / started.elapsed().as_secs_f64(), calls.max(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_fields_are_read_by_their_whole_name() {
+        let status = "VmRSSx:\t9 kB\nVmRSS:\t  1234 kB\nvoluntary_ctxt_switches:\t7\n\
+                      nonvoluntary_ctxt_switches:\t3\n";
+        assert_eq!(status_number(status, "VmRSS"), Some(1234));
+        assert_eq!(status_number(status, "voluntary_ctxt_switches"), Some(7));
+        assert_eq!(status_number(status, "nonvoluntary_ctxt_switches"), Some(3));
+        assert_eq!(status_number(status, "VmHWM"), None);
+    }
+
+    #[test]
+    fn this_process_has_switched_at_least_once() {
+        let pid = std::process::id();
+        let before = context_switches(pid).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(
+            context_switches(pid).unwrap() > before,
+            "a sleep gives up the CPU"
+        );
+    }
 }
